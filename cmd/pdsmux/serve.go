@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/urfave/cli/v3"
+
+	"github.com/pdsmux/pdsmux/internal/pdsmuxd"
+)
+
+func serveFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{Name: "replica", Sources: env("replica"), Category: "replicas",
+			Usage: "a replica as [name=]http(s)://host:port (repeat, or comma-separate in the variable)"},
+		&cli.StringFlag{Name: "redis-url", Sources: env("redis-url"), Value: pdsmuxd.DefaultRedisURL, Category: "redis",
+			Usage: "redis:// or rediss:// URL (user:password@ allowed); add ?master_name=NAME&addr=host:port for Sentinel"},
+		&cli.StringFlag{Name: "redis-prefix", Sources: env("redis-prefix"), Value: pdsmuxd.DefaultPrefix, Category: "redis",
+			Usage: "key prefix, so several deployments can share one Redis; keys are {prefix}:..."},
+		&cli.StringFlag{Name: "listen", Sources: env("listen"), Value: pdsmuxd.DefaultListen, Category: "http",
+			Usage: "address for subscribeRepos, the proxied sync endpoints and /xrpc/_health"},
+		&cli.StringFlag{Name: "metrics-listen", Sources: env("metrics-listen"), Value: pdsmuxd.DefaultMetricsListen, Category: "http",
+			Usage: "address for /metrics and /debug/pprof"},
+		&cli.DurationFlag{Name: "hold-timeout", Sources: env("hold-timeout"), Value: pdsmuxd.DefaultHoldTimeout, Category: "log",
+			Usage: "how long a #commit whose predecessor is missing waits before repair covers the gap"},
+		&cli.DurationFlag{Name: "dedup-ttl", Sources: env("dedup-ttl"), Value: pdsmuxd.DefaultDedupTTL, Category: "log",
+			Usage: "how long #identity/#account events are remembered for dedup"},
+		&cli.DurationFlag{Name: "retention", Sources: env("retention"), Value: pdsmuxd.DefaultRetention, Category: "log",
+			Usage: "how long the merged log keeps events in Redis"},
+		&cli.Int64Flag{Name: "max-entries", Sources: env("max-entries"), Value: pdsmuxd.DefaultMaxEntries, Category: "log",
+			Usage: "cap on events kept in Redis (oldest trimmed first)"},
+		&cli.IntFlag{Name: "max-frame-bytes", Sources: env("max-frame-bytes"), Value: pdsmuxd.DefaultMaxFrameBytes, Category: "replicas",
+			Usage: "largest replica frame accepted; larger ones are skipped and counted"},
+		&cli.DurationFlag{Name: "replica-read-timeout", Sources: env("replica-read-timeout"), Value: pdsmuxd.DefaultReadTimeout, Category: "replicas",
+			Usage: "reconnect to a replica that sends nothing (not even a pong) for this long"},
+		&cli.DurationFlag{Name: "health-interval", Sources: env("health-interval"), Value: pdsmuxd.DefaultHealthInterval, Category: "replicas",
+			Usage: "how often each replica's /xrpc/_health is checked"},
+		&cli.IntFlag{Name: "subscriber-queue", Sources: env("subscriber-queue"), Value: pdsmuxd.DefaultSubscriberQueue, Category: "subscribers",
+			Usage: "frames a subscriber may fall behind before it gets ConsumerTooSlow"},
+		&cli.IntFlag{Name: "max-subscribers", Sources: env("max-subscribers"), Value: pdsmuxd.DefaultMaxSubscribers, Category: "subscribers",
+			Usage: "further subscribeRepos connections get HTTP 503"},
+		&cli.DurationFlag{Name: "shutdown-timeout", Sources: env("shutdown-timeout"), Value: pdsmuxd.DefaultShutdownTimeout,
+			Usage: "how long shutdown may take before connections are cut"},
+		&cli.StringFlag{Name: "log-level", Sources: env("log-level"), Value: pdsmuxd.DefaultLogLevel, Usage: "debug, info, warn or error"},
+		&cli.StringFlag{Name: "log-format", Sources: env("log-format"), Value: pdsmuxd.DefaultLogFormat, Usage: "json or text"},
+	}
+}
+
+func configFrom(cmd *cli.Command) pdsmuxd.Config {
+	return pdsmuxd.Config{
+		Replicas:           cmd.StringSlice("replica"),
+		RedisURL:           cmd.String("redis-url"),
+		RedisPrefix:        cmd.String("redis-prefix"),
+		Listen:             cmd.String("listen"),
+		MetricsListen:      cmd.String("metrics-listen"),
+		HoldTimeout:        cmd.Duration("hold-timeout"),
+		DedupTTL:           cmd.Duration("dedup-ttl"),
+		Retention:          cmd.Duration("retention"),
+		MaxEntries:         cmd.Int64("max-entries"),
+		MaxFrameBytes:      cmd.Int("max-frame-bytes"),
+		ReplicaReadTimeout: cmd.Duration("replica-read-timeout"),
+		HealthInterval:     cmd.Duration("health-interval"),
+		SubscriberQueue:    cmd.Int("subscriber-queue"),
+		MaxSubscribers:     cmd.Int("max-subscribers"),
+		ShutdownTimeout:    cmd.Duration("shutdown-timeout"),
+		LogLevel:           cmd.String("log-level"),
+		LogFormat:          cmd.String("log-format"),
+	}
+}
+
+func serveCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "serve",
+		Usage: "tail every replica, merge into Redis, serve subscribeRepos",
+		Flags: serveFlags(),
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			cfg := configFrom(cmd)
+			rt, err := pdsmuxd.Build(ctx, cfg, pdsmuxd.Options{})
+			if err != nil {
+				return err
+			}
+			runErr := rt.Run(ctx)
+			// a fresh context: ctx is already cancelled by the signal
+			cctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			defer cancel()
+			closeErr := rt.Close(cctx)
+			if runErr != nil || closeErr != nil {
+				return errors.Join(runErr, closeErr)
+			}
+			return nil
+		},
+	}
+}
+
+func healthCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "health",
+		Usage: "exit 0 if the pdsmux at --url answers /xrpc/_health with 200 (for container health checks)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "url", Sources: env("health-url"), Value: "http://" + pdsmuxd.DefaultListen, Usage: "base URL of pdsmux"},
+			&cli.DurationFlag{Name: "timeout", Value: 3 * time.Second, Usage: "give up after this long"},
+		},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			h, err := pdsmuxd.FetchHealth(ctx, cmd.String("url"), cmd.Duration("timeout"))
+			if err != nil {
+				return err
+			}
+			if h.Status != "ok" {
+				return fmt.Errorf("unhealthy: %s", h.Reason)
+			}
+			fmt.Println("ok")
+			return nil
+		},
+	}
+}

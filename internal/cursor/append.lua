@@ -1,0 +1,255 @@
+-- pdsmux merged-log append. One call appends a batch of events from one
+-- source atomically: dedup, per-repo order, seq assignment, XADD of the
+-- frame carrying its new seq, and the source replica's cursor.
+--
+-- Invariants kept here (see docs/invariants.md):
+--   I1 seq strictly increases and is never reused: INCR on one counter,
+--      seeded above every seq the stream has held when the counter is lost.
+--   I2 (did, rev) is appended at most once: a #commit/#sync is appended
+--      only when its rev is above the DID's last appended rev, in the same
+--      atomic step that records the new rev.
+--   I3 a replica's cursor only moves forward here, after its events are
+--      appended or held in Redis; it never passes an event that is in
+--      neither place.
+--
+-- KEYS: 1 seq, 2 log stream, 3 did state, 4 replica cursors, 5 hold queue,
+--       6 meta, 7 time index, 8 account status
+-- ARGV: 1 key prefix, 2 source replica ('' for none), 3 expected cursor
+--       ('' to skip the check), 4 now (unix ms), 5 seq floor minus one,
+--       6 hold ms, 7 dedup ttl s, 8 lowest seq this caller may be given
+--       (one above every seq it has seen), 9 event count,
+--       then 10 fields per event:
+--       kind, did, rev, since, commit, hash, pre, suf, upstream seq, status
+-- kinds: c commit, s sync, i identity, a account, o other; R and Y are a
+--       repair #commit / #sync whose `since` field is the rev the DID must
+--       still be at; T adopts the oldest held commit of a DID the log has
+--       no state for, as it is (only did is set).
+-- Returns: one code per event (seq > 0 appended, 0 duplicate, -1 held,
+--       -2 hold conflict, -3 repair lost its race), then the number of
+--       held commits released by this call.
+
+local P = ARGV[1]
+local seqK, logK, didK, curK, holdqK, metaK, tidxK, acctK =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local replica = ARGV[2]
+local now = tonumber(ARGV[4])
+local nowS = ARGV[4]
+local holdMs = tonumber(ARGV[6])
+local ttl = ARGV[7]
+local n = tonumber(ARGV[9])
+
+local function num(x) return string.format('%.0f', x) end
+
+if ARGV[3] ~= '' then
+  local c = redis.call('HGET', curK, replica)
+  if (not c) or tonumber(c) < tonumber(ARGV[3]) then
+    return redis.error_reply('CURSOR_REGRESSED stored cursor ' .. tostring(c) ..
+      ' is below ' .. ARGV[3] .. ' (Redis lost writes)')
+  end
+end
+
+-- TIDs are fixed-width base32-sortable; compare bytes, not via strcoll.
+local function revLess(a, b)
+  if a == b then return false end
+  local la, lb = #a, #b
+  for i = 1, math.min(la, lb) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return la < lb
+end
+
+-- minimal DAG-CBOR unsigned integer, exact for n <= 2^53
+local function u64(x)
+  if x < 24 then return string.char(x) end
+  if x < 256 then return string.char(24, x) end
+  if x < 65536 then return string.char(25, math.floor(x / 256), x % 256) end
+  local w, head = 4, 26
+  if x >= 4294967296 then w, head = 8, 27 end
+  local t = {}
+  for i = w, 1, -1 do
+    t[i] = x % 256
+    x = math.floor(x / 256)
+  end
+  return string.char(head) .. string.char(unpack(t))
+end
+
+local function nextSeq()
+  if redis.call('EXISTS', seqK) == 0 then
+    -- I1: the counter is gone (new log or lost state). Start above both the
+    -- caller's floor (time and durable checkpoint) and the stream's top.
+    local floor = tonumber(ARGV[5])
+    if redis.call('EXISTS', logK) == 1 then
+      local info = redis.call('XINFO', 'STREAM', logK)
+      for i = 1, #info, 2 do
+        if info[i] == 'last-generated-id' then
+          local top = tonumber(string.match(info[i + 1], '^(%d+)'))
+          if top > floor then floor = top end
+        end
+      end
+    end
+    redis.call('SET', seqK, num(floor))
+    redis.call('HSETNX', metaK, 'created', nowS)
+  end
+  local seq = redis.call('INCR', seqK)
+  -- I1: Redis came back with less than the caller has already seen (an
+  -- AOF that lost its last second): never hand out a seen seq again.
+  local seen = tonumber(ARGV[8])
+  if seq < seen then
+    redis.call('SET', seqK, ARGV[8])
+    seq = seen
+  end
+  return seq
+end
+
+local bucket = num(math.floor(now / 60000))
+local function emit(kind, did, rev, commit, pre, suf, src)
+  local seq = nextSeq()
+  local id = num(seq)
+  redis.call('XADD', logK, id .. '-0',
+    'f', pre .. u64(seq) .. suf, 'k', kind, 'd', did, 'r', rev, 's', src, 't', nowS)
+  if kind == 'c' or kind == 's' then
+    redis.call('HSET', didK, did, rev .. ' ' .. commit)
+  end
+  -- one time-index point a minute, for age-based trimming
+  if redis.call('HGET', metaK, 'bucket') ~= bucket then
+    redis.call('HSET', metaK, 'bucket', bucket)
+    redis.call('ZADD', tidxK, nowS, id)
+  end
+  return seq
+end
+
+local released = 0
+local function holdKey(did) return P .. ':hold:' .. did end
+local function srcKey(r) return P .. ':hsrc:' .. r end
+
+-- Append every held commit that now chains onto rev, in chain order.
+local function release(did, rev)
+  local hk = holdKey(did)
+  while true do
+    local v = redis.call('HGET', hk, rev)
+    if not v then break end
+    local h = cmsgpack.unpack(v)
+    redis.call('HDEL', hk, rev)
+    if h[6] ~= '' then redis.call('ZREM', srcKey(h[6]), did .. ' ' .. rev) end
+    emit('c', did, h[1], h[2], h[3], h[4], h[6])
+    released = released + 1
+    rev = h[1]
+  end
+  if redis.call('EXISTS', hk) == 0 then redis.call('ZREM', holdqK, did) end
+end
+
+-- Forget held commits at or below rev: a #sync or a repair covered them.
+local function dropHeldUpTo(did, rev)
+  local hk = holdKey(did)
+  local all = redis.call('HGETALL', hk)
+  for i = 1, #all, 2 do
+    local h = cmsgpack.unpack(all[i + 1])
+    if not revLess(rev, h[1]) then
+      redis.call('HDEL', hk, all[i])
+      if h[6] ~= '' then redis.call('ZREM', srcKey(h[6]), did .. ' ' .. all[i]) end
+    end
+  end
+end
+
+local function lastRev(did)
+  local st = redis.call('HGET', didK, did)
+  if not st then return nil end
+  return string.match(st, '^(%S+)')
+end
+
+local out = {}
+local maxUseq = nil
+for i = 0, n - 1 do
+  local b = 10 + i * 10
+  local kind, did, rev, since, commit, hash, pre, suf, useq, status =
+    ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4],
+    ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9]
+  if useq ~= '' then
+    local u = tonumber(useq)
+    if (not maxUseq) or u > maxUseq then maxUseq = u end
+  end
+  local code = 0
+  if kind == 'c' then
+    local last = lastRev(did)
+    if last and not revLess(last, rev) then
+      code = 0 -- I2: already appended (or older)
+    elseif (since == '' and not last) or (last and since == last) then
+      code = emit('c', did, rev, commit, pre, suf, replica)
+      release(did, rev)
+    else
+      -- The chain is broken: hold until the missing commit arrives or the
+      -- repair loop covers the gap (I3: held in Redis, so the cursor may move).
+      local hk = holdKey(did)
+      local ex = redis.call('HGET', hk, since)
+      local keep = true
+      if ex then
+        local h = cmsgpack.unpack(ex)
+        if h[1] == rev then
+          keep, code = false, 0
+        elseif revLess(rev, h[1]) then
+          keep, code = false, -2
+        elseif h[6] ~= '' then
+          redis.call('ZREM', srcKey(h[6]), did .. ' ' .. since)
+        end
+      end
+      if keep then
+        redis.call('HSET', hk, since, cmsgpack.pack({rev, commit, pre, suf, useq, replica, now + holdMs}))
+        redis.call('ZADD', holdqK, 'LT', num(now + holdMs), did)
+        if replica ~= '' and useq ~= '' then
+          redis.call('ZADD', srcKey(replica), useq, did .. ' ' .. since)
+        end
+        code = -1
+      end
+    end
+  elseif kind == 's' or kind == 'R' or kind == 'Y' then
+    local last = lastRev(did)
+    if (kind == 'R' or kind == 'Y') and (last or '') ~= since then
+      code = -3
+    elseif last and not revLess(last, rev) then
+      code = 0
+    else
+      local ek = 's'
+      if kind == 'R' then ek = 'c' end
+      code = emit(ek, did, rev, commit, pre, suf, replica)
+      dropHeldUpTo(did, rev)
+      release(did, rev)
+    end
+  elseif kind == 'T' then
+    if lastRev(did) then
+      code = -3
+    else
+      local all = redis.call('HGETALL', holdKey(did))
+      local pick, pickSince
+      for j = 1, #all, 2 do
+        local h = cmsgpack.unpack(all[j + 1])
+        if (not pick) or revLess(h[1], pick[1]) then pick, pickSince = h, all[j] end
+      end
+      if pick then
+        redis.call('HDEL', holdKey(did), pickSince)
+        if pick[6] ~= '' then redis.call('ZREM', srcKey(pick[6]), did .. ' ' .. pickSince) end
+        code = emit('c', did, pick[1], pick[2], pick[3], pick[4], pick[6])
+        dropHeldUpTo(did, pick[1])
+        release(did, pick[1])
+      else
+        redis.call('ZREM', holdqK, did)
+      end
+    end
+  else
+    -- #identity, #account and unknown types: dedup by content without seq.
+    if redis.call('SET', P .. ':h:' .. hash, '1', 'NX', 'EX', ttl) then
+      code = emit(kind, did, rev, commit, pre, suf, replica)
+      if kind == 'a' then redis.call('HSET', acctK, did, status) end
+    end
+  end
+  out[#out + 1] = code
+end
+
+if replica ~= '' and maxUseq then
+  local c = redis.call('HGET', curK, replica)
+  if (not c) or tonumber(c) < maxUseq then
+    redis.call('HSET', curK, replica, num(maxUseq))
+  end
+end
+out[#out + 1] = released
+return out

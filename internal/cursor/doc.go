@@ -1,0 +1,22 @@
+// Package cursor owns the merged, sequenced event log in Redis.
+//
+// Every event any replica streams is offered to Log.Append. One Lua script
+// per batch decides, atomically, whether the event is a duplicate (by the
+// repo's last rev, or by a content hash for #identity/#account), whether a
+// #commit must wait for its missing predecessor (held), or whether it is
+// appended: it then gets the next seq, is written to a Redis stream with
+// that seq patched into the upstream bytes, and the source replica's
+// cursor moves forward in the same step. Two pdsmux processes may append
+// to one Redis at once; the script keeps the log correct for both.
+//
+// The package also reads the log back (Range, Tail, Bounds), exposes the
+// per-repo state and held commits the repair loop needs, and trims by age.
+//
+// It does not own transport (internal/tail reads replicas,
+// internal/fanout serves subscribers), repair decisions (internal/repair)
+// or durable history beyond Redis (internal/store).
+//
+// All keys share one hash tag ({prefix}) so the script runs unchanged on
+// Redis Cluster, Valkey and managed Redis. Keys derived inside the script
+// (per-repo hold hashes, dedup markers) carry the same tag.
+package cursor

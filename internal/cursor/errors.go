@@ -1,0 +1,17 @@
+package cursor
+
+import "errors"
+
+var (
+	// ErrCursorRegressed means Redis holds an older cursor for a replica
+	// than this process last wrote: Redis lost acknowledged writes (a
+	// restart that replayed an AOF missing its last second, a failover to
+	// a lagging replica). The caller must re-read the cursor and re-fetch
+	// from the replica; dedup keeps that from doubling anything.
+	ErrCursorRegressed = errors.New("cursor: stored replica cursor regressed")
+	// ErrRepairRace means a repair event was built against a rev the repo
+	// is no longer at; rebuild it.
+	ErrRepairRace = errors.New("cursor: repo moved while the repair was built")
+	// ErrBadEvent means an event lacks a field its kind needs.
+	ErrBadEvent = errors.New("cursor: event is missing a required field")
+)

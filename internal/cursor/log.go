@@ -1,0 +1,288 @@
+package cursor
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pdsmux/pdsmux/internal/frame"
+)
+
+// Defaults for Config; cmd/pdsmux uses them as flag defaults.
+const (
+	DefaultHoldTimeout = 2 * time.Second
+	DefaultDedupTTL    = 72 * time.Hour
+	DefaultRetention   = 72 * time.Hour
+	DefaultMaxEntries  = 500_000
+	// MaxBatch bounds one script call so Redis is never blocked long.
+	MaxBatch = 512
+)
+
+// Config tunes the log. Zero values take the defaults above.
+type Config struct {
+	Prefix      string        // key prefix; keys are {Prefix}:...
+	HoldTimeout time.Duration // how long a #commit waits for its predecessor
+	DedupTTL    time.Duration // how long #identity/#account hashes are remembered
+	Retention   time.Duration // trim entries older than this
+	MaxEntries  int64         // cap on stream length, applied by Trim
+}
+
+func (c *Config) setDefaults() {
+	if c.Prefix == "" {
+		c.Prefix = DefaultPrefix
+	}
+	if c.HoldTimeout <= 0 {
+		c.HoldTimeout = DefaultHoldTimeout
+	}
+	if c.DedupTTL <= 0 {
+		c.DedupTTL = DefaultDedupTTL
+	}
+	if c.Retention <= 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.MaxEntries <= 0 {
+		c.MaxEntries = DefaultMaxEntries
+	}
+}
+
+//go:embed append.lua
+var appendSrc string
+
+var appendScript = redis.NewScript(appendSrc)
+
+// Log is the merged event log in one Redis. It is safe for concurrent use
+// and for use by several processes at once.
+type Log struct {
+	rdb redis.UniversalClient
+	k   keys
+	cfg Config
+	log *slog.Logger
+	m   *Metrics
+	now func() time.Time
+
+	// floor is the lowest seq a recreated counter may start at, besides the
+	// clock: the durable checkpoint's high-water mark + 1.
+	floor atomic.Int64
+	// seen is the highest seq this process has appended or read; the
+	// counter is never allowed below it (Redis losing recent writes).
+	seen atomic.Int64
+}
+
+// New returns a Log over rdb. It does not talk to Redis.
+func New(rdb redis.UniversalClient, cfg Config, m *Metrics, logger *slog.Logger) (*Log, error) {
+	cfg.setDefaults()
+	k, err := newKeys(cfg.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	return &Log{rdb: rdb, k: k, cfg: cfg, log: logger.With("component", "cursor"), m: m, now: time.Now}, nil
+}
+
+// Config returns the effective configuration.
+func (l *Log) Config() Config { return l.cfg }
+
+// RaiseFloor makes sure a recreated seq counter starts above seq.
+func (l *Log) RaiseFloor(seq int64) { raise(&l.floor, seq) }
+
+// Seen is the highest seq this process has appended or read.
+func (l *Log) Seen() int64 { return l.seen.Load() }
+
+func raise(v *atomic.Int64, to int64) {
+	for {
+		cur := v.Load()
+		if to <= cur || v.CompareAndSwap(cur, to) {
+			return
+		}
+	}
+}
+
+// bumpScript moves the seq counter up to ARGV[1] if it is below.
+var bumpScript = redis.NewScript(`
+local c = tonumber(redis.call('GET', KEYS[1]) or '0')
+if c < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 0
+`)
+
+// bumpAfterLoss moves the counter to the clock floor once Redis has been
+// caught losing acknowledged writes: subscribers may have seen seqs the
+// counter no longer remembers, and the clock is above all of them.
+func (l *Log) bumpAfterLoss(ctx context.Context) error {
+	floor := max(l.now().UnixMicro(), l.floor.Load()+1, l.seen.Load()+1)
+	if err := bumpScript.Run(ctx, l.rdb, []string{l.k.seq}, strconv.FormatInt(floor, 10)).Err(); err != nil {
+		return fmt.Errorf("cursor: raise seq counter after Redis lost writes: %w", err)
+	}
+	l.log.Warn("Redis lost acknowledged writes; seq counter raised to the clock floor, replicas will be re-read", "seq_floor", floor)
+	return nil
+}
+
+// Outcome is what the log did with one offered event.
+type Outcome int8
+
+const (
+	Appended     Outcome = iota // got a seq and is in the stream
+	Duplicate                   // already appended (same or older rev, or same content)
+	Held                        // waits in Redis for its missing predecessor
+	HoldConflict                // another held commit claims the same predecessor with a higher rev
+	RepairRace                  // repair only: the repo moved since the event was built
+)
+
+var outcomeNames = [...]string{"appended", "duplicate", "held", "hold_conflict", "repair_race"}
+
+func (o Outcome) String() string { return outcomeNames[o] }
+
+// Result of one event.
+type Result struct {
+	Outcome Outcome
+	Seq     int64 // set when Appended
+}
+
+// Batch is the result of one Append.
+type Batch struct {
+	Results  []Result
+	Released int // held commits appended because this batch completed their chain
+}
+
+// Append offers evs, all from replica, in one atomic step. If expect >= 0
+// it is the cursor this process last stored for replica; a lower stored
+// cursor means Redis lost writes and Append fails with
+// ErrCursorRegressed without changing anything. After success the
+// replica's stored cursor is at least the highest UpstreamSeq in evs.
+func (l *Log) Append(ctx context.Context, replica string, expect int64, evs []Event) (Batch, error) {
+	exp := ""
+	if expect >= 0 {
+		exp = strconv.FormatInt(expect, 10)
+	}
+	codes := make([]string, len(evs))
+	for i := range evs {
+		codes[i] = kindCode(evs[i].Kind)
+	}
+	return l.run(ctx, replica, exp, evs, codes)
+}
+
+// AppendRepair appends a #commit or #sync pdsmux built to cover missed
+// writes, but only if the repo is still at rev atRev ("" = no state). It
+// returns ErrRepairRace if the repo moved meanwhile.
+func (l *Log) AppendRepair(ctx context.Context, ev Event, atRev string) (Result, error) {
+	code := "R"
+	switch ev.Kind {
+	case frame.KindCommit:
+	case frame.KindSync:
+		code = "Y"
+	default:
+		return Result{}, fmt.Errorf("%w: repair of kind %s", ErrBadEvent, ev.Kind)
+	}
+	ev.Since = atRev
+	ev.UpstreamSeq = -1
+	b, err := l.run(ctx, "", "", []Event{ev}, []string{code})
+	if err != nil {
+		return Result{}, err
+	}
+	if b.Results[0].Outcome == RepairRace {
+		return b.Results[0], ErrRepairRace
+	}
+	return b.Results[0], nil
+}
+
+// AdoptHeld appends the oldest held commit of a repo the log has no state
+// for, as it is, and whatever then chains onto it. It is what a hold
+// timeout does for a repo pdsmux has never seen (a fresh log meeting an
+// old repo): there is no earlier state to repair from. It returns
+// ErrRepairRace if the repo has state by now, and a zero Result if
+// nothing was held.
+func (l *Log) AdoptHeld(ctx context.Context, did string) (Result, error) {
+	b, err := l.run(ctx, "", "", []Event{{Kind: frame.KindCommit, DID: did, UpstreamSeq: -1}}, []string{"T"})
+	if err != nil {
+		return Result{}, err
+	}
+	r := b.Results[0]
+	if r.Outcome == RepairRace {
+		return r, ErrRepairRace
+	}
+	return r, nil
+}
+
+// AppendSynthetic appends an #identity or #account event pdsmux built
+// (deduplicated by content like upstream ones).
+func (l *Log) AppendSynthetic(ctx context.Context, ev Event) (Result, error) {
+	ev.UpstreamSeq = -1
+	b, err := l.Append(ctx, "", -1, []Event{ev})
+	if err != nil {
+		return Result{}, err
+	}
+	return b.Results[0], nil
+}
+
+func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, codes []string) (Batch, error) {
+	if len(evs) == 0 {
+		return Batch{}, nil
+	}
+	if len(evs) > MaxBatch {
+		return Batch{}, fmt.Errorf("cursor: batch of %d events exceeds %d", len(evs), MaxBatch)
+	}
+	now := l.now()
+	floor := max(now.UnixMicro(), l.floor.Load()+1)
+	args := make([]any, 0, 9+10*len(evs))
+	args = append(args, l.k.prefix, replica, expect,
+		strconv.FormatInt(now.UnixMilli(), 10),
+		strconv.FormatInt(floor-1, 10),
+		strconv.FormatInt(l.cfg.HoldTimeout.Milliseconds(), 10),
+		strconv.FormatInt(int64(l.cfg.DedupTTL/time.Second), 10),
+		strconv.FormatInt(l.seen.Load()+1, 10),
+		strconv.Itoa(len(evs)))
+	for i := range evs {
+		ev := &evs[i]
+		if ev.DID == "" && (ev.Kind == frame.KindCommit || ev.Kind == frame.KindSync) {
+			return Batch{}, fmt.Errorf("%w: %s without did", ErrBadEvent, ev.Kind)
+		}
+		useq := ""
+		if ev.UpstreamSeq >= 0 {
+			useq = strconv.FormatInt(ev.UpstreamSeq, 10)
+		}
+		args = append(args, codes[i], ev.DID, ev.Rev, ev.Since, ev.Commit, ev.Hash, ev.Pre, ev.Suf, useq, ev.Status)
+	}
+	start := time.Now()
+	res, err := appendScript.Run(ctx, l.rdb, l.k.script(), args...).Int64Slice()
+	l.m.observeScript(time.Since(start), err)
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "CURSOR_REGRESSED") {
+			if berr := l.bumpAfterLoss(ctx); berr != nil {
+				return Batch{}, berr
+			}
+			return Batch{}, fmt.Errorf("%w: replica %s: %v", ErrCursorRegressed, replica, err)
+		}
+		return Batch{}, fmt.Errorf("cursor: append script for replica %q: %w", replica, err)
+	}
+	if len(res) != len(evs)+1 {
+		return Batch{}, fmt.Errorf("cursor: append script returned %d values for %d events", len(res), len(evs))
+	}
+	b := Batch{Results: make([]Result, len(evs)), Released: int(res[len(evs)])}
+	for i, code := range res[:len(evs)] {
+		var r Result
+		switch {
+		case code > 0:
+			r = Result{Outcome: Appended, Seq: code}
+		case code == 0:
+			r.Outcome = Duplicate
+		case code == -1:
+			r.Outcome = Held
+		case code == -2:
+			r.Outcome = HoldConflict
+		case code == -3:
+			r.Outcome = RepairRace
+		default:
+			return Batch{}, fmt.Errorf("cursor: append script returned unknown code %d", code)
+		}
+		b.Results[i] = r
+		l.m.countOutcome(evs[i].Kind, r.Outcome)
+		raise(&l.seen, r.Seq)
+	}
+	l.m.addReleased(b.Released)
+	return b, nil
+}

@@ -1,0 +1,79 @@
+package cursor
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pdsmux/pdsmux/internal/frame"
+)
+
+// Metrics of the merged log. A nil *Metrics records nothing.
+type Metrics struct {
+	events       *prometheus.CounterVec
+	released     prometheus.Counter
+	scriptTime   prometheus.Histogram
+	scriptErrors prometheus.Counter
+	readTime     prometheus.Histogram
+}
+
+// NewMetrics registers the log's metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdsmux_log_events_total",
+			Help: "Events offered to the merged log, by kind and outcome (appended, duplicate, held, hold_conflict, repair_race). A steady held rate means replicas lose or reorder commits; repair covers them.",
+		}, []string{"kind", "outcome"}),
+		released: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pdsmux_log_released_total",
+			Help: "Held commits appended once their missing predecessor arrived.",
+		}),
+		scriptTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pdsmux_redis_append_seconds",
+			Help:    "Latency of one append script call (one batch) in Redis. Rising values mean Redis is slow or far away.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		scriptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pdsmux_redis_append_errors_total",
+			Help: "Append script calls that failed (Redis unreachable, lost writes detected). Non-zero means replicas are re-read from their stored cursors.",
+		}),
+		readTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "pdsmux_redis_read_seconds",
+			Help:    "Latency of one log range read from Redis (replay for subscribers).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+	}
+	reg.MustRegister(m.events, m.released, m.scriptTime, m.scriptErrors, m.readTime)
+	return m
+}
+
+func (m *Metrics) countOutcome(k frame.Kind, o Outcome) {
+	if m == nil {
+		return
+	}
+	m.events.WithLabelValues(k.String(), o.String()).Inc()
+}
+
+func (m *Metrics) addReleased(n int) {
+	if m == nil || n == 0 {
+		return
+	}
+	m.released.Add(float64(n))
+}
+
+func (m *Metrics) observeScript(d time.Duration, err error) {
+	if m == nil {
+		return
+	}
+	m.scriptTime.Observe(d.Seconds())
+	if err != nil {
+		m.scriptErrors.Inc()
+	}
+}
+
+func (m *Metrics) observeRead(d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.readTime.Observe(d.Seconds())
+}

@@ -1,0 +1,140 @@
+package cursor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Entry is one appended event as stored.
+type Entry struct {
+	Seq    int64
+	Frame  []byte // the upstream frame with its seq replaced by Seq
+	Kind   string // c, s, i, a or o
+	DID    string
+	Rev    string
+	Source string // replica name, "" for events pdsmux made
+	Time   time.Time
+}
+
+func streamID(seq int64) string { return strconv.FormatInt(seq, 10) + "-0" }
+
+func parseID(id string) (int64, error) {
+	ms, _, _ := strings.Cut(id, "-")
+	return strconv.ParseInt(ms, 10, 64)
+}
+
+func toEntry(m redis.XMessage) (Entry, error) {
+	seq, err := parseID(m.ID)
+	if err != nil {
+		return Entry{}, fmt.Errorf("cursor: stream id %q: %w", m.ID, err)
+	}
+	str := func(k string) string { s, _ := m.Values[k].(string); return s }
+	f, ok := m.Values["f"].(string)
+	if !ok {
+		return Entry{}, fmt.Errorf("cursor: stream entry %s has no frame", m.ID)
+	}
+	ms, _ := strconv.ParseInt(str("t"), 10, 64)
+	return Entry{
+		Seq: seq, Frame: []byte(f), Kind: str("k"), DID: str("d"), Rev: str("r"),
+		Source: str("s"), Time: time.UnixMilli(ms),
+	}, nil
+}
+
+func (l *Log) toEntries(msgs []redis.XMessage) ([]Entry, error) {
+	out := make([]Entry, 0, len(msgs))
+	for _, m := range msgs {
+		e, err := toEntry(m)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	if len(out) > 0 {
+		raise(&l.seen, out[len(out)-1].Seq)
+	}
+	return out, nil
+}
+
+// Range returns up to count entries with seq > after, oldest first.
+func (l *Log) Range(ctx context.Context, after int64, count int64) ([]Entry, error) {
+	start := time.Now()
+	msgs, err := l.rdb.XRangeN(ctx, l.k.log, "("+streamID(after), "+", count).Result()
+	l.m.observeRead(time.Since(start))
+	if err != nil {
+		return nil, fmt.Errorf("cursor: read log after %d: %w", after, err)
+	}
+	return l.toEntries(msgs)
+}
+
+// Tail blocks up to block for entries with seq > after and returns up to
+// count of them; it returns no entries and no error when none arrived.
+func (l *Log) Tail(ctx context.Context, after int64, block time.Duration, count int64) ([]Entry, error) {
+	res, err := l.rdb.XRead(ctx, &redis.XReadArgs{
+		Streams: []string{l.k.log, streamID(after)},
+		Count:   count,
+		Block:   block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cursor: tail log after %d: %w", after, err)
+	}
+	if len(res) == 0 {
+		return nil, nil
+	}
+	return l.toEntries(res[0].Messages)
+}
+
+// Bounds describes what the stream holds.
+type Bounds struct {
+	First   int64 // oldest kept seq, 0 if empty
+	Last    int64 // newest seq ever appended (kept or not), 0 if none
+	Trimmed int64 // every seq <= Trimmed may have been trimmed away; 0 if nothing was
+	Length  int64
+}
+
+// Bounds reads the stream's extent. A missing stream is all zeros.
+func (l *Log) Bounds(ctx context.Context) (Bounds, error) {
+	var info *redis.XInfoStreamCmd
+	var trimmed *redis.StringCmd
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		info = p.XInfoStream(ctx, l.k.log)
+		trimmed = p.HGet(ctx, l.k.meta, "trimmed")
+		return nil
+	})
+	var b Bounds
+	if s, terr := trimmed.Result(); terr == nil {
+		if b.Trimmed, terr = strconv.ParseInt(s, 10, 64); terr != nil {
+			return Bounds{}, fmt.Errorf("cursor: stored trim mark %q: %w", s, terr)
+		}
+	}
+	if err != nil && !errors.Is(err, redis.Nil) {
+		if strings.Contains(err.Error(), "no such key") {
+			return b, nil
+		}
+		return Bounds{}, fmt.Errorf("cursor: stream info: %w", err)
+	}
+	xi := info.Val()
+	b.Length = xi.Length
+	if xi.FirstEntry.ID != "" {
+		if b.First, err = parseID(xi.FirstEntry.ID); err != nil {
+			return Bounds{}, err
+		}
+	}
+	if b.Last, err = parseID(xi.LastGeneratedID); err != nil {
+		return Bounds{}, fmt.Errorf("cursor: stream last id %q: %w", xi.LastGeneratedID, err)
+	}
+	return b, nil
+}
+
+// Ping checks that Redis answers.
+func (l *Log) Ping(ctx context.Context) error {
+	return l.rdb.Ping(ctx).Err()
+}

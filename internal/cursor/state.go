@@ -1,0 +1,250 @@
+package cursor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ReplicaCursor is where a replica's stream should be resumed.
+type ReplicaCursor struct {
+	// Stored is the highest upstream seq appended or held for the replica:
+	// pass it as Append's expect to detect Redis losing writes.
+	Stored int64
+	// Resume is the cursor to reconnect with: Stored, or just below the
+	// oldest still-held event from this replica (a held event is re-read
+	// rather than trusted to survive a repair that never comes).
+	Resume int64
+	// OK is false when Redis has no cursor for the replica.
+	OK bool
+}
+
+// Cursor reads a replica's stored cursor.
+func (l *Log) Cursor(ctx context.Context, replica string) (ReplicaCursor, error) {
+	var cur *redis.StringCmd
+	var held *redis.ZSliceCmd
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		cur = p.HGet(ctx, l.k.cur, replica)
+		held = p.ZRangeWithScores(ctx, l.k.holdSrc(replica), 0, 0)
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return ReplicaCursor{}, fmt.Errorf("cursor: read cursor of replica %q: %w", replica, err)
+	}
+	s, err := cur.Result()
+	if errors.Is(err, redis.Nil) {
+		return ReplicaCursor{}, nil
+	}
+	if err != nil {
+		return ReplicaCursor{}, fmt.Errorf("cursor: read cursor of replica %q: %w", replica, err)
+	}
+	stored, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		// Our own corruption: fail loudly, never fall back to "live".
+		return ReplicaCursor{}, fmt.Errorf("cursor: stored cursor of replica %q is %q: %w", replica, s, err)
+	}
+	rc := ReplicaCursor{Stored: stored, Resume: stored, OK: true}
+	if z := held.Val(); len(z) == 1 && int64(z[0].Score)-1 < rc.Resume {
+		rc.Resume = max(int64(z[0].Score)-1, 0)
+	}
+	return rc, nil
+}
+
+// ResetCursor forgets a replica's cursor, for when the replica's own seq
+// went backwards (its database was reset: FutureCursor).
+func (l *Log) ResetCursor(ctx context.Context, replica string) error {
+	_, err := l.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HDel(ctx, l.k.cur, replica)
+		p.Del(ctx, l.k.holdSrc(replica))
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("cursor: reset cursor of replica %q: %w", replica, err)
+	}
+	return nil
+}
+
+// RepoState is what the log last appended for a repo.
+type RepoState struct {
+	Rev    string
+	Commit string // commit CID of that rev
+	OK     bool   // false: the log has nothing for this repo
+}
+
+// RepoStates returns the last appended rev and commit of each DID.
+func (l *Log) RepoStates(ctx context.Context, dids ...string) ([]RepoState, error) {
+	if len(dids) == 0 {
+		return nil, nil
+	}
+	vals, err := l.rdb.HMGet(ctx, l.k.did, dids...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("cursor: read repo state: %w", err)
+	}
+	out := make([]RepoState, len(dids))
+	for i, v := range vals {
+		s, ok := v.(string)
+		if !ok {
+			continue
+		}
+		rev, commit, _ := strings.Cut(s, " ")
+		out[i] = RepoState{Rev: rev, Commit: commit, OK: true}
+	}
+	return out, nil
+}
+
+// AccountStatuses returns the last #account status appended for each DID
+// ("" when none was).
+func (l *Log) AccountStatuses(ctx context.Context, dids ...string) ([]string, error) {
+	if len(dids) == 0 {
+		return nil, nil
+	}
+	vals, err := l.rdb.HMGet(ctx, l.k.acct, dids...).Result()
+	if err != nil {
+		return nil, fmt.Errorf("cursor: read account status: %w", err)
+	}
+	out := make([]string, len(dids))
+	for i, v := range vals {
+		out[i], _ = v.(string)
+	}
+	return out, nil
+}
+
+// Hold is one #commit waiting for its predecessor.
+type Hold struct {
+	Since       string
+	Rev         string
+	Commit      string
+	Replica     string
+	UpstreamSeq int64
+	Deadline    time.Time
+}
+
+// DueHolds returns up to limit DIDs with a held commit whose hold time
+// ended at or before now.
+func (l *Log) DueHolds(ctx context.Context, now time.Time, limit int64) ([]string, error) {
+	dids, err := l.rdb.ZRangeByScore(ctx, l.k.holdq, &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(now.UnixMilli(), 10), Count: limit,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("cursor: read due holds: %w", err)
+	}
+	return dids, nil
+}
+
+// HeldRepos counts repos with at least one held commit.
+func (l *Log) HeldRepos(ctx context.Context) (int64, error) {
+	n, err := l.rdb.ZCard(ctx, l.k.holdq).Result()
+	if err != nil {
+		return 0, fmt.Errorf("cursor: count held repos: %w", err)
+	}
+	return n, nil
+}
+
+// DeferHolds moves a repo's next hold deadline to at.
+func (l *Log) DeferHolds(ctx context.Context, did string, at time.Time) error {
+	err := l.rdb.ZAddXX(ctx, l.k.holdq, redis.Z{Score: float64(at.UnixMilli()), Member: did}).Err()
+	if err != nil {
+		return fmt.Errorf("cursor: defer holds of %s: %w", did, err)
+	}
+	return nil
+}
+
+// holdsScript unpacks a repo's held commits (stored msgpack-encoded by the
+// append script) into a flat reply: since, rev, commit, replica, useq,
+// deadline per hold. It also drops the repo from the hold queue when it
+// has none left.
+var holdsScript = redis.NewScript(`
+local all = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #all, 2 do
+  local h = cmsgpack.unpack(all[i + 1])
+  out[#out + 1] = all[i]
+  out[#out + 1] = h[1]
+  out[#out + 1] = h[2]
+  out[#out + 1] = h[6]
+  out[#out + 1] = tostring(h[5])
+  out[#out + 1] = string.format('%.0f', h[7])
+end
+if #all == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
+return out
+`)
+
+// Holds returns a repo's held commits.
+func (l *Log) Holds(ctx context.Context, did string) ([]Hold, error) {
+	vals, err := holdsScript.Run(ctx, l.rdb, []string{l.k.hold(did), l.k.holdq}, did).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("cursor: read holds of %s: %w", did, err)
+	}
+	var out []Hold
+	for i := 0; i+5 < len(vals); i += 6 {
+		useq, _ := strconv.ParseInt(vals[i+4], 10, 64)
+		dl, _ := strconv.ParseInt(vals[i+5], 10, 64)
+		out = append(out, Hold{
+			Since: vals[i], Rev: vals[i+1], Commit: vals[i+2], Replica: vals[i+3],
+			UpstreamSeq: useq, Deadline: time.UnixMilli(dl),
+		})
+	}
+	return out, nil
+}
+
+// Trim drops entries appended before now - Retention (at the one-minute
+// granularity of the time index the append script keeps) and the oldest
+// entries beyond MaxEntries. It records the highest seq that may be gone,
+// so subscribers asking for older history get OutdatedCursor.
+func (l *Log) Trim(ctx context.Context, now time.Time) (int64, error) {
+	cutoff := now.Add(-l.cfg.Retention).UnixMilli()
+	pts, err := l.rdb.ZRangeByScoreWithScores(ctx, l.k.tidx, &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(cutoff, 10),
+	}).Result()
+	if err != nil {
+		return 0, fmt.Errorf("cursor: read time index: %w", err)
+	}
+	var n int64
+	if len(pts) > 0 {
+		last := pts[len(pts)-1]
+		minID, _ := last.Member.(string)
+		if n, err = l.rdb.XTrimMinID(ctx, l.k.log, minID+"-0").Result(); err != nil {
+			return 0, fmt.Errorf("cursor: trim log below %s: %w", minID, err)
+		}
+		if err := l.rdb.ZRemRangeByScore(ctx, l.k.tidx, "-inf", "("+strconv.FormatInt(int64(last.Score), 10)).Err(); err != nil {
+			return n, fmt.Errorf("cursor: trim time index: %w", err)
+		}
+	}
+	m, err := l.rdb.XTrimMaxLenApprox(ctx, l.k.log, l.cfg.MaxEntries, 0).Result()
+	if err != nil {
+		return n, fmt.Errorf("cursor: trim log to %d entries: %w", l.cfg.MaxEntries, err)
+	}
+	n += m
+	if n == 0 {
+		return 0, nil
+	}
+	if err := trimMarkScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta}).Err(); err != nil {
+		return n, fmt.Errorf("cursor: record trim mark: %w", err)
+	}
+	return n, nil
+}
+
+// trimMarkScript sets meta.trimmed to just below the oldest kept entry
+// (or to the newest ever appended when none is kept), never lowering it.
+var trimMarkScript = redis.NewScript(`
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+local mark
+if #first == 1 then
+  mark = tonumber(string.match(first[1][1], '^(%d+)')) - 1
+else
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then mark = tonumber(string.match(info[i + 1], '^(%d+)')) end
+  end
+end
+local old = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
+if mark and mark > old then
+  redis.call('HSET', KEYS[2], 'trimmed', string.format('%.0f', mark))
+end
+return 0
+`)

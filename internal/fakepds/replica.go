@@ -1,0 +1,343 @@
+package fakepds
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	comatproto "github.com/bluesky-social/indigo/api/atproto"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/gorilla/websocket"
+
+	"github.com/pdsmux/pdsmux/internal/frame"
+)
+
+// Replica is one PDS process over a Store.
+type Replica struct {
+	Name  string
+	store *Store
+
+	// counter is the in-memory seq counter (ModeCocoon), seeded at Start.
+	counter int64
+
+	// SubscriberBuffer bounds each live subscriber's queue; when it is full
+	// the subscriber gets ConsumerTooSlow (the reference PDS uses 500).
+	SubscriberBuffer int
+
+	mu   sync.Mutex
+	addr string
+	srv  *http.Server
+	subs map[*sub]struct{}
+	up   bool
+}
+
+type sub struct {
+	ch       chan []byte
+	conn     *websocket.Conn
+	once     sync.Once
+	gone     chan struct{}
+	slowOnce sync.Once
+	slow     chan struct{}
+}
+
+func (s *sub) kill() { s.once.Do(func() { close(s.gone); s.conn.Close() }) }
+
+func (s *sub) tooSlow() { s.slowOnce.Do(func() { close(s.slow) }) }
+
+// NewReplica adds a replica to the store. Call Start to serve it.
+func (s *Store) NewReplica(name string) *Replica {
+	r := &Replica{Name: name, store: s, SubscriberBuffer: 10000, subs: map[*sub]struct{}{}}
+	s.mu.Lock()
+	s.replicas = append(s.replicas, r)
+	s.mu.Unlock()
+	return r
+}
+
+// Start serves the replica on l (or on its previous address when l is nil,
+// after Stop). In ModeCocoon the seq counter is seeded now, as Cocoon does
+// at process start: max(seq) of the table, or unix seconds when empty.
+func (r *Replica) Start(l net.Listener) error {
+	if l == nil {
+		var err error
+		for i := 0; i < 100; i++ {
+			if l, err = net.Listen("tcp", r.addr); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	r.store.mu.Lock()
+	if m := r.store.maxSeqLocked(); m > 0 {
+		r.counter = m
+	} else {
+		r.counter = r.store.Now().Unix()
+	}
+	r.store.mu.Unlock()
+
+	mux := http.NewServeMux()
+	r.routes(mux)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	r.mu.Lock()
+	r.addr, r.srv, r.up = l.Addr().String(), srv, true
+	r.mu.Unlock()
+	go func() { _ = srv.Serve(l) }()
+	return nil
+}
+
+// Stop closes the listener and every connection (a crashed process).
+func (r *Replica) Stop() {
+	r.mu.Lock()
+	srv := r.srv
+	r.srv, r.up = nil, false
+	subs := r.subs
+	r.subs = map[*sub]struct{}{}
+	r.mu.Unlock()
+	for s := range subs {
+		s.kill()
+	}
+	if srv != nil {
+		_ = srv.Close()
+	}
+}
+
+// URL is the replica's base URL.
+func (r *Replica) URL() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return "http://" + r.addr
+}
+
+// Kick drops every live subscriber connection (a network blip).
+func (r *Replica) Kick() {
+	r.mu.Lock()
+	subs := r.subs
+	r.subs = map[*sub]struct{}{}
+	r.mu.Unlock()
+	for s := range subs {
+		s.kill()
+	}
+}
+
+// Subscribers is the number of live subscribers.
+func (r *Replica) Subscribers() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.subs)
+}
+
+// InjectRaw sends b to every live subscriber as one binary message, as if
+// the replica had streamed it (for bad-frame tests). It is not stored.
+func (r *Replica) InjectRaw(b []byte) {
+	r.store.mu.Lock()
+	defer r.store.mu.Unlock()
+	r.broadcast(b)
+}
+
+// broadcast runs under store.mu, so a subscriber registered under the same
+// lock sees every event after its replay exactly once.
+func (r *Replica) broadcast(b []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for s := range r.subs {
+		select {
+		case s.ch <- b:
+		default:
+			delete(r.subs, s)
+			s.tooSlow()
+		}
+	}
+}
+
+// CreateAccount makes an account through this replica: an #identity and a
+// #sync event, as Cocoon emits.
+func (r *Replica) CreateAccount(handle string) (*Account, error) {
+	s := r.store
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.Now()
+	a, syncEv, err := NewAccount(handle, now)
+	if err != nil {
+		return nil, err
+	}
+	a.OmitUpdatePrev = s.OmitUpdatePrev
+	if _, dup := s.accounts[a.DID]; dup {
+		return nil, errors.New("fakepds: account exists: " + handle)
+	}
+	s.accounts[a.DID] = a
+	s.order = append(s.order, a.DID)
+	h := handle
+	if _, err := s.emit(r, frame.TypeIdentity, identityBody{&comatproto.SyncSubscribeRepos_Identity{
+		Did: a.DID, Handle: &h, Time: now.UTC().Format(syntax.AtprotoDatetimeLayout),
+	}}); err != nil {
+		return nil, err
+	}
+	if _, err := s.emit(r, frame.TypeSync, syncBody{syncEv}); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Write applies ops to did's repo in one commit through this replica. The
+// write succeeds even when its event is lost (ModeCocoon); emitted
+// reports whether the event was stored and streamed.
+func (r *Replica) Write(did string, ops ...Op) (rev string, emitted bool, err error) {
+	s := r.store
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, err := s.lookup(did)
+	if err != nil {
+		return "", false, err
+	}
+	ev, err := a.Apply(ops, s.Now())
+	if err != nil {
+		return "", false, err
+	}
+	emitted, err = s.emit(r, frame.TypeCommit, commitBody{ev})
+	return ev.Rev, emitted, err
+}
+
+// WriteSilently applies ops with no event at all (a repo that moved with
+// nothing on any stream).
+func (r *Replica) WriteSilently(did string, ops ...Op) (string, error) {
+	s := r.store
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, err := s.lookup(did)
+	if err != nil {
+		return "", err
+	}
+	ev, err := a.Apply(ops, s.Now())
+	if err != nil {
+		return "", err
+	}
+	return ev.Rev, nil
+}
+
+// SetStatus changes an account's hosting status and emits #account unless
+// silent.
+func (r *Replica) SetStatus(did string, active bool, status string, silent bool) error {
+	s := r.store
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, err := s.lookup(did)
+	if err != nil {
+		return err
+	}
+	a.Active, a.Status = active, status
+	if silent {
+		return nil
+	}
+	ev := &comatproto.SyncSubscribeRepos_Account{Did: did, Active: active, Time: s.Now().UTC().Format(syntax.AtprotoDatetimeLayout)}
+	if status != "" {
+		ev.Status = &status
+	}
+	_, err = s.emit(r, frame.TypeAccount, accountBody{ev})
+	return err
+}
+
+// UpdateHandle changes a handle and emits #identity.
+func (r *Replica) UpdateHandle(did, handle string) error {
+	s := r.store
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, err := s.lookup(did)
+	if err != nil {
+		return err
+	}
+	a.Handle = handle
+	_, err = s.emit(r, frame.TypeIdentity, identityBody{&comatproto.SyncSubscribeRepos_Identity{
+		Did: did, Handle: &handle, Time: s.Now().UTC().Format(syntax.AtprotoDatetimeLayout),
+	}})
+	return err
+}
+
+var upgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferSize: 64 << 10}
+
+func (r *Replica) handleSubscribe(w http.ResponseWriter, req *http.Request) {
+	var cursor int64 = -1
+	if c := req.URL.Query().Get("cursor"); c != "" {
+		v, err := strconv.ParseInt(c, 10, 64)
+		if err != nil || v < 0 {
+			xrpcError(w, http.StatusBadRequest, "InvalidRequest", "bad cursor")
+			return
+		}
+		cursor = v
+	}
+	conn, err := upgrader.Upgrade(w, req, nil)
+	if err != nil {
+		return
+	}
+	s := &sub{ch: make(chan []byte, r.SubscriberBuffer), conn: conn, gone: make(chan struct{}), slow: make(chan struct{})}
+	defer s.kill()
+
+	r.store.mu.Lock()
+	var backlog [][]byte
+	if cursor >= 0 {
+		if cursor > r.store.maxSeqLocked() {
+			r.store.mu.Unlock()
+			_ = conn.WriteMessage(websocket.BinaryMessage, frame.ErrorFrame(frame.ErrNameFutureCursor, "cursor in the future"))
+			return
+		}
+		backlog = r.store.replay(cursor)
+	}
+	r.mu.Lock()
+	if !r.up {
+		r.mu.Unlock()
+		r.store.mu.Unlock()
+		return
+	}
+	r.subs[s] = struct{}{}
+	r.mu.Unlock()
+	r.store.mu.Unlock()
+
+	go func() { // read side: notice the client going away
+		for {
+			if _, _, err := conn.ReadMessage(); err != nil {
+				s.kill()
+				return
+			}
+		}
+	}()
+	defer func() {
+		r.mu.Lock()
+		delete(r.subs, s)
+		r.mu.Unlock()
+	}()
+	for _, b := range backlog {
+		if conn.WriteMessage(websocket.BinaryMessage, b) != nil {
+			return
+		}
+	}
+	for {
+		select {
+		case b := <-s.ch:
+			if conn.WriteMessage(websocket.BinaryMessage, b) != nil {
+				return
+			}
+		case <-s.slow:
+			_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+			_ = conn.WriteMessage(websocket.BinaryMessage, frame.ErrorFrame(frame.ErrNameConsumerTooSlow, "subscriber buffer full"))
+			return
+		case <-s.gone:
+			return
+		}
+	}
+}
+
+func (r *Replica) routes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /xrpc/_health", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"version": "fakepds"})
+	})
+	mux.HandleFunc("GET /xrpc/com.atproto.sync.subscribeRepos", r.handleSubscribe)
+	r.syncRoutes(mux)
+}
+
+// Shutdown is Stop for use in t.Cleanup.
+func (r *Replica) Shutdown(context.Context) error { r.Stop(); return nil }

@@ -1,0 +1,154 @@
+package fanout
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/pdsmux/pdsmux/internal/cursor"
+)
+
+// Source is the log the fanout reads. *cursor.Log is one.
+type Source interface {
+	Range(ctx context.Context, after int64, count int64) ([]cursor.Entry, error)
+	Tail(ctx context.Context, after int64, block time.Duration, count int64) ([]cursor.Entry, error)
+	Bounds(ctx context.Context) (cursor.Bounds, error)
+}
+
+const (
+	tailBlock = 2 * time.Second
+	tailCount = 1000
+)
+
+// Broadcaster tails the log and delivers each new entry, prepared once,
+// to every joined subscriber.
+type Broadcaster struct {
+	src Source
+	log *slog.Logger
+	m   *Metrics
+
+	mu    sync.Mutex
+	last  int64 // highest seq delivered
+	subs  map[*subscriber]struct{}
+	ready chan struct{}
+}
+
+// NewBroadcaster returns a broadcaster; Run starts it.
+func NewBroadcaster(src Source, m *Metrics, logger *slog.Logger) *Broadcaster {
+	return &Broadcaster{src: src, m: m, log: logger.With("component", "fanout"), subs: map[*subscriber]struct{}{}, ready: make(chan struct{})}
+}
+
+// Run tails the log until ctx ends. It starts at the log's current head:
+// history is served by each subscriber's own replay.
+func (b *Broadcaster) Run(ctx context.Context) error {
+	backoff := 100 * time.Millisecond
+	for {
+		bounds, err := b.src.Bounds(ctx)
+		if err == nil {
+			b.mu.Lock()
+			b.last = bounds.Last
+			b.mu.Unlock()
+			close(b.ready)
+			break
+		}
+		b.log.Warn("cannot read the log head; retrying", "err", err)
+		if !sleep(ctx, backoff) {
+			return nil
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	backoff = 100 * time.Millisecond
+	var failedAt time.Time
+	for {
+		b.mu.Lock()
+		after := b.last
+		b.mu.Unlock()
+		entries, err := b.src.Tail(ctx, after, tailBlock, tailCount)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			b.m.tailError()
+			if failedAt.IsZero() || time.Since(failedAt) > time.Minute {
+				b.log.Warn("tailing the log failed; retrying", "err", err)
+				failedAt = time.Now()
+			}
+			if !sleep(ctx, backoff) {
+				return nil
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		for _, e := range entries {
+			pm, err := websocket.NewPreparedMessage(websocket.BinaryMessage, e.Frame)
+			if err != nil {
+				return err
+			}
+			b.deliver(msg{seq: e.Seq, pm: pm})
+		}
+	}
+}
+
+func (b *Broadcaster) deliver(m msg) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for s := range b.subs {
+		if m.seq <= s.after {
+			continue // already replayed
+		}
+		if !s.q.push(m) {
+			delete(b.subs, s)
+			b.m.tooSlow()
+		}
+	}
+	b.last = m.seq
+	b.m.setHead(m.seq)
+}
+
+// join adds s if the broadcaster has not delivered anything past what s
+// replayed (s.after); otherwise the caller must replay more first.
+func (b *Broadcaster) join(s *subscriber) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.last > s.after {
+		return false
+	}
+	b.subs[s] = struct{}{}
+	return true
+}
+
+// joinLive adds s at the current head (no cursor: live only).
+func (b *Broadcaster) joinLive(s *subscriber) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s.after = b.last
+	b.subs[s] = struct{}{}
+}
+
+func (b *Broadcaster) leave(s *subscriber) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.subs, s)
+}
+
+// Head is the highest seq delivered.
+func (b *Broadcaster) Head() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.last
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

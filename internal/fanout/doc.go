@@ -1,0 +1,18 @@
+// Package fanout serves com.atproto.sync.subscribeRepos from the merged
+// log: the one websocket Caddy pins every relay to.
+//
+// One Broadcaster per process tails the log in Redis and turns each new
+// entry into a prepared websocket message shared by all subscribers. A
+// subscriber with a cursor first replays seq > cursor from the log (and
+// from the durable archive when Redis no longer holds it), then joins the
+// broadcaster; joining happens under the broadcaster's lock only once the
+// replay has caught up with what the broadcaster has delivered, and live
+// entries at or below the last replayed seq are skipped, so the hand-over
+// has no gap and no duplicate.
+//
+// Each subscriber has a bounded queue; when it fills, the subscriber gets
+// a ConsumerTooSlow error frame and is closed. Others never wait for it.
+//
+// It does not own the log (internal/cursor) or the proxying of the other
+// sync endpoints (internal/proxy).
+package fanout

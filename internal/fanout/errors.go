@@ -1,0 +1,10 @@
+package fanout
+
+import "errors"
+
+var (
+	// ErrTooSlow ends a subscriber whose queue overflowed.
+	ErrTooSlow = errors.New("fanout: subscriber too slow")
+	// errClosed ends a subscriber when the server shuts down.
+	errClosed = errors.New("fanout: server shutting down")
+)

@@ -1,0 +1,321 @@
+package fanout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/frame"
+)
+
+// Defaults for Config.
+const (
+	DefaultQueueLen       = 10_000
+	DefaultMaxSubscribers = 2_000
+	DefaultPingInterval   = 30 * time.Second
+	DefaultWriteTimeout   = 10 * time.Second
+	replayBatch           = 500
+)
+
+// Config tunes the subscribeRepos server.
+type Config struct {
+	QueueLen       int           // frames a subscriber may fall behind before ConsumerTooSlow
+	MaxSubscribers int           // further subscribers get HTTP 503
+	PingInterval   time.Duration // websocket ping period; two missed pongs close the socket
+	WriteTimeout   time.Duration // a single frame write may take this long
+}
+
+func (c *Config) setDefaults() {
+	if c.QueueLen <= 0 {
+		c.QueueLen = DefaultQueueLen
+	}
+	if c.MaxSubscribers <= 0 {
+		c.MaxSubscribers = DefaultMaxSubscribers
+	}
+	if c.PingInterval <= 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+}
+
+// HeadFunc returns the newest seq the log has ever assigned, including
+// what a lost Redis can no longer show (the durable high-water mark).
+type HeadFunc func(ctx context.Context, b cursor.Bounds) int64
+
+// Server serves subscribeRepos.
+type Server struct {
+	cfg   Config
+	src   Source
+	bc    *Broadcaster
+	head  HeadFunc
+	log   *slog.Logger
+	m     *Metrics
+	upg   websocket.Upgrader
+	count atomic.Int64
+
+	mu      sync.Mutex
+	subs    map[*subscriber]struct{}
+	closing chan struct{}
+	wg      sync.WaitGroup
+}
+
+// NewServer returns the handler. head may be nil (the Redis bounds alone).
+func NewServer(cfg Config, src Source, bc *Broadcaster, head HeadFunc, m *Metrics, logger *slog.Logger) *Server {
+	cfg.setDefaults()
+	if head == nil {
+		head = func(_ context.Context, b cursor.Bounds) int64 { return b.Last }
+	}
+	return &Server{
+		cfg: cfg, src: src, bc: bc, head: head, m: m,
+		log: logger.With("component", "fanout"),
+		upg: websocket.Upgrader{
+			ReadBufferSize:  1024,
+			WriteBufferPool: &sync.Pool{},
+			CheckOrigin:     func(*http.Request) bool { return true },
+		},
+		subs:    map[*subscriber]struct{}{},
+		closing: make(chan struct{}),
+	}
+}
+
+// Subscribers is the number of open subscriber sockets.
+func (s *Server) Subscribers() int { return int(s.count.Load()) }
+
+type subscriber struct {
+	conn  *websocket.Conn
+	q     *queue
+	after int64 // highest seq sent (replay) or joined at (live)
+	done  chan struct{}
+}
+
+func xrpcError(w http.ResponseWriter, status int, name, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": name, "message": msg})
+}
+
+// ServeHTTP handles GET /xrpc/com.atproto.sync.subscribeRepos.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cursorArg := int64(-1)
+	if c := r.URL.Query().Get("cursor"); c != "" {
+		v, err := strconv.ParseInt(c, 10, 64)
+		if err != nil || v < 0 {
+			s.m.request("bad_cursor")
+			xrpcError(w, http.StatusBadRequest, "InvalidRequest", fmt.Sprintf("cursor must be a non-negative integer, got %q", c))
+			return
+		}
+		cursorArg = v
+	}
+	select {
+	case <-s.closing:
+		xrpcError(w, http.StatusServiceUnavailable, "ServerShuttingDown", "pdsmux is shutting down; reconnect with your cursor")
+		return
+	default:
+	}
+	if n := s.count.Add(1); n > int64(s.cfg.MaxSubscribers) {
+		s.count.Add(-1)
+		s.m.request("too_many")
+		xrpcError(w, http.StatusServiceUnavailable, "TooManySubscribers", fmt.Sprintf("pdsmux serves at most %d subscribers", s.cfg.MaxSubscribers))
+		return
+	}
+	defer s.count.Add(-1)
+	if !websocket.IsWebSocketUpgrade(r) {
+		s.m.request("not_websocket")
+		xrpcError(w, http.StatusBadRequest, "InvalidRequest", "subscribeRepos is a websocket endpoint")
+		return
+	}
+	conn, err := s.upg.Upgrade(w, r, nil)
+	if err != nil {
+		s.m.request("upgrade_failed")
+		return
+	}
+	sub := &subscriber{conn: conn, q: newQueue(s.cfg.QueueLen), done: make(chan struct{})}
+	s.mu.Lock()
+	s.subs[sub] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.m.subscribed(1)
+	defer func() {
+		s.bc.leave(sub)
+		s.mu.Lock()
+		delete(s.subs, sub)
+		s.mu.Unlock()
+		s.m.subscribed(-1)
+		conn.Close()
+		s.wg.Done()
+	}()
+
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go s.readLoop(conn, cancel)
+	err = s.serve(ctx, sub, cursorArg)
+	switch {
+	case errors.Is(err, ErrTooSlow):
+		s.writeFinal(conn, frame.ErrorFrame(frame.ErrNameConsumerTooSlow, fmt.Sprintf("subscriber fell more than %d frames behind", s.cfg.QueueLen)))
+	case errors.Is(err, errClosed):
+		_ = conn.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(websocket.CloseGoingAway, "pdsmux shutting down"), time.Now().Add(time.Second))
+	}
+}
+
+func (s *Server) writeFinal(conn *websocket.Conn, b []byte) {
+	_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	_ = conn.WriteMessage(websocket.BinaryMessage, b)
+	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, ""), time.Now().Add(time.Second))
+}
+
+// readLoop consumes control frames (pongs, close) until the peer leaves.
+func (s *Server) readLoop(conn *websocket.Conn, cancel context.CancelFunc) {
+	defer cancel()
+	_ = conn.SetReadDeadline(time.Now().Add(2 * s.cfg.PingInterval))
+	conn.SetPongHandler(func(string) error {
+		return conn.SetReadDeadline(time.Now().Add(2 * s.cfg.PingInterval))
+	})
+	for {
+		if _, _, err := conn.NextReader(); err != nil {
+			return
+		}
+	}
+}
+
+func (s *Server) serve(ctx context.Context, sub *subscriber, cursorArg int64) error {
+	select {
+	case <-s.bc.ready:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closing:
+		return errClosed
+	}
+	if cursorArg < 0 {
+		s.m.request("live")
+		s.bc.joinLive(sub)
+	} else {
+		bounds, err := s.src.Bounds(ctx)
+		if err != nil {
+			s.m.request("log_unavailable")
+			s.log.Warn("subscriber with cursor: cannot read the log", "err", err)
+			s.writeFinal(sub.conn, frame.ErrorFrame("InternalError", "event log unavailable; retry later"))
+			return nil
+		}
+		if head := s.head(ctx, bounds); cursorArg > head {
+			s.m.request("future_cursor")
+			s.writeFinal(sub.conn, frame.ErrorFrame(frame.ErrNameFutureCursor, fmt.Sprintf("cursor %d is beyond the newest seq %d", cursorArg, head)))
+			return nil
+		}
+		if cursorArg < bounds.Trimmed {
+			s.m.request("outdated_cursor")
+			if err := s.write(sub.conn, frame.InfoFrame(frame.InfoOutdatedCursor, "cursor is older than the retained log; replaying from the oldest retained event")); err != nil {
+				return err
+			}
+		} else {
+			s.m.request("replay")
+		}
+		sub.after = cursorArg
+		if err := s.replay(ctx, sub); err != nil {
+			return err
+		}
+	}
+	return s.live(ctx, sub)
+}
+
+// replay sends seq > sub.after from the log until it has caught up with
+// the broadcaster, then joins it.
+func (s *Server) replay(ctx context.Context, sub *subscriber) error {
+	for {
+		entries, err := s.src.Range(ctx, sub.after, replayBatch)
+		if err != nil {
+			return fmt.Errorf("fanout: replay after %d: %w", sub.after, err)
+		}
+		for _, e := range entries {
+			if err := s.write(sub.conn, e.Frame); err != nil {
+				return err
+			}
+			s.m.sent("replay", len(e.Frame))
+			sub.after = e.Seq
+		}
+		if len(entries) < replayBatch && s.bc.join(sub) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.closing:
+			return errClosed
+		default:
+		}
+	}
+}
+
+func (s *Server) write(conn *websocket.Conn, b []byte) error {
+	_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	return conn.WriteMessage(websocket.BinaryMessage, b)
+}
+
+func (s *Server) live(ctx context.Context, sub *subscriber) error {
+	ping := time.NewTicker(s.cfg.PingInterval)
+	defer ping.Stop()
+	var batch []msg
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.closing:
+			return errClosed
+		case <-ping.C:
+			if err := sub.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
+				return err
+			}
+		case <-sub.q.notify:
+			var over bool
+			batch, over = sub.q.drain(batch[:0])
+			if over {
+				return ErrTooSlow
+			}
+			for i, m := range batch {
+				_ = sub.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+				if err := sub.conn.WritePreparedMessage(m.pm); err != nil {
+					return err
+				}
+				s.m.sentLive()
+				batch[i] = msg{}
+			}
+		}
+	}
+}
+
+// Close tells every subscriber the server is going away (close code 1001)
+// and waits for them, at most until ctx ends.
+func (s *Server) Close(ctx context.Context) error {
+	s.mu.Lock()
+	select {
+	case <-s.closing:
+	default:
+		close(s.closing)
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		for sub := range s.subs {
+			sub.conn.Close()
+		}
+		s.mu.Unlock()
+		return ctx.Err()
+	}
+}

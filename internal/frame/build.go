@@ -1,0 +1,74 @@
+package frame
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+)
+
+// Frames pdsmux writes itself: error frames and #info frames. They are
+// tiny, fixed-shape maps, so they are assembled directly; keys are in
+// DAG-CBOR order (shorter first, then bytewise).
+
+// Error names used by subscribeRepos.
+const (
+	ErrNameFutureCursor    = "FutureCursor"
+	ErrNameConsumerTooSlow = "ConsumerTooSlow"
+	InfoOutdatedCursor     = "OutdatedCursor"
+)
+
+// ErrorFrame builds an op -1 frame with body {error, message}.
+func ErrorFrame(name, message string) []byte {
+	b := make([]byte, 0, 32+len(name)+len(message))
+	b = append(b, 0xa1) // header: map of 1
+	b = appendText(b, "op")
+	b = append(b, 0x20) // -1
+	b = append(b, 0xa2)
+	b = appendText(b, "error")
+	b = appendText(b, name)
+	b = appendText(b, "message")
+	return appendText(b, message)
+}
+
+// InfoFrame builds an #info frame with body {name, message}.
+func InfoFrame(name, message string) []byte {
+	b := make([]byte, 0, 40+len(name)+len(message))
+	b = append(b, 0xa2) // header: map of 2
+	b = appendText(b, "t")
+	b = appendText(b, TypeInfo)
+	b = appendText(b, "op")
+	b = append(b, 0x01)
+	b = append(b, 0xa2)
+	b = appendText(b, "name")
+	b = appendText(b, name)
+	b = appendText(b, "message")
+	return appendText(b, message)
+}
+
+func appendText(b []byte, s string) []byte {
+	start := len(b)
+	b = AppendUint(b, uint64(len(s)))
+	b[start] |= majText << 5
+	return append(b, s...)
+}
+
+// Marshaler is a CBOR body (indigo's generated event types implement it).
+type Marshaler interface {
+	MarshalCBOR(w io.Writer) error
+}
+
+// Encode builds a message frame: header {t, op: 1} followed by body.
+func Encode(t string, body Marshaler) ([]byte, error) {
+	var buf bytes.Buffer
+	b := make([]byte, 0, 16+len(t))
+	b = append(b, 0xa2)
+	b = appendText(b, "t")
+	b = appendText(b, t)
+	b = appendText(b, "op")
+	b = append(b, 0x01)
+	buf.Write(b)
+	if err := body.MarshalCBOR(&buf); err != nil {
+		return nil, fmt.Errorf("frame: encode %s body: %w", t, err)
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,84 @@
+package pdsmuxd_test
+
+import (
+	"bytes"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pdsmux/pdsmux/internal/fakepds"
+	"github.com/pdsmux/pdsmux/internal/frame"
+	"github.com/pdsmux/pdsmux/internal/testutil"
+	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
+)
+
+// Malformed CBOR, a truncated frame, an oversized frame, a text message and
+// an unknown `t`: each is counted and logged with the replica's name; the
+// unknown type passes through; nothing panics and the stream goes on.
+func TestBadFrames_CountedLoggedAndSkipped(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
+	cfg := e.config()
+	cfg.MaxFrameBytes = 64 << 10
+	run := e.start(cfg, "pdsmux")
+	waitConnected(t, run.rt)
+	r := e.replicas[0]
+	e.createAccounts(1)
+	e.writeCommits(5, 1)
+
+	good := e.store.Events()[len(e.store.Events())-1]
+	future, err := frame.Encode("#future", unknownBody{seq: e.store.MaxSeq()})
+	require.NoError(t, err)
+	r.InjectRaw([]byte{0xff, 0x00, 0x01})                // malformed
+	r.InjectRaw(good[:len(good)/2])                      // truncated
+	r.InjectRaw(bytes.Repeat([]byte{0xa1}, 100<<10))     // oversized
+	r.InjectRaw(append(append([]byte{}, good...), 0x00)) // trailing bytes
+	r.InjectRaw(future)                                  // unknown type: passes
+	e.writeCommits(5, 2)
+
+	want, total := e.expected()
+	l := e.reader()
+	waitLog(t, l, int64(total+1), 20*time.Second)
+	entries := allEntries(t, l)
+	checkLog(t, entries, want)
+	require.Equal(t, "o", entries[len(entries)-6].Kind, "the unknown event type is in the log, in stream order")
+
+	m := testutil.Scrape(t, run.rt.MetricsAddr())
+	for _, reason := range []string{"too_large", "trailing"} {
+		require.Equal(t, 1.0, m["pdsmux_replica_bad_frames_total{reason="+reason+",replica=r1}"], reason)
+	}
+	require.Equal(t, 2.0, m["pdsmux_replica_bad_frames_total{reason=malformed,replica=r1}"], "garbage and truncated")
+	require.Equal(t, 1.0, m["pdsmux_replica_events_total{kind=unknown,replica=r1}"])
+	require.Equal(t, 1.0, m["pdsmux_log_events_total{kind=unknown,outcome=appended}"])
+	require.Equal(t, 1.0, m["pdsmux_replica_connected{replica=r1}"], "the session survived")
+
+	// The truncated frame is malformed too; each reason is logged once.
+	run.stop()
+	logText := readLog(t, "pdsmux")
+	require.Equal(t, 1, strings.Count(logText, `reason=malformed`), "logged once, repeats suppressed")
+	require.Contains(t, logText, `msg="skipped a bad frame from the replica" component=tail replica=r1 reason=too_large`)
+	require.Contains(t, logText, `passing through an event type pdsmux does not know`)
+}
+
+type unknownBody struct{ seq int64 }
+
+func (u unknownBody) MarshalCBOR(w io.Writer) error {
+	var b []byte
+	b = append(b, 0xa2, 0x63, 's', 'e', 'q')
+	b = frame.AppendUint(b, uint64(u.seq))
+	b = append(b, 0x6b)
+	b = append(b, "futureField"...)
+	b = append(b, 0xf5)
+	_, err := w.Write(b)
+	return err
+}
+
+func readLog(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(logPaths[t.Name()+"/"+name])
+	require.NoError(t, err)
+	return string(b)
+}

@@ -1,0 +1,278 @@
+package pdsmuxd
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/fanout"
+	"github.com/pdsmux/pdsmux/internal/pool"
+	"github.com/pdsmux/pdsmux/internal/tail"
+)
+
+// Defaults owned here (the rest live in the packages they configure).
+const (
+	DefaultRedisURL        = "redis://127.0.0.1:6379/0"
+	DefaultListen          = "127.0.0.1:2480"
+	DefaultMetricsListen   = "127.0.0.1:2481"
+	DefaultShutdownTimeout = 10 * time.Second
+	DefaultTrimInterval    = 30 * time.Second
+	DefaultLogLevel        = "info"
+	DefaultLogFormat       = "json"
+)
+
+// Config is everything an operator sets. cmd/pdsmux fills it from flags and
+// PDSMUX_* variables; Validate checks it once.
+type Config struct {
+	Replicas      []string // "name=url" or "url"; http(s):// or ws(s)://
+	RedisURL      string
+	RedisPrefix   string
+	Listen        string
+	MetricsListen string
+
+	HoldTimeout time.Duration
+	DedupTTL    time.Duration
+	Retention   time.Duration
+	MaxEntries  int64
+
+	MaxFrameBytes      int
+	ReplicaReadTimeout time.Duration
+
+	SubscriberQueue int
+	MaxSubscribers  int
+	HealthInterval  time.Duration
+
+	ShutdownTimeout time.Duration
+	LogLevel        string
+	LogFormat       string
+	UserAgent       string
+}
+
+// ConfigError names the setting that is wrong.
+type ConfigError struct {
+	Setting string // flag name, e.g. "replica"
+	Value   string
+	Reason  string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("invalid --%s %q: %s", e.Setting, e.Value, e.Reason)
+}
+
+// ErrConfig is wrapped by every ConfigError.
+var ErrConfig = errors.New("invalid configuration")
+
+func (e *ConfigError) Unwrap() error { return ErrConfig }
+
+func bad(setting, value, reason string, args ...any) error {
+	return &ConfigError{Setting: setting, Value: value, Reason: fmt.Sprintf(reason, args...)}
+}
+
+// replica is a validated replica endpoint.
+type replica struct {
+	Name string
+	HTTP *url.URL // http(s)://host[:port]
+	WS   string   // ws(s)://host[:port]
+}
+
+// settings is a validated Config.
+type settings struct {
+	Config
+	replicas []replica
+	newRedis func() redis.UniversalClient
+	redisLog string // URL with the password redacted
+	logLevel slog.Level
+}
+
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
+
+// validate checks every setting and fills defaults. It never dials.
+func (c Config) validate() (*settings, error) {
+	s := &settings{Config: c}
+	if s.RedisURL == "" {
+		s.RedisURL = DefaultRedisURL
+	}
+	if s.RedisPrefix == "" {
+		s.RedisPrefix = cursor.DefaultPrefix
+	}
+	if s.Listen == "" {
+		s.Listen = DefaultListen
+	}
+	if s.MetricsListen == "" {
+		s.MetricsListen = DefaultMetricsListen
+	}
+	if s.ShutdownTimeout <= 0 {
+		s.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if s.LogLevel == "" {
+		s.LogLevel = DefaultLogLevel
+	}
+	if s.LogFormat == "" {
+		s.LogFormat = DefaultLogFormat
+	}
+	if s.UserAgent == "" {
+		s.UserAgent = "pdsmux/" + Version
+	}
+
+	if len(s.Replicas) == 0 {
+		return nil, bad("replica", "", "at least one replica is required (e.g. --replica cocoon1=http://cocoon1:8080)")
+	}
+	seen := map[string]bool{}
+	hosts := map[string]bool{}
+	for _, spec := range s.Replicas {
+		r, err := parseReplica(spec)
+		if err != nil {
+			return nil, err
+		}
+		if seen[r.Name] {
+			return nil, bad("replica", spec, "replica name %q is used twice", r.Name)
+		}
+		if hosts[r.HTTP.Host] {
+			return nil, bad("replica", spec, "replica address %s is listed twice", r.HTTP.Host)
+		}
+		seen[r.Name], hosts[r.HTTP.Host] = true, true
+		s.replicas = append(s.replicas, r)
+	}
+
+	client, redacted, err := redisClient(s.RedisURL)
+	if err != nil {
+		return nil, err
+	}
+	s.newRedis, s.redisLog = client, redacted
+	if strings.ContainsAny(s.RedisPrefix, "{}: \t") {
+		return nil, bad("redis-prefix", s.RedisPrefix, "must not contain braces, colons or spaces")
+	}
+	for _, l := range []struct{ name, v string }{{"listen", s.Listen}, {"metrics-listen", s.MetricsListen}} {
+		if _, _, err := net.SplitHostPort(l.v); err != nil {
+			return nil, bad(l.name, l.v, "want host:port: %v", err)
+		}
+	}
+	if s.Listen == s.MetricsListen {
+		return nil, bad("metrics-listen", s.MetricsListen, "must differ from --listen")
+	}
+	durations := []struct {
+		name string
+		v    time.Duration
+		min  time.Duration
+	}{
+		{"hold-timeout", s.HoldTimeout, 0},
+		{"dedup-ttl", s.DedupTTL, 0},
+		{"retention", s.Retention, 0},
+		{"replica-read-timeout", s.ReplicaReadTimeout, 0},
+		{"health-interval", s.HealthInterval, 0},
+		{"shutdown-timeout", s.ShutdownTimeout, 0},
+	}
+	for _, d := range durations {
+		if d.v < 0 {
+			return nil, bad(d.name, d.v.String(), "must not be negative")
+		}
+	}
+	if s.HoldTimeout > time.Hour {
+		return nil, bad("hold-timeout", s.HoldTimeout.String(), "above an hour holds back every broken chain for too long")
+	}
+	if s.Retention > 0 && s.Retention < time.Minute {
+		return nil, bad("retention", s.Retention.String(), "must be at least a minute")
+	}
+	if s.ReplicaReadTimeout > 0 && s.ReplicaReadTimeout < time.Second {
+		return nil, bad("replica-read-timeout", s.ReplicaReadTimeout.String(), "must be at least 1s")
+	}
+	if s.MaxEntries < 0 {
+		return nil, bad("max-entries", fmt.Sprint(s.MaxEntries), "must not be negative")
+	}
+	if s.MaxFrameBytes < 0 || (s.MaxFrameBytes > 0 && s.MaxFrameBytes < 1024) {
+		return nil, bad("max-frame-bytes", fmt.Sprint(s.MaxFrameBytes), "must be at least 1024")
+	}
+	if s.SubscriberQueue < 0 {
+		return nil, bad("subscriber-queue", fmt.Sprint(s.SubscriberQueue), "must not be negative")
+	}
+	if s.MaxSubscribers < 0 {
+		return nil, bad("max-subscribers", fmt.Sprint(s.MaxSubscribers), "must not be negative")
+	}
+	if err := s.logLevel.UnmarshalText([]byte(s.LogLevel)); err != nil {
+		return nil, bad("log-level", s.LogLevel, "want debug, info, warn or error")
+	}
+	if s.LogFormat != "json" && s.LogFormat != "text" {
+		return nil, bad("log-format", s.LogFormat, "want json or text")
+	}
+	return s, nil
+}
+
+func parseReplica(spec string) (replica, error) {
+	name, raw, named := strings.Cut(spec, "=")
+	if !named {
+		raw, name = spec, ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return replica{}, bad("replica", spec, "want [name=]http(s)://host:port or ws(s)://host:port")
+	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.User != nil {
+		return replica{}, bad("replica", spec, "give only scheme, host and port (no path, query or credentials)")
+	}
+	var httpScheme, wsScheme string
+	switch u.Scheme {
+	case "http", "ws":
+		httpScheme, wsScheme = "http", "ws"
+	case "https", "wss":
+		httpScheme, wsScheme = "https", "wss"
+	default:
+		return replica{}, bad("replica", spec, "scheme must be http, https, ws or wss")
+	}
+	if name == "" {
+		name = strings.NewReplacer(":", "_", "[", "", "]", "").Replace(u.Host)
+	}
+	if !nameRE.MatchString(name) {
+		return replica{}, bad("replica", spec, "name %q must be letters, digits, dot, dash or underscore", name)
+	}
+	return replica{
+		Name: name,
+		HTTP: &url.URL{Scheme: httpScheme, Host: u.Host},
+		WS:   wsScheme + "://" + u.Host,
+	}, nil
+}
+
+func redisClient(raw string) (func() redis.UniversalClient, string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, "", bad("redis-url", raw, "not a URL: %v", err)
+	}
+	redacted := u.Redacted()
+	if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
+		return nil, "", bad("redis-url", redacted, "scheme must be redis://, rediss:// or unix://")
+	}
+	if u.Query().Has("master_name") {
+		opts, err := redis.ParseFailoverURL(raw)
+		if err != nil {
+			return nil, "", bad("redis-url", redacted, "sentinel URL: %v", err)
+		}
+		return func() redis.UniversalClient { return redis.NewFailoverClient(opts) }, redacted, nil
+	}
+	opts, err := redis.ParseURL(raw)
+	if err != nil {
+		return nil, "", bad("redis-url", redacted, "%v", err)
+	}
+	return func() redis.UniversalClient { return redis.NewClient(opts) }, redacted, nil
+}
+
+// Defaults used by cmd/pdsmux as flag values, gathered from the packages
+// that own them.
+var (
+	DefaultHoldTimeout     = cursor.DefaultHoldTimeout
+	DefaultDedupTTL        = cursor.DefaultDedupTTL
+	DefaultRetention       = cursor.DefaultRetention
+	DefaultMaxEntries      = int64(cursor.DefaultMaxEntries)
+	DefaultPrefix          = cursor.DefaultPrefix
+	DefaultMaxFrameBytes   = tail.DefaultMaxFrameBytes
+	DefaultReadTimeout     = tail.DefaultReadTimeout
+	DefaultSubscriberQueue = fanout.DefaultQueueLen
+	DefaultMaxSubscribers  = fanout.DefaultMaxSubscribers
+	DefaultHealthInterval  = pool.DefaultInterval
+)

@@ -1,0 +1,256 @@
+package pdsmuxd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/fanout"
+	"github.com/pdsmux/pdsmux/internal/pool"
+	"github.com/pdsmux/pdsmux/internal/proxy"
+	"github.com/pdsmux/pdsmux/internal/tail"
+)
+
+// Options are test seams, kept out of the operator's Config.
+type Options struct {
+	Logger          *slog.Logger
+	Listener        net.Listener // instead of binding Config.Listen
+	MetricsListener net.Listener // instead of binding Config.MetricsListen
+}
+
+// Runtime is a built pdsmux.
+type Runtime struct {
+	s   *settings
+	log *slog.Logger
+	reg *prometheus.Registry
+
+	rdb     redis.UniversalClient
+	events  *cursor.Log
+	tailers []*tail.Tailer
+	pool    *pool.Pool
+	bc      *fanout.Broadcaster
+	fan     *fanout.Server
+
+	httpSrv    *http.Server
+	metricsSrv *http.Server
+	ln, mln    net.Listener
+}
+
+// Build validates cfg and constructs every component. It binds the
+// listeners (so a port in use fails here) but starts nothing.
+func Build(ctx context.Context, cfg Config, opts Options) (rt *Runtime, err error) {
+	s, err := cfg.validate()
+	if err != nil {
+		return nil, err
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = NewLogger(os.Stderr, s.LogFormat, s.logLevel)
+	}
+	rt = &Runtime{s: s, log: logger, reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			rt.closeResources()
+		}
+	}()
+	rt.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "pdsmux_build_info",
+		Help: "Always 1; labels carry the pdsmux and Go versions.",
+	}, []string{"version", "goversion"})
+	rt.reg.MustRegister(buildInfo)
+	buildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
+
+	rt.rdb = s.newRedis()
+	rt.events, err = cursor.New(rt.rdb, cursor.Config{
+		Prefix: s.RedisPrefix, HoldTimeout: s.HoldTimeout, DedupTTL: s.DedupTTL,
+		Retention: s.Retention, MaxEntries: s.MaxEntries,
+	}, cursor.NewMetrics(rt.reg), logger)
+	if err != nil {
+		return nil, err
+	}
+
+	tm := tail.NewMetrics(rt.reg)
+	var eps []pool.Endpoint
+	for _, r := range s.replicas {
+		t, err := tail.New(tail.Config{
+			Name: r.Name, URL: r.WS, MaxFrameBytes: s.MaxFrameBytes,
+			ReadTimeout: s.ReplicaReadTimeout, UserAgent: s.UserAgent,
+		}, rt.events, tm, logger)
+		if err != nil {
+			return nil, err
+		}
+		rt.tailers = append(rt.tailers, t)
+		eps = append(eps, pool.Endpoint{Name: r.Name, URL: r.HTTP})
+	}
+	httpClient := &http.Client{Transport: newTransport()}
+	rt.pool = pool.New(pool.Config{Interval: s.HealthInterval}, eps, httpClient, rt.reg, logger)
+	px := proxy.New(rt.pool, httpClient.Transport, rt.reg, logger)
+
+	fm := fanout.NewMetrics(rt.reg)
+	rt.bc = fanout.NewBroadcaster(rt.events, fm, logger)
+	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers}, rt.events, rt.bc, nil, fm, logger)
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /xrpc/com.atproto.sync.subscribeRepos", rt.fan)
+	mux.Handle("/xrpc/com.atproto.sync.", px)
+	mux.HandleFunc("GET /xrpc/_health", rt.handleHealth)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		xrpcError(w, http.StatusNotFound, "MethodNotImplemented", "pdsmux serves com.atproto.sync.* only; route other paths to the replicas")
+	})
+	rt.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	mmux := http.NewServeMux()
+	mmux.Handle("GET /metrics", promhttp.HandlerFor(rt.reg, promhttp.HandlerOpts{Registry: rt.reg}))
+	mmux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mmux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mmux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mmux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mmux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	rt.metricsSrv = &http.Server{Handler: mmux, ReadHeaderTimeout: 10 * time.Second}
+
+	if rt.ln = opts.Listener; rt.ln == nil {
+		if rt.ln, err = net.Listen("tcp", s.Listen); err != nil {
+			return nil, bad("listen", s.Listen, "%v", err)
+		}
+	}
+	if rt.mln = opts.MetricsListener; rt.mln == nil {
+		if rt.mln, err = net.Listen("tcp", s.MetricsListen); err != nil {
+			return nil, bad("metrics-listen", s.MetricsListen, "%v", err)
+		}
+	}
+	return rt, nil
+}
+
+func newTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 32
+	t.ResponseHeaderTimeout = 60 * time.Second
+	return t
+}
+
+// Addr is the bound address of the main listener.
+func (rt *Runtime) Addr() string { return rt.ln.Addr().String() }
+
+// MetricsAddr is the bound address of the metrics listener.
+func (rt *Runtime) MetricsAddr() string { return rt.mln.Addr().String() }
+
+// Run runs every component until ctx ends or one fails. Cancellation is
+// not an error.
+func (rt *Runtime) Run(ctx context.Context) error {
+	rt.log.Info("pdsmux starting", "version", Version, "listen", rt.Addr(), "metrics", rt.MetricsAddr(),
+		"redis", rt.s.redisLog, "replicas", len(rt.tailers))
+	g, gctx := errgroup.WithContext(ctx)
+	run := func(name string, f func(context.Context) error) {
+		g.Go(func() (err error) {
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("%s panicked: %v\n%s", name, p, debug.Stack())
+					rt.log.Error("component panicked", "component", name, "panic", p)
+				}
+			}()
+			if err := f(gctx); err != nil && gctx.Err() == nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	for _, t := range rt.tailers {
+		run("tail "+t.Name(), t.Run)
+	}
+	run("broadcaster", rt.bc.Run)
+	run("health checks", rt.pool.Run)
+	run("trimmer", rt.trimLoop)
+	serve := func(name string, srv *http.Server, ln net.Listener) {
+		run(name, func(ctx context.Context) error {
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Serve(ln) }()
+			select {
+			case err := <-errc:
+				if errors.Is(err, http.ErrServerClosed) {
+					return nil
+				}
+				return err
+			case <-ctx.Done():
+				return nil
+			}
+		})
+	}
+	serve("http server", rt.httpSrv, rt.ln)
+	serve("metrics server", rt.metricsSrv, rt.mln)
+	err := g.Wait()
+	if ctx.Err() != nil && err == nil {
+		return nil
+	}
+	return err
+}
+
+func (rt *Runtime) trimLoop(ctx context.Context) error {
+	t := time.NewTicker(DefaultTrimInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if n, err := rt.events.Trim(ctx, time.Now()); err != nil {
+				rt.log.Warn("trimming the log failed", "err", err)
+			} else if n > 0 {
+				rt.log.Debug("trimmed the log", "entries", n)
+			}
+		}
+	}
+}
+
+// Close stops accepting, tells subscribers the server is going away, and
+// releases every resource, within ctx.
+func (rt *Runtime) Close(ctx context.Context) error {
+	var errs []error
+	if err := rt.fan.Close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("closing subscribers: %w", err))
+	}
+	if err := rt.httpSrv.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("http server shutdown: %w", err))
+	}
+	if err := rt.metricsSrv.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("metrics server shutdown: %w", err))
+	}
+	rt.closeResources()
+	return errors.Join(errs...)
+}
+
+func (rt *Runtime) closeResources() {
+	if rt.ln != nil {
+		rt.ln.Close()
+	}
+	if rt.mln != nil {
+		rt.mln.Close()
+	}
+	if rt.rdb != nil {
+		rt.rdb.Close()
+	}
+}
+
+// NewLogger builds the process logger.
+func NewLogger(w *os.File, format string, level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

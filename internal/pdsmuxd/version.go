@@ -1,0 +1,4 @@
+package pdsmuxd
+
+// Version is set at build time with -ldflags "-X github.com/pdsmux/pdsmux/internal/pdsmuxd.Version=...".
+var Version = "dev"

@@ -1,0 +1,159 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pdsmux/pdsmux/internal/pool"
+)
+
+// maxBuffered bounds the error bodies kept in memory while trying the next
+// replica.
+const maxBuffered = 64 << 10
+
+// Proxy is the handler.
+type Proxy struct {
+	pool      *pool.Pool
+	transport http.RoundTripper
+	log       *slog.Logger
+	requests  *prometheus.CounterVec
+	retries   prometheus.Counter
+}
+
+// New returns a proxy over p. reg may be nil.
+func New(p *pool.Pool, transport http.RoundTripper, reg prometheus.Registerer, logger *slog.Logger) *Proxy {
+	px := &Proxy{pool: p, transport: transport, log: logger.With("component", "proxy")}
+	px.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "pdsmux_proxy_requests_total",
+		Help: "Proxied sync requests by replica and response status class (2xx, 3xx, 4xx, 5xx, error). replica=\"none\" means no replica could answer.",
+	}, []string{"replica", "code"})
+	px.retries = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pdsmux_proxy_retries_total",
+		Help: "Proxied requests retried on another replica after a failure or a not-found answer.",
+	})
+	if reg != nil {
+		reg.MustRegister(px.requests, px.retries)
+	}
+	return px
+}
+
+// retryable is returned by ModifyResponse to move on to the next replica.
+type retryable struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r *retryable) Error() string { return "replica answered HTTP " + strconv.Itoa(r.status) }
+
+func xrpcError(w http.ResponseWriter, status int, name, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": name, "message": msg})
+}
+
+func codeClass(status int) string {
+	return strconv.Itoa(status/100) + "xx"
+}
+
+// notFound reports whether a 400/404 answer names a missing thing (repo,
+// record, blob, block), which another replica may have.
+func notFound(body []byte) bool {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) != nil {
+		return false
+	}
+	return strings.HasSuffix(e.Error, "NotFound") || e.Error == "RepoNotFound"
+}
+
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	reps := p.pool.Ordered()
+	if len(reps) == 0 {
+		p.requests.WithLabelValues("none", "error").Inc()
+		xrpcError(w, http.StatusServiceUnavailable, "NoReplica", "no replica is configured")
+		return
+	}
+	idempotent := r.Method == http.MethodGet || r.Method == http.MethodHead
+	var kept *retryable // first not-found answer, replayed if nobody has it
+	var lastErr error
+	for i, rep := range reps {
+		more := idempotent && i < len(reps)-1
+		var failed error
+		rp := &httputil.ReverseProxy{
+			Transport: p.transport,
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(rep.URL)
+				pr.SetXForwarded()
+			},
+			ModifyResponse: func(resp *http.Response) error {
+				used := func() error {
+					p.requests.WithLabelValues(rep.Name, codeClass(resp.StatusCode)).Inc()
+					return nil
+				}
+				switch {
+				case !more:
+					return used()
+				case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout:
+					resp.Body.Close()
+					return &retryable{status: resp.StatusCode}
+				case resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusNotFound:
+					body, err := io.ReadAll(io.LimitReader(resp.Body, maxBuffered+1))
+					resp.Body.Close()
+					if err != nil {
+						return err
+					}
+					if len(body) <= maxBuffered && notFound(body) {
+						return &retryable{status: resp.StatusCode, header: resp.Header.Clone(), body: body}
+					}
+					resp.Body = io.NopCloser(bytes.NewReader(body))
+				}
+				return used()
+			},
+			ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) { failed = err },
+		}
+		rp.ServeHTTP(w, r)
+		if failed == nil {
+			return
+		}
+		var rt *retryable
+		if errors.As(failed, &rt) {
+			p.requests.WithLabelValues(rep.Name, codeClass(rt.status)).Inc()
+			if rt.body != nil && kept == nil {
+				kept = rt
+			}
+			if rt.body == nil {
+				p.pool.ReportFailure(rep, failed)
+			}
+		} else {
+			p.requests.WithLabelValues(rep.Name, "error").Inc()
+			p.pool.ReportFailure(rep, failed)
+		}
+		lastErr = failed
+		if !more {
+			break
+		}
+		p.retries.Inc()
+	}
+	if kept != nil {
+		for k, v := range kept.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(kept.status)
+		_, _ = w.Write(kept.body)
+		return
+	}
+	p.requests.WithLabelValues("none", "error").Inc()
+	xrpcError(w, http.StatusBadGateway, "UpstreamFailure", fmt.Sprintf("no replica answered %s: %v", r.URL.Path, lastErr))
+}

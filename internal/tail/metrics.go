@@ -1,0 +1,152 @@
+package tail
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics of all tailers, labelled by replica name (from config).
+type Metrics struct {
+	connected     *prometheus.GaugeVec
+	reconnects    *prometheus.CounterVec
+	frames        *prometheus.CounterVec
+	bad           *prometheus.CounterVec
+	errorFrames   *prometheus.CounterVec
+	infoFrames    *prometheus.CounterVec
+	lastSeq       *prometheus.GaugeVec
+	lastEventTime *prometheus.GaugeVec
+	lagSeconds    *prometheus.GaugeVec
+	lagEvents     *prometheus.GaugeVec
+	bytes         *prometheus.CounterVec
+}
+
+// NewMetrics registers the tail metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		connected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pdsmux_replica_connected",
+			Help: "1 while pdsmux has an open firehose connection to the replica. 0 for long means the replica's writes are not being merged.",
+		}, []string{"replica"}),
+		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdsmux_replica_reconnects_total",
+			Help: "Firehose sessions to the replica that ended and were retried, by reason (dial, read, stalled, sink, error_frame, future_cursor, closed).",
+		}, []string{"replica", "reason"}),
+		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdsmux_replica_events_total",
+			Help: "Frames read from the replica's firehose, by event kind.",
+		}, []string{"replica", "kind"}),
+		bad: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdsmux_replica_bad_frames_total",
+			Help: "Frames from the replica that were skipped, by reason (malformed, shape, trailing, too_large, unsequenced, text_message). Non-zero means the replica sent something pdsmux could not forward; see the log for the replica and reason.",
+		}, []string{"replica", "reason"}),
+		errorFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdsmux_replica_error_frames_total",
+			Help: "Error frames the replica sent (FutureCursor, ConsumerTooSlow, other). FutureCursor means the replica's event table was reset.",
+		}, []string{"replica", "error"}),
+		infoFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdsmux_replica_info_frames_total",
+			Help: "#info frames the replica sent (OutdatedCursor, other). OutdatedCursor means pdsmux was away longer than the replica keeps events; repair covers the gap.",
+		}, []string{"replica", "name"}),
+		lastSeq: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pdsmux_replica_last_seq",
+			Help: "Upstream seq of the last frame read from the replica.",
+		}, []string{"replica"}),
+		lastEventTime: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pdsmux_replica_last_event_timestamp_seconds",
+			Help: "The `time` field of the last event appended from the replica, as unix seconds.",
+		}, []string{"replica"}),
+		lagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pdsmux_replica_lag_seconds",
+			Help: "How far behind the replica the merged log is: time of the append minus the event's `time`, for the last appended batch. Growing values mean pdsmux or Redis cannot keep up.",
+		}, []string{"replica"}),
+		lagEvents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pdsmux_replica_lag_events",
+			Help: "Frames read from the replica but not yet appended to the merged log.",
+		}, []string{"replica"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdsmux_replica_bytes_total",
+			Help: "Bytes of frames read from the replica.",
+		}, []string{"replica"}),
+	}
+	reg.MustRegister(m.connected, m.reconnects, m.frames, m.bad, m.errorFrames, m.infoFrames,
+		m.lastSeq, m.lastEventTime, m.lagSeconds, m.lagEvents, m.bytes)
+	return m
+}
+
+// replicaMetrics are one replica's children, resolved once.
+type replicaMetrics struct {
+	m             *Metrics
+	name          string
+	connected     prometheus.Gauge
+	lastSeq       prometheus.Gauge
+	lastEventTime prometheus.Gauge
+	lagSeconds    prometheus.Gauge
+	lagEvents     prometheus.Gauge
+	bytes         prometheus.Counter
+}
+
+func (m *Metrics) forReplica(name string) *replicaMetrics {
+	if m == nil {
+		return nil
+	}
+	return &replicaMetrics{
+		m: m, name: name,
+		connected:     m.connected.WithLabelValues(name),
+		lastSeq:       m.lastSeq.WithLabelValues(name),
+		lastEventTime: m.lastEventTime.WithLabelValues(name),
+		lagSeconds:    m.lagSeconds.WithLabelValues(name),
+		lagEvents:     m.lagEvents.WithLabelValues(name),
+		bytes:         m.bytes.WithLabelValues(name),
+	}
+}
+
+func (r *replicaMetrics) setConnected(up bool) {
+	if r == nil {
+		return
+	}
+	v := 0.0
+	if up {
+		v = 1
+	}
+	r.connected.Set(v)
+}
+
+func (r *replicaMetrics) reconnect(reason string) {
+	if r != nil {
+		r.m.reconnects.WithLabelValues(r.name, reason).Inc()
+	}
+}
+
+func (r *replicaMetrics) frame(kind string, size int) {
+	if r != nil {
+		r.m.frames.WithLabelValues(r.name, kind).Inc()
+		r.bytes.Add(float64(size))
+	}
+}
+
+func (r *replicaMetrics) badFrame(reason string) {
+	if r != nil {
+		r.m.bad.WithLabelValues(r.name, reason).Inc()
+	}
+}
+
+var knownErrors = map[string]bool{"FutureCursor": true, "ConsumerTooSlow": true}
+
+func (r *replicaMetrics) errorFrame(name string) {
+	if r == nil {
+		return
+	}
+	if !knownErrors[name] {
+		name = "other"
+	}
+	r.m.errorFrames.WithLabelValues(r.name, name).Inc()
+}
+
+func (r *replicaMetrics) infoFrame(name string) {
+	if r == nil {
+		return
+	}
+	if name != "OutdatedCursor" {
+		name = "other"
+	}
+	r.m.infoFrames.WithLabelValues(r.name, name).Inc()
+}

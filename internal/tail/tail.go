@@ -1,0 +1,423 @@
+package tail
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/gorilla/websocket"
+
+	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/frame"
+)
+
+// Defaults for Config.
+const (
+	DefaultMaxFrameBytes = 5_000_000 // what the indigo relay accepts
+	DefaultReadTimeout   = 60 * time.Second
+	DefaultBackoffMin    = 500 * time.Millisecond
+	DefaultBackoffMax    = 30 * time.Second
+	// queueFrames bounds frames read but not yet appended; when full the
+	// reader stops reading and TCP pushes back on the replica.
+	queueFrames = 4096
+	// SubscribePath is the firehose endpoint.
+	SubscribePath = "/xrpc/com.atproto.sync.subscribeRepos"
+)
+
+// Sink receives a replica's events in stream order. *cursor.Log is one.
+type Sink interface {
+	// Cursor returns where to resume the replica.
+	Cursor(ctx context.Context, replica string) (cursor.ReplicaCursor, error)
+	// Append records events and moves the replica's stored cursor past
+	// them, atomically; see cursor.Log.Append for expect.
+	Append(ctx context.Context, replica string, expect int64, evs []cursor.Event) (cursor.Batch, error)
+	// ResetCursor forgets the replica's cursor.
+	ResetCursor(ctx context.Context, replica string) error
+}
+
+// Config of one Tailer.
+type Config struct {
+	Name          string // replica name, used in logs and metric labels
+	URL           string // ws:// or wss:// base URL of the replica (no path)
+	MaxFrameBytes int
+	ReadTimeout   time.Duration
+	BackoffMin    time.Duration
+	BackoffMax    time.Duration
+	UserAgent     string
+}
+
+// Tailer follows one replica.
+type Tailer struct {
+	cfg    Config
+	sink   Sink
+	log    *slog.Logger
+	m      *replicaMetrics
+	dialer *websocket.Dialer
+
+	connected atomic.Bool
+	lastEvent atomic.Int64 // unix ms of the last appended event's arrival
+
+	limiter logLimiter
+}
+
+// New returns a Tailer; it does not connect until Run.
+func New(cfg Config, sink Sink, m *Metrics, logger *slog.Logger) (*Tailer, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("tail: replica name is empty")
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+		return nil, fmt.Errorf("tail: replica %s: URL %q must be ws:// or wss:// with a host", cfg.Name, cfg.URL)
+	}
+	if cfg.MaxFrameBytes <= 0 {
+		cfg.MaxFrameBytes = DefaultMaxFrameBytes
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = DefaultBackoffMin
+	}
+	if cfg.BackoffMax < cfg.BackoffMin {
+		cfg.BackoffMax = max(DefaultBackoffMax, cfg.BackoffMin)
+	}
+	return &Tailer{
+		cfg: cfg, sink: sink, m: m.forReplica(cfg.Name),
+		log: logger.With("component", "tail", "replica", cfg.Name),
+		dialer: &websocket.Dialer{
+			HandshakeTimeout: 15 * time.Second,
+			ReadBufferSize:   64 << 10,
+			Proxy:            http.ProxyFromEnvironment,
+		},
+		limiter: logLimiter{every: time.Minute, last: map[string]time.Time{}, suppressed: map[string]int{}},
+	}, nil
+}
+
+// Name is the replica's name.
+func (t *Tailer) Name() string { return t.cfg.Name }
+
+// Connected reports whether a firehose session is open.
+func (t *Tailer) Connected() bool { return t.connected.Load() }
+
+// LastEvent is when the last event from the replica was appended.
+func (t *Tailer) LastEvent() time.Time {
+	ms := t.lastEvent.Load()
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
+// sessionError carries why a session ended, for logs and metrics.
+type sessionError struct {
+	reason string
+	err    error
+}
+
+func (e *sessionError) Error() string { return e.reason + ": " + e.err.Error() }
+func (e *sessionError) Unwrap() error { return e.err }
+
+func endSession(reason string, err error) error { return &sessionError{reason: reason, err: err} }
+
+// Run follows the replica until ctx ends. It returns nil on cancellation
+// and never returns for replica or Redis trouble: it retries.
+func (t *Tailer) Run(ctx context.Context) error {
+	backoff := t.cfg.BackoffMin
+	for {
+		start := time.Now()
+		progressed, err := t.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		reason := "closed"
+		var se *sessionError
+		if errors.As(err, &se) {
+			reason = se.reason
+		}
+		t.m.reconnect(reason)
+		if progressed || time.Since(start) > time.Minute {
+			backoff = t.cfg.BackoffMin
+		}
+		if errors.Is(err, ErrFutureCursor) {
+			t.log.Warn("replica refused our cursor as in the future (its event table was reset); resetting the stored cursor and resuming live", "err", err)
+			if rerr := t.sink.ResetCursor(ctx, t.cfg.Name); rerr != nil {
+				t.log.Error("reset replica cursor", "err", rerr)
+			}
+		} else {
+			t.limiter.do("session:"+reason, func(n int) {
+				t.log.Warn("replica firehose session ended; reconnecting", "reason", reason, "err", err, "backoff", backoff, "suppressed", n)
+			})
+		}
+		// full jitter in [backoff/2, backoff)
+		d := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(d):
+		}
+		backoff = min(backoff*2, t.cfg.BackoffMax)
+	}
+}
+
+func (t *Tailer) streamURL(rc cursor.ReplicaCursor) string {
+	u := t.cfg.URL + SubscribePath
+	if rc.OK {
+		u += "?cursor=" + strconv.FormatInt(rc.Resume, 10)
+	}
+	return u
+}
+
+type item struct {
+	ev   cursor.Event
+	time string
+}
+
+// session runs one connection. progressed reports whether any event was
+// appended.
+func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
+	rc, err := t.sink.Cursor(ctx, t.cfg.Name)
+	if err != nil {
+		return false, endSession("sink", err)
+	}
+	hdr := http.Header{}
+	if t.cfg.UserAgent != "" {
+		hdr.Set("User-Agent", t.cfg.UserAgent)
+	}
+	conn, resp, err := t.dialer.DialContext(ctx, t.streamURL(rc), hdr)
+	if err != nil {
+		if resp != nil {
+			err = fmt.Errorf("%w (HTTP %s)", err, resp.Status)
+		}
+		return false, endSession("dial", err)
+	}
+	defer conn.Close()
+	t.connected.Store(true)
+	t.m.setConnected(true)
+	defer func() { t.connected.Store(false); t.m.setConnected(false) }()
+	if rc.OK {
+		t.log.Info("connected to replica firehose", "cursor", rc.Resume)
+	} else {
+		t.log.Info("connected to replica firehose live (no stored cursor)")
+	}
+
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	queue := make(chan item, queueFrames)
+	readErr := make(chan error, 1)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		err := t.readLoop(sctx, conn, queue)
+		readErr <- err
+		close(queue)
+	}()
+	go func() {
+		defer wg.Done()
+		t.pingLoop(sctx, conn)
+	}()
+	defer wg.Wait()
+	defer conn.Close() // unblocks the reader
+	defer cancel()
+
+	expect := int64(-1)
+	if rc.OK {
+		expect = rc.Stored
+	}
+	batch := make([]item, 0, cursor.MaxBatch)
+	evs := make([]cursor.Event, 0, cursor.MaxBatch)
+	for {
+		batch = batch[:0]
+		it, ok := <-queue
+		if !ok {
+			return progressed, <-readErr
+		}
+		batch = append(batch, it)
+	drain:
+		for len(batch) < cursor.MaxBatch {
+			select {
+			case it, ok := <-queue:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, it)
+			default:
+				break drain
+			}
+		}
+		evs = evs[:0]
+		for _, it := range batch {
+			evs = append(evs, it.ev)
+		}
+		if _, err := t.sink.Append(ctx, t.cfg.Name, expect, evs); err != nil {
+			return progressed, endSession("sink", err)
+		}
+		progressed = true
+		for _, ev := range evs {
+			expect = max(expect, ev.UpstreamSeq)
+		}
+		now := time.Now()
+		t.lastEvent.Store(now.UnixMilli())
+		if t.m != nil {
+			t.m.lagEvents.Set(float64(len(queue)))
+			if ts, err := syntax.ParseDatetimeLenient(batch[len(batch)-1].time); err == nil {
+				t.m.lastEventTime.Set(float64(ts.Time().UnixMilli()) / 1000)
+				t.m.lagSeconds.Set(max(now.Sub(ts.Time()).Seconds(), 0))
+			}
+		}
+	}
+}
+
+// readLoop reads frames until the connection fails or an error frame ends
+// the stream.
+func (t *Tailer) readLoop(ctx context.Context, conn *websocket.Conn, queue chan<- item) error {
+	conn.SetPongHandler(func(string) error {
+		return conn.SetReadDeadline(time.Now().Add(t.cfg.ReadTimeout))
+	})
+	for {
+		if err := conn.SetReadDeadline(time.Now().Add(t.cfg.ReadTimeout)); err != nil {
+			return endSession("read", err)
+		}
+		mt, r, err := conn.NextReader()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return endSession("stalled", fmt.Errorf("%w: nothing for %s", ErrStalled, t.cfg.ReadTimeout))
+			}
+			return endSession("read", err)
+		}
+		b, tooBig, err := readMessage(r, t.cfg.MaxFrameBytes)
+		if err != nil {
+			return endSession("read", err)
+		}
+		if mt != websocket.BinaryMessage {
+			t.bad("text_message", fmt.Errorf("websocket message type %d, want binary", mt))
+			continue
+		}
+		if tooBig {
+			t.bad("too_large", fmt.Errorf("%w: more than %d bytes", frame.ErrTooLarge, t.cfg.MaxFrameBytes))
+			continue
+		}
+		in, err := frame.Parse(b, 0)
+		if err != nil {
+			t.bad(parseReason(err), err)
+			continue
+		}
+		t.m.frame(in.Kind.String(), len(b))
+		if t.m != nil && in.HasSeq {
+			t.m.lastSeq.Set(float64(in.Seq))
+		}
+		switch in.Kind {
+		case frame.KindInfo:
+			t.m.infoFrame(in.Name)
+			t.log.Warn("replica sent #info", "name", in.Name, "message", in.Message)
+			continue
+		case frame.KindError:
+			t.m.errorFrame(in.Name)
+			if in.Name == frame.ErrNameFutureCursor {
+				return endSession("future_cursor", fmt.Errorf("%w: %s", ErrFutureCursor, in.Message))
+			}
+			return endSession("error_frame", fmt.Errorf("%w: %s: %s", errUpstreamError, in.Name, in.Message))
+		case frame.KindUnknown:
+			t.limiter.do("unknown:"+in.Type, func(n int) {
+				t.log.Info("passing through an event type pdsmux does not know", "type", in.Type, "suppressed", n)
+			})
+		}
+		ev, err := cursor.NewEvent(b, &in)
+		if err != nil {
+			t.bad("unsequenced", err)
+			continue
+		}
+		select {
+		case queue <- item{ev: ev, time: in.Time}:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// readMessage reads one websocket message of at most limit bytes. A
+// longer message is read to its end and discarded, so the stream goes on.
+func readMessage(r io.Reader, limit int) ([]byte, bool, error) {
+	b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if len(b) <= limit {
+		return b, false, nil
+	}
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return nil, false, err
+	}
+	return nil, true, nil
+}
+
+func parseReason(err error) string {
+	switch {
+	case errors.Is(err, frame.ErrMalformed):
+		return "malformed"
+	case errors.Is(err, frame.ErrTrailing):
+		return "trailing"
+	case errors.Is(err, frame.ErrTooLarge):
+		return "too_large"
+	default:
+		return "shape"
+	}
+}
+
+func (t *Tailer) bad(reason string, err error) {
+	t.m.badFrame(reason)
+	t.limiter.do("bad:"+reason, func(n int) {
+		t.log.Warn("skipped a bad frame from the replica", "reason", reason, "err", err, "suppressed", n)
+	})
+}
+
+func (t *Tailer) pingLoop(ctx context.Context, conn *websocket.Conn) {
+	tick := time.NewTicker(t.cfg.ReadTimeout / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if err := conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(10*time.Second)); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// logLimiter logs a key at most once per interval, reporting how many
+// repeats it swallowed.
+type logLimiter struct {
+	mu         sync.Mutex
+	every      time.Duration
+	last       map[string]time.Time
+	suppressed map[string]int
+}
+
+func (l *logLimiter) do(key string, log func(suppressed int)) {
+	l.mu.Lock()
+	now := time.Now()
+	if last, ok := l.last[key]; ok && now.Sub(last) < l.every {
+		l.suppressed[key]++
+		l.mu.Unlock()
+		return
+	}
+	n := l.suppressed[key]
+	l.last[key] = now
+	l.suppressed[key] = 0
+	l.mu.Unlock()
+	log(n)
+}

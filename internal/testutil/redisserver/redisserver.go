@@ -1,0 +1,147 @@
+// Package redisserver starts a real redis-server for tests, on a free
+// loopback port in a temporary directory, and can kill and restart it.
+package redisserver
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pdsmux/pdsmux/internal/testutil"
+)
+
+// Options for a server.
+type Options struct {
+	// AppendFsync enables the AOF with this policy ("everysec", "always",
+	// "no"); "" leaves persistence off.
+	AppendFsync string
+}
+
+// Server is one redis-server process.
+type Server struct {
+	t    testing.TB
+	opts Options
+	dir  string
+	port int
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// Start launches redis-server and waits until it answers PING. The server
+// is killed at test cleanup; its log is printed if the test failed.
+func Start(t testing.TB, opts Options) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server not found in PATH (apt-get install redis-server): %v", err)
+	}
+	s := &Server{t: t, opts: opts, dir: t.TempDir(), port: testutil.FreePort(t)}
+	testutil.DumpOnFailure(t, "redis-server", s.logPath())
+	t.Cleanup(func() { s.Kill() })
+	s.start(bin)
+	return s
+}
+
+func (s *Server) logPath() string { return filepath.Join(s.dir, "redis.log") }
+
+func (s *Server) start(bin string) {
+	s.t.Helper()
+	args := []string{
+		"--port", strconv.Itoa(s.port),
+		"--bind", "127.0.0.1",
+		"--dir", s.dir,
+		"--save", "",
+		"--logfile", s.logPath(),
+		"--protected-mode", "yes",
+	}
+	if s.opts.AppendFsync != "" {
+		args = append(args, "--appendonly", "yes", "--appendfsync", s.opts.AppendFsync)
+	} else {
+		args = append(args, "--appendonly", "no")
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = s.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		s.t.Fatalf("start redis-server: %v", err)
+	}
+	done := make(chan struct{})
+	s.mu.Lock()
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+	go func() { _ = cmd.Wait(); close(done) }()
+
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err := c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("redis-server on %s did not answer: %v", s.Addr(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Addr is host:port.
+func (s *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
+
+// URL is a redis:// URL for the server.
+func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+
+// Dir is the server's data directory (holds the AOF).
+func (s *Server) Dir() string { return s.dir }
+
+// Client returns a go-redis client closed at cleanup.
+func (s *Server) Client() *redis.Client {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	s.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Kill stops the server with SIGKILL (a crash: no final AOF flush).
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.cmd = nil
+	s.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		s.t.Errorf("redis-server pid %d did not exit after SIGKILL", cmd.Process.Pid)
+	}
+}
+
+// Restart starts the server again on the same port and directory, so it
+// reloads its AOF if it had one.
+func (s *Server) Restart() {
+	s.t.Helper()
+	bin, _ := exec.LookPath("redis-server")
+	s.start(bin)
+}
+
+// RemoveAOF deletes the AOF files (the server should be stopped).
+func (s *Server) RemoveAOF() {
+	_ = os.RemoveAll(filepath.Join(s.dir, "appendonlydir"))
+	_ = os.Remove(filepath.Join(s.dir, "appendonly.aof"))
+}
