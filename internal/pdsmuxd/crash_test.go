@@ -15,11 +15,17 @@ import (
 )
 
 // startProc runs the pdsmux binary and waits until it tails every replica.
-func (e *env) startProc(name string) *proc.Proc {
+func (e *env) startProc(name string, extra ...string) *proc.Proc {
+	p, _ := e.startProcAt(name, extra...)
+	return p
+}
+
+// startProcAt is startProc that also returns the base URL it serves on.
+func (e *env) startProcAt(name string, extra ...string) (*proc.Proc, string) {
 	e.t.Helper()
 	listen := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(e.t))
 	metrics := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(e.t))
-	p := proc.Start(e.t, name, proc.Pdsmux(e.t), e.args(listen, metrics))
+	p := proc.Start(e.t, name, proc.Pdsmux(e.t), append(e.args(listen, metrics), extra...))
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		h, err := pdsmuxd.FetchHealth(context.Background(), "http://"+listen, time.Second)
@@ -29,13 +35,13 @@ func (e *env) startProc(name string) *proc.Proc {
 				all = all && s == "connected"
 			}
 			if all && len(h.Replicas) == len(e.replicas) {
-				return p
+				return p, "http://" + listen
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	e.t.Fatalf("%s did not connect to every replica", name)
-	return nil
+	return nil, ""
 }
 
 // writeInBackground writes n commits, pausing a little between them so a

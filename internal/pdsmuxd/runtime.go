@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -108,9 +109,12 @@ func Build(ctx context.Context, cfg Config, opts Options) (rt *Runtime, err erro
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /xrpc/com.atproto.sync.subscribeRepos", rt.fan)
-	mux.Handle("/xrpc/com.atproto.sync.", px)
 	mux.HandleFunc("GET /xrpc/_health", rt.handleHealth)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/xrpc/com.atproto.sync.") {
+			px.ServeHTTP(w, r)
+			return
+		}
 		xrpcError(w, http.StatusNotFound, "MethodNotImplemented", "pdsmux serves com.atproto.sync.* only; route other paths to the replicas")
 	})
 	rt.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

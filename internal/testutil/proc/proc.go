@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -117,4 +119,26 @@ func (p *Proc) Err() error {
 func (p *Proc) Output() string {
 	b, _ := os.ReadFile(p.Log)
 	return string(b)
+}
+
+// Memory reads VmRSS and VmHWM (peak RSS) of the process, in bytes.
+func (p *Proc) Memory() (rss, peak int64) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.Cmd.Process.Pid) + "/status")
+	if err != nil {
+		return -1, -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = v * 1024
+		case "VmHWM:":
+			peak = v * 1024
+		}
+	}
+	return rss, peak
 }

@@ -1,0 +1,156 @@
+package fanout_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pdsmux/pdsmux/internal/fanout"
+	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
+)
+
+func dial(t *testing.T, s *stack, cursor int64) *consumer.Consumer {
+	t.Helper()
+	c, _, err := consumer.Dial(context.Background(), s.url, cursor)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// Every cursor case, counted with indigo's own stream client.
+func TestSubscribe_CursorSemantics(t *testing.T) {
+	s := newStack(t, fanout.Config{})
+	seqs := append(s.base, s.append(100-len(s.base))...)
+
+	t.Run("no cursor is live only", func(t *testing.T) {
+		c := dial(t, s, -1)
+		waitSubscribers(t, s, 1)
+		more := s.append(10)
+		require.NoError(t, c.WaitLen(10, 10*time.Second))
+		time.Sleep(100 * time.Millisecond)
+		require.Equal(t, more, c.Seqs())
+		seqs = append(seqs, more...)
+	})
+	t.Run("cursor replays seq > cursor then goes live", func(t *testing.T) {
+		c := dial(t, s, seqs[49])
+		require.NoError(t, c.WaitLen(len(seqs)-50, 10*time.Second))
+		more := s.append(5)
+		seqs = append(seqs, more...)
+		require.NoError(t, c.WaitLen(len(seqs)-50, 10*time.Second))
+		time.Sleep(100 * time.Millisecond)
+		require.Equal(t, seqs[50:], c.Seqs())
+	})
+	t.Run("cursor 0 replays everything kept", func(t *testing.T) {
+		c := dial(t, s, 0)
+		require.NoError(t, c.WaitLen(len(seqs), 10*time.Second))
+		require.Equal(t, seqs, c.Seqs())
+		require.NotEqual(t, "info", c.Events()[0].Kind, "nothing was trimmed: no OutdatedCursor")
+	})
+	t.Run("cursor older than retention gets OutdatedCursor then the oldest kept", func(t *testing.T) {
+		// trim everything below seqs[60] through the log's own age trim
+		cl := s.redis.Client()
+		ctx := context.Background()
+		require.NoError(t, cl.ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: seqs[60], Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
+		n, err := s.log.Trim(ctx, time.Now())
+		require.NoError(t, err)
+		require.EqualValues(t, 60, n)
+		c := dial(t, s, seqs[10])
+		require.NoError(t, c.WaitLen(1+len(seqs)-60, 10*time.Second))
+		evs := c.Events()
+		require.Equal(t, "info", evs[0].Kind)
+		require.Equal(t, "OutdatedCursor", evs[0].Name)
+		require.Equal(t, seqs[60:], c.Seqs())
+	})
+	t.Run("cursor above the newest seq gets FutureCursor and is closed", func(t *testing.T) {
+		c := dial(t, s, seqs[len(seqs)-1]+1000)
+		select {
+		case <-c.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("connection not closed")
+		}
+		evs := c.Events()
+		require.Len(t, evs, 1)
+		require.Equal(t, "error", evs[0].Kind)
+		require.Equal(t, "FutureCursor", evs[0].Name)
+	})
+	t.Run("cursor at the newest seq is live", func(t *testing.T) {
+		c := dial(t, s, seqs[len(seqs)-1])
+		waitSubscribers(t, s, 1)
+		more := s.append(3)
+		require.NoError(t, c.WaitLen(3, 10*time.Second))
+		require.Equal(t, more, c.Seqs())
+		seqs = append(seqs, more...)
+	})
+	for _, bad := range []string{"abc", "-5", "1.5", "99999999999999999999"} {
+		t.Run("bad cursor "+bad+" is HTTP 400", func(t *testing.T) {
+			resp, err := http.Get(s.url + "/xrpc/com.atproto.sync.subscribeRepos?cursor=" + bad)
+			require.NoError(t, err)
+			defer resp.Body.Close()
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+			var body map[string]string
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+			require.Equal(t, "InvalidRequest", body["error"])
+			require.Contains(t, body["message"], "cursor")
+		})
+	}
+}
+
+// A consumer connecting with a cursor while 2,000 events/s are appended
+// gets every seq after its cursor exactly once, in order.
+func TestSubscribe_HandOverUnderLoad(t *testing.T) {
+	s := newStack(t, fanout.Config{})
+	frames := s.gen.frames(6000)
+	all := make(chan []int64, 1)
+	go func() {
+		var seqs []int64
+		tick := time.NewTicker(10 * time.Millisecond) // 20 frames per tick = 2,000/s
+		defer tick.Stop()
+		for i := 0; i < len(frames); i += 20 {
+			<-tick.C
+			seqs = append(seqs, s.appendFrames(frames[i:i+20])...)
+		}
+		all <- seqs
+	}()
+	time.Sleep(1200 * time.Millisecond)
+	b, err := s.log.Bounds(context.Background())
+	require.NoError(t, err)
+	cursor := b.Last - 500 // replay ~500, then hand over while appends go on
+	c := dial(t, s, cursor)
+	seqs := <-all
+	var want []int64
+	for _, q := range seqs {
+		if q > cursor {
+			want = append(want, q)
+		}
+	}
+	require.NoError(t, c.WaitLen(len(want), 30*time.Second))
+	time.Sleep(200 * time.Millisecond)
+	got := c.Seqs()
+	require.Equal(t, len(want), len(got), "no gap, no duplicate")
+	require.Equal(t, want, got)
+}
+
+func p99(d []time.Duration) time.Duration {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[len(d)*99/100]
+}
+
+// waitSubscribers waits until n subscribers are open and have had a moment
+// to join the broadcaster.
+func waitSubscribers(t *testing.T, s *stack, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.srv.Subscribers() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d subscribers, want %d", s.srv.Subscribers(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+}

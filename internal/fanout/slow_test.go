@@ -1,0 +1,149 @@
+package fanout_test
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/fanout"
+	"github.com/pdsmux/pdsmux/internal/frame"
+	tu "github.com/pdsmux/pdsmux/internal/testutil"
+	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
+	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
+)
+
+// paced appends frames at about rate per second and records when each
+// append started (the event's birth, for latency).
+func paced(t *testing.T, s *stack, frames [][]byte, rate int) map[int64]time.Time {
+	born := map[int64]time.Time{}
+	per := max(rate/100, 1)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; i < len(frames); i += per {
+		<-tick.C
+		start := time.Now()
+		for _, q := range s.appendFrames(frames[i:min(i+per, len(frames))]) {
+			born[q] = start
+		}
+	}
+	return born
+}
+
+func latencies(cs []*consumer.Consumer, born map[int64]time.Time) []time.Duration {
+	var out []time.Duration
+	for _, c := range cs {
+		for _, e := range c.Events() {
+			if b, ok := born[e.Seq]; ok {
+				out = append(out, e.Received.Sub(b))
+			}
+		}
+	}
+	return out
+}
+
+// A consumer that never reads gets ConsumerTooSlow; ten fast consumers
+// beside it get every event, with p99 latency no worse than without it.
+func TestSubscribe_SlowConsumerDoesNotHoldOthersBack(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := fanout.NewMetrics(reg)
+	rs := redisserver.Start(t, redisserver.Options{})
+	l, err := cursor.New(rs.Client(), cursor.Config{}, nil, quiet)
+	require.NoError(t, err)
+	bc := fanout.NewBroadcaster(l, m, quiet)
+	srv := fanout.NewServer(fanout.Config{QueueLen: 200}, l, bc, nil, m, quiet)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = bc.Run(ctx) }()
+	ln := tu.Listen(t)
+	go func() { _ = (&http.Server{Handler: srv}).Serve(ln) }()
+	s := &stack{t: t, redis: rs, log: l, srv: srv, url: "http://" + ln.Addr().String(), gen: newGen(t, 20)}
+	s.appendFrames(s.gen.syncs)
+
+	fast := func() []*consumer.Consumer {
+		var cs []*consumer.Consumer
+		for range 10 {
+			cs = append(cs, dial(t, s, -1))
+		}
+		return cs
+	}
+
+	// Phase A: ten fast consumers alone.
+	csA := fast()
+	waitSubscribers(t, s, 10)
+	bornA := paced(t, s, s.gen.frames(2000), 2000)
+	for _, c := range csA {
+		require.NoError(t, c.WaitLen(2000, 30*time.Second))
+		c.Close()
+	}
+	p99A := p99(latencies(csA, bornA))
+	waitSubscribers(t, s, 0)
+
+	// Phase B: the same beside one consumer that does not read, on a
+	// socket with a tiny receive buffer.
+	d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			_ = c.(*net.TCPConn).SetReadBuffer(4096)
+		}
+		return c, err
+	}}
+	slow, _, err := d.Dial("ws"+strings.TrimPrefix(s.url, "http")+"/xrpc/com.atproto.sync.subscribeRepos", nil)
+	require.NoError(t, err)
+	defer slow.Close()
+	csB := fast()
+	waitSubscribers(t, s, 11)
+	bornB := paced(t, s, s.gen.frames(6000), 2000)
+	for _, c := range csB {
+		require.NoError(t, c.WaitLen(6000, 30*time.Second), "fast consumers get every event")
+	}
+	p99B := p99(latencies(csB, bornB))
+	t.Logf("fast consumers' p99 latency: %s alone, %s beside a stalled consumer", p99A, p99B)
+	require.LessOrEqual(t, p99B, 2*p99A+2*time.Millisecond, "a stalled consumer must not slow the others")
+
+	require.Eventually(t, func() bool {
+		return counterValue(t, reg, "pdsmux_subscriber_too_slow_total") == 1
+	}, 10*time.Second, 10*time.Millisecond)
+	// Now read: the backlog the kernel held, then ConsumerTooSlow, then close.
+	require.NoError(t, slow.UnderlyingConn().(*net.TCPConn).SetReadBuffer(4<<20))
+	var last frame.Info
+	var mu sync.Mutex
+	n := 0
+	start := time.Now()
+	for {
+		_ = slow.SetReadDeadline(time.Now().Add(15 * time.Second))
+		_, b, err := slow.ReadMessage()
+		if err != nil {
+			t.Logf("slow consumer read %d frames in %s, then: %v", n, time.Since(start), err)
+			break
+		}
+		n++
+		in, perr := frame.Parse(b, 0)
+		require.NoError(t, perr)
+		mu.Lock()
+		last = in
+		mu.Unlock()
+	}
+	require.Equal(t, frame.KindError, last.Kind)
+	require.Equal(t, frame.ErrNameConsumerTooSlow, last.Name)
+}
+
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range fams {
+		if f.GetName() == name {
+			return f.Metric[0].GetCounter().GetValue()
+		}
+	}
+	return 0
+}
