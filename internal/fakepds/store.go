@@ -1,6 +1,7 @@
 package fakepds
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"sort"
@@ -76,14 +77,18 @@ func (s *Store) Accounts() []*Account {
 	return out
 }
 
-// Directory returns an identity directory holding every account's key,
-// for consumers that verify commit signatures.
-func (s *Store) Directory() *identity.MockDirectory {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// Directory returns an identity directory over the store's accounts (as
+// they are at lookup time), for consumers that verify commit signatures.
+func (s *Store) Directory() identity.Directory { return storeDirectory{s} }
+
+type storeDirectory struct{ s *Store }
+
+func (d storeDirectory) snapshot() *identity.MockDirectory {
+	d.s.mu.Lock()
+	defer d.s.mu.Unlock()
 	dir := identity.NewMockDirectory()
-	for _, d := range s.order {
-		a := s.accounts[d]
+	for _, did := range d.s.order {
+		a := d.s.accounts[did]
 		pub, _ := a.Key.PublicKey()
 		dir.Insert(identity.Identity{
 			DID: syntax.DID(a.DID), Handle: syntax.Handle(a.Handle),
@@ -92,6 +97,20 @@ func (s *Store) Directory() *identity.MockDirectory {
 	}
 	return dir
 }
+
+func (d storeDirectory) LookupHandle(ctx context.Context, h syntax.Handle) (*identity.Identity, error) {
+	return d.snapshot().LookupHandle(ctx, h)
+}
+
+func (d storeDirectory) LookupDID(ctx context.Context, did syntax.DID) (*identity.Identity, error) {
+	return d.snapshot().LookupDID(ctx, did)
+}
+
+func (d storeDirectory) Lookup(ctx context.Context, a syntax.AtIdentifier) (*identity.Identity, error) {
+	return d.snapshot().Lookup(ctx, a)
+}
+
+func (d storeDirectory) Purge(context.Context, syntax.AtIdentifier) error { return nil }
 
 // MaxSeq is the highest seq in the events table (0 if empty).
 func (s *Store) MaxSeq() int64 {

@@ -12,9 +12,11 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/pdsmux/pdsmux/internal/crawl"
 	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/fanout"
 	"github.com/pdsmux/pdsmux/internal/pool"
+	"github.com/pdsmux/pdsmux/internal/repair"
 	"github.com/pdsmux/pdsmux/internal/tail"
 )
 
@@ -27,6 +29,7 @@ const (
 	DefaultTrimInterval    = 30 * time.Second
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
+	DefaultPLCURL          = "https://plc.directory"
 )
 
 // Config is everything an operator sets. cmd/pdsmux fills it from flags and
@@ -49,6 +52,18 @@ type Config struct {
 	SubscriberQueue int
 	MaxSubscribers  int
 	HealthInterval  time.Duration
+
+	ScanInterval time.Duration // repair: listRepos scan period
+	RepairGrace  time.Duration // repair: how long a repo may lag before repair
+	PLCURL       string        // did:plc directory for checking head commit signatures
+	// NoSignatureCheck trusts the replicas' head commits without checking
+	// their signatures against the DID documents.
+	NoSignatureCheck bool
+
+	Relays        []string // relays to send requestCrawl to
+	Hostname      string   // the PDS's public hostname, sent in requestCrawl
+	CrawlInterval time.Duration
+	CrawlIdle     time.Duration
 
 	ShutdownTimeout time.Duration
 	LogLevel        string
@@ -87,6 +102,7 @@ type replica struct {
 type settings struct {
 	Config
 	replicas []replica
+	relays   []*url.URL
 	newRedis func() redis.UniversalClient
 	redisLog string // URL with the password redacted
 	logLevel slog.Level
@@ -196,6 +212,37 @@ func (c Config) validate() (*settings, error) {
 	if s.MaxSubscribers < 0 {
 		return nil, bad("max-subscribers", fmt.Sprint(s.MaxSubscribers), "must not be negative")
 	}
+	if s.ScanInterval < 0 || (s.ScanInterval > 0 && s.ScanInterval < 100*time.Millisecond) {
+		return nil, bad("scan-interval", s.ScanInterval.String(), "must be at least 100ms")
+	}
+	if s.RepairGrace < 0 {
+		return nil, bad("repair-grace", s.RepairGrace.String(), "must not be negative")
+	}
+	if s.PLCURL == "" {
+		s.PLCURL = DefaultPLCURL
+	}
+	if u, err := url.Parse(s.PLCURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return nil, bad("plc-url", s.PLCURL, "want http(s)://host[:port]")
+	}
+	s.PLCURL = strings.TrimRight(s.PLCURL, "/")
+	for _, raw := range s.Relays {
+		u, err := url.Parse(raw)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return nil, bad("relay", raw, "want the relay's base URL, e.g. https://bsky.network")
+		}
+		s.relays = append(s.relays, &url.URL{Scheme: u.Scheme, Host: u.Host})
+	}
+	if len(s.relays) > 0 {
+		if s.Hostname == "" {
+			return nil, bad("hostname", "", "required with --relay: the public hostname relays should crawl (e.g. pds.example.com)")
+		}
+		if strings.Contains(s.Hostname, "://") || strings.ContainsAny(s.Hostname, "/ ") {
+			return nil, bad("hostname", s.Hostname, "give the bare hostname, without scheme or path")
+		}
+	}
+	if s.CrawlInterval < 0 || s.CrawlIdle < 0 {
+		return nil, bad("crawl-interval", s.CrawlInterval.String(), "durations must not be negative")
+	}
 	if err := s.logLevel.UnmarshalText([]byte(s.LogLevel)); err != nil {
 		return nil, bad("log-level", s.LogLevel, "want debug, info, warn or error")
 	}
@@ -275,4 +322,8 @@ var (
 	DefaultSubscriberQueue = fanout.DefaultQueueLen
 	DefaultMaxSubscribers  = fanout.DefaultMaxSubscribers
 	DefaultHealthInterval  = pool.DefaultInterval
+	DefaultScanInterval    = repair.DefaultScanInterval
+	DefaultRepairGrace     = repair.DefaultGrace
+	DefaultCrawlInterval   = crawl.DefaultInterval
+	DefaultCrawlIdle       = crawl.DefaultIdle
 )

@@ -49,11 +49,16 @@ func (e *env) config() pdsmuxd.Config {
 	for _, r := range e.replicas {
 		reps = append(reps, r.Name+"="+r.URL())
 	}
+	// Loss-free merge tests must see every upstream (did, rev): repair
+	// would legitimately cover some revs with one synthesized commit, so it
+	// is kept out of the way here; repair tests shorten these.
 	return pdsmuxd.Config{
 		Replicas:           reps,
 		RedisURL:           e.redis.URL(),
 		ReplicaReadTimeout: 5 * time.Second,
 		HealthInterval:     time.Second,
+		HoldTimeout:        time.Minute,
+		ScanInterval:       time.Hour,
 		LogFormat:          "text",
 	}
 }
@@ -61,7 +66,8 @@ func (e *env) config() pdsmuxd.Config {
 // args turns the config into pdsmux serve flags.
 func (e *env) args(listen, metrics string) []string {
 	a := []string{"serve", "--redis-url", e.redis.URL(), "--listen", listen, "--metrics-listen", metrics,
-		"--replica-read-timeout", "5s", "--log-format", "text"}
+		"--replica-read-timeout", "5s", "--log-format", "text", "--hold-timeout", "1m", "--scan-interval", "1h",
+		"--verify-commit-signatures=false"}
 	for _, r := range e.replicas {
 		a = append(a, "--replica", r.Name+"="+r.URL())
 	}
@@ -90,6 +96,7 @@ func (e *env) start(cfg pdsmuxd.Config, name string) *running {
 		Logger:          slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Listener:        testutil.Listen(e.t),
 		MetricsListener: testutil.Listen(e.t),
+		Directory:       e.store.Directory(),
 	})
 	require.NoError(e.t, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -14,16 +14,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bluesky-social/indigo/atproto/identity"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/pdsmux/pdsmux/internal/crawl"
 	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/fanout"
 	"github.com/pdsmux/pdsmux/internal/pool"
 	"github.com/pdsmux/pdsmux/internal/proxy"
+	"github.com/pdsmux/pdsmux/internal/repair"
 	"github.com/pdsmux/pdsmux/internal/tail"
 )
 
@@ -32,6 +35,9 @@ type Options struct {
 	Logger          *slog.Logger
 	Listener        net.Listener // instead of binding Config.Listen
 	MetricsListener net.Listener // instead of binding Config.MetricsListen
+	// Directory resolves DIDs for commit signature checks, instead of
+	// Config.PLCURL.
+	Directory identity.Directory
 }
 
 // Runtime is a built pdsmux.
@@ -46,6 +52,8 @@ type Runtime struct {
 	pool    *pool.Pool
 	bc      *fanout.Broadcaster
 	fan     *fanout.Server
+	repair  *repair.Repairer
+	crawl   *crawl.Requester
 
 	httpSrv    *http.Server
 	metricsSrv *http.Server
@@ -106,6 +114,24 @@ func Build(ctx context.Context, cfg Config, opts Options) (rt *Runtime, err erro
 	fm := fanout.NewMetrics(rt.reg)
 	rt.bc = fanout.NewBroadcaster(rt.events, fm, logger)
 	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers}, rt.events, rt.bc, nil, fm, logger)
+
+	var dir identity.Directory
+	switch {
+	case s.NoSignatureCheck:
+	case opts.Directory != nil:
+		dir = opts.Directory
+	default:
+		dir = identity.NewCacheDirectory(&identity.BaseDirectory{
+			PLCURL:                 s.PLCURL,
+			HTTPClient:             http.Client{Timeout: 10 * time.Second, Transport: newTransport()},
+			SkipHandleVerification: true,
+			UserAgent:              s.UserAgent,
+		}, 100_000, 10*time.Minute, time.Minute, time.Minute)
+	}
+	rt.repair = repair.New(repair.Config{ScanInterval: s.ScanInterval, Grace: s.RepairGrace, UserAgent: s.UserAgent},
+		rt.events, rt.pool, httpClient, dir, repair.NewMetrics(rt.reg), logger)
+	rt.crawl = crawl.New(crawl.Config{Relays: s.relays, Hostname: s.Hostname, Interval: s.CrawlInterval, Idle: s.CrawlIdle, UserAgent: s.UserAgent},
+		httpClient, rt.fan.Subscribers, rt.reg, logger)
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /xrpc/com.atproto.sync.subscribeRepos", rt.fan)
@@ -180,6 +206,8 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	run("broadcaster", rt.bc.Run)
 	run("health checks", rt.pool.Run)
 	run("trimmer", rt.trimLoop)
+	run("repair", rt.repair.Run)
+	run("crawl", rt.crawl.Run)
 	serve := func(name string, srv *http.Server, ln net.Listener) {
 		run(name, func(ctx context.Context) error {
 			errc := make(chan error, 1)

@@ -216,7 +216,12 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 	queue := make(chan item, queueFrames)
 	readErr := make(chan error, 1)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
+	go func() { // cancellation unblocks a reader waiting for the replica
+		defer wg.Done()
+		<-sctx.Done()
+		conn.Close()
+	}()
 	go func() {
 		defer wg.Done()
 		err := t.readLoop(sctx, conn, queue)
@@ -228,7 +233,6 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 		t.pingLoop(sctx, conn)
 	}()
 	defer wg.Wait()
-	defer conn.Close() // unblocks the reader
 	defer cancel()
 
 	expect := int64(-1)

@@ -1,0 +1,6 @@
+package crawl
+
+import "time"
+
+// SetTick changes how often the requester looks at its schedule (test seam).
+func SetTick(r *Requester, d time.Duration) { r.tick = d }

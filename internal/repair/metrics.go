@@ -1,0 +1,70 @@
+package repair
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics of the repair loop. A nil *Metrics records nothing.
+type Metrics struct {
+	repairs   *prometheus.CounterVec
+	errors    *prometheus.CounterVec
+	heldRepos prometheus.Gauge
+	behind    prometheus.Gauge
+	scans     prometheus.Counter
+}
+
+// NewMetrics registers the repair metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdsmux_repairs_total",
+			Help: "Repairs of writes the replicas made but did not stream, by reason (hold_timeout, scan, status) and kind of event appended (commit, sync, account, none). With stock Cocoon replicas on one database this rises with every lost event; that is pdsmux doing its job.",
+		}, []string{"reason", "kind"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdsmux_repair_errors_total",
+			Help: "Repair attempts that failed and will be retried, by stage (head, fetch, append, scan). A steady rate means replicas are unreachable or returning bad data.",
+		}, []string{"stage"}),
+		heldRepos: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pdsmux_held_repos",
+			Help: "Repos with at least one #commit held for its missing predecessor.",
+		}),
+		behind: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pdsmux_repos_behind",
+			Help: "Repos the last listRepos scan found ahead of the merged log (waiting out the grace period or being repaired).",
+		}),
+		scans: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pdsmux_repair_scans_total",
+			Help: "Completed listRepos scans of the replicas.",
+		}),
+	}
+	reg.MustRegister(m.repairs, m.errors, m.heldRepos, m.behind, m.scans)
+	return m
+}
+
+func (m *Metrics) repaired(reason, kind string) {
+	if m != nil {
+		m.repairs.WithLabelValues(reason, kind).Inc()
+	}
+}
+
+func (m *Metrics) failed(stage string) {
+	if m != nil {
+		m.errors.WithLabelValues(stage).Inc()
+	}
+}
+
+func (m *Metrics) setHeld(n int64) {
+	if m != nil {
+		m.heldRepos.Set(float64(n))
+	}
+}
+
+func (m *Metrics) setBehind(n int) {
+	if m != nil {
+		m.behind.Set(float64(n))
+	}
+}
+
+func (m *Metrics) scanned() {
+	if m != nil {
+		m.scans.Inc()
+	}
+}

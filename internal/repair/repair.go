@@ -1,0 +1,327 @@
+package repair
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	comatproto "github.com/bluesky-social/indigo/api/atproto"
+	"github.com/bluesky-social/indigo/atproto/identity"
+	"github.com/bluesky-social/indigo/atproto/repo"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ipfs/go-cid"
+
+	"github.com/pdsmux/pdsmux/internal/blocks"
+	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/frame"
+	"github.com/pdsmux/pdsmux/internal/pool"
+)
+
+// Defaults for Config.
+const (
+	DefaultScanInterval = 15 * time.Second
+	DefaultGrace        = 5 * time.Second
+	DefaultPoll         = 250 * time.Millisecond
+	repairAttempts      = 3
+	dueBatch            = 100
+)
+
+// Config tunes repair.
+type Config struct {
+	ScanInterval time.Duration // how often every healthy replica's listRepos is compared with the log
+	Grace        time.Duration // how long a repo may be ahead of the log before repair
+	Poll         time.Duration // how often expired holds are looked for
+	CacheBytes   int           // block cache size
+	UserAgent    string
+}
+
+// Log is what repair needs of the merged log. *cursor.Log is one.
+type Log interface {
+	DueHolds(ctx context.Context, now time.Time, limit int64) ([]string, error)
+	Holds(ctx context.Context, did string) ([]cursor.Hold, error)
+	HeldRepos(ctx context.Context) (int64, error)
+	DeferHolds(ctx context.Context, did string, at time.Time) error
+	RepoStates(ctx context.Context, dids ...string) ([]cursor.RepoState, error)
+	AccountStatuses(ctx context.Context, dids ...string) ([]string, error)
+	AppendRepair(ctx context.Context, ev cursor.Event, atRev string) (cursor.Result, error)
+	AppendSynthetic(ctx context.Context, ev cursor.Event) (cursor.Result, error)
+	Config() cursor.Config
+}
+
+// Repairer runs detection and repair.
+type Repairer struct {
+	cfg   Config
+	log   Log
+	pool  *pool.Pool
+	hc    *http.Client
+	dir   identity.Directory // nil: head commit signatures are not checked
+	m     *Metrics
+	lg    *slog.Logger
+	cache *blockCache
+	now   func() time.Time
+
+	ahead       map[string]time.Time // did -> first scan that saw it ahead of the log
+	statusAhead map[string]time.Time // did -> first scan that saw an unannounced status
+}
+
+// New returns a Repairer. dir verifies the replicas' head commit
+// signatures; pass nil to trust the replicas.
+func New(cfg Config, log Log, p *pool.Pool, hc *http.Client, dir identity.Directory, m *Metrics, logger *slog.Logger) *Repairer {
+	if cfg.ScanInterval <= 0 {
+		cfg.ScanInterval = DefaultScanInterval
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = DefaultGrace
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = DefaultPoll
+	}
+	if cfg.CacheBytes <= 0 {
+		cfg.CacheBytes = DefaultCacheBytes
+	}
+	return &Repairer{
+		cfg: cfg, log: log, pool: p, hc: hc, dir: dir, m: m,
+		lg: logger.With("component", "repair"), cache: newBlockCache(cfg.CacheBytes), now: time.Now,
+		ahead: map[string]time.Time{}, statusAhead: map[string]time.Time{},
+	}
+}
+
+// Run repairs until ctx ends.
+func (r *Repairer) Run(ctx context.Context) error {
+	poll := time.NewTicker(r.cfg.Poll)
+	defer poll.Stop()
+	scan := time.NewTicker(r.cfg.ScanInterval)
+	defer scan.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-poll.C:
+			r.expireHolds(ctx)
+		case <-scan.C:
+			if err := r.Scan(ctx); err != nil && ctx.Err() == nil {
+				r.m.failed("scan")
+				r.lg.Warn("listRepos scan failed", "err", err)
+			}
+		}
+	}
+}
+
+// expireHolds repairs every repo whose held commit waited too long.
+func (r *Repairer) expireHolds(ctx context.Context) {
+	if n, err := r.log.HeldRepos(ctx); err == nil {
+		r.m.setHeld(n)
+	}
+	dids, err := r.log.DueHolds(ctx, r.now(), dueBatch)
+	if err != nil {
+		return // Redis trouble; the tailers report it
+	}
+	for _, did := range dids {
+		if ctx.Err() != nil {
+			return
+		}
+		holds, err := r.log.Holds(ctx, did)
+		if err != nil || len(holds) == 0 {
+			continue
+		}
+		earliest := holds[0].Deadline
+		for _, h := range holds[1:] {
+			if h.Deadline.Before(earliest) {
+				earliest = h.Deadline
+			}
+		}
+		if earliest.After(r.now()) { // an earlier hold was released meanwhile
+			_ = r.log.DeferHolds(ctx, did, earliest)
+			continue
+		}
+		if _, err := r.Repair(ctx, did, "hold_timeout"); err != nil {
+			r.lg.Warn("repair after hold timeout failed; will retry", "did", did, "err", err)
+			_ = r.log.DeferHolds(ctx, did, r.now().Add(r.log.Config().HoldTimeout))
+		}
+	}
+}
+
+// findHead asks healthy replicas, in order, for the repo's head.
+func (r *Repairer) findHead(ctx context.Context, did string) (*replicaAPI, cid.Cid, string, error) {
+	var lastErr error = ErrRepoNotFound
+	for _, rep := range r.pool.Ordered() {
+		api := newReplicaAPI(rep, r.hc, r.cfg.UserAgent)
+		c, rev, err := api.head(ctx, did)
+		if err == nil {
+			return api, c, rev, nil
+		}
+		if !errors.Is(err, ErrRepoNotFound) {
+			lastErr = err
+		}
+	}
+	return nil, cid.Undef, "", lastErr
+}
+
+func revLess(a, b string) bool { return a < b } // TIDs: fixed-width, base32-sortable
+
+// Repair brings the log's view of did up to a replica's head and returns
+// the kind of event appended ("commit", "sync" or "none").
+func (r *Repairer) Repair(ctx context.Context, did, reason string) (string, error) {
+	for range repairAttempts {
+		kind, err := r.repairOnce(ctx, did, reason)
+		if errors.Is(err, cursor.ErrRepairRace) {
+			continue // the repo moved while we built; look again
+		}
+		if err != nil {
+			return "", err
+		}
+		r.m.repaired(reason, kind)
+		return kind, nil
+	}
+	return "", fmt.Errorf("repair %s: repo kept moving", did)
+}
+
+func (r *Repairer) repairOnce(ctx context.Context, did, reason string) (string, error) {
+	sts, err := r.log.RepoStates(ctx, did)
+	if err != nil {
+		return "", err
+	}
+	st := sts[0]
+	api, head, rev, err := r.findHead(ctx, did)
+	if err != nil {
+		r.m.failed("head")
+		return "", err
+	}
+	if st.OK && !revLess(st.Rev, rev) {
+		// The replica is not ahead of the log. Held commits above it, if
+		// any, wait for the replica (a lagging replica, or a fork that the
+		// next write will settle).
+		return "none", nil
+	}
+	src := &source{api: api, cache: r.cache, did: did}
+	store := blocks.NewSet()
+	hc, headBytes, err := src.commit(ctx, store, head)
+	if err != nil {
+		r.m.failed("fetch")
+		return "", err
+	}
+	if hc.Rev != rev {
+		return "", fmt.Errorf("%w: head %s has rev %s, getLatestCommit said %s", ErrBadCommit, head, hc.Rev, rev)
+	}
+	if err := r.verifySignature(ctx, did, hc); err != nil {
+		return "", err
+	}
+	now := r.now()
+
+	if !st.OK {
+		// A repo the log has never seen: announce the account, then its
+		// state. There is no earlier state to diff from.
+		if err := r.appendIdentity(ctx, did, now); err != nil {
+			return "", err
+		}
+		return r.appendSync(ctx, did, head, headBytes, rev, "", now, reason, "repo unknown to the log")
+	}
+
+	prev, err := cid.Decode(st.Commit)
+	if err != nil {
+		return r.appendSync(ctx, did, head, headBytes, rev, st.Rev, now, reason, "stored commit cid unreadable")
+	}
+	ev, nops, err := src.buildCommit(ctx, st.Rev, prev, head, hc, headBytes, now)
+	switch {
+	case errors.Is(err, ErrMissingBlocks) || errors.Is(err, ErrTooBig) || errors.Is(err, ErrBadCommit):
+		return r.appendSync(ctx, did, head, headBytes, rev, st.Rev, now, reason, err.Error())
+	case err != nil:
+		r.m.failed("fetch")
+		return "", err
+	}
+	b, err := frame.Encode(frame.TypeCommit, ev)
+	if err != nil {
+		return "", err
+	}
+	if err := r.appendRepair(ctx, b, st.Rev); err != nil {
+		return "", err
+	}
+	r.lg.Info("repaired missed writes with a synthesized #commit", "did", did, "reason", reason,
+		"from_rev", st.Rev, "to_rev", rev, "ops", nops, "replica", api.rep.Name)
+	return "commit", nil
+}
+
+// verifySignature checks the head commit against the DID's signing key.
+// A replica serving a commit that is not signed by the account's key gets
+// no event appended at all.
+func (r *Repairer) verifySignature(ctx context.Context, did string, hc *repo.Commit) error {
+	if r.dir == nil {
+		return nil
+	}
+	ident, err := r.dir.LookupDID(ctx, syntax.DID(did))
+	if err != nil {
+		r.m.failed("identity")
+		return fmt.Errorf("resolve %s to check its commit signature: %w", did, err)
+	}
+	pub, err := ident.PublicKey()
+	if err != nil {
+		return fmt.Errorf("%w: %s has no usable signing key: %v", ErrBadCommit, did, err)
+	}
+	if err := hc.VerifySignature(pub); err != nil {
+		r.m.failed("signature")
+		return fmt.Errorf("%w: head commit of %s rev %s: bad signature: %v", ErrBadCommit, did, hc.Rev, err)
+	}
+	return nil
+}
+
+func (r *Repairer) appendSync(ctx context.Context, did string, head cid.Cid, headBytes []byte, rev, atRev string, now time.Time, reason, why string) (string, error) {
+	ev, err := syncEvent(did, head, headBytes, rev, now)
+	if err != nil {
+		return "", err
+	}
+	b, err := frame.Encode(frame.TypeSync, ev)
+	if err != nil {
+		return "", err
+	}
+	if err := r.appendRepair(ctx, b, atRev); err != nil {
+		return "", err
+	}
+	r.lg.Info("repaired missed writes with #sync", "did", did, "reason", reason, "from_rev", atRev, "to_rev", rev, "why", why)
+	return "sync", nil
+}
+
+// appendRepair appends a synthesized frame (seq 0) if the repo is still
+// at atRev.
+func (r *Repairer) appendRepair(ctx context.Context, b []byte, atRev string) error {
+	in, err := frame.Parse(b, 0)
+	if err != nil {
+		return fmt.Errorf("repair: built an unparseable frame: %w", err)
+	}
+	ev, err := cursor.NewEvent(b, &in)
+	if err != nil {
+		return fmt.Errorf("repair: built an unsequenceable frame: %w", err)
+	}
+	if _, err := r.log.AppendRepair(ctx, ev, atRev); err != nil {
+		if !errors.Is(err, cursor.ErrRepairRace) {
+			r.m.failed("append")
+		}
+		return err
+	}
+	return nil
+}
+
+func (r *Repairer) appendSynthetic(ctx context.Context, t string, body frame.Marshaler) error {
+	b, err := frame.Encode(t, body)
+	if err != nil {
+		return err
+	}
+	in, err := frame.Parse(b, 0)
+	if err != nil {
+		return err
+	}
+	ev, err := cursor.NewEvent(b, &in)
+	if err != nil {
+		return err
+	}
+	_, err = r.log.AppendSynthetic(ctx, ev)
+	return err
+}
+
+func (r *Repairer) appendIdentity(ctx context.Context, did string, now time.Time) error {
+	return r.appendSynthetic(ctx, frame.TypeIdentity, &comatproto.SyncSubscribeRepos_Identity{
+		Did: did, Time: now.UTC().Format(syntax.AtprotoDatetimeLayout),
+	})
+}

