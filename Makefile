@@ -8,7 +8,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/pdsmux/pdsmux/internal/pdsmuxd.Version=$(VERSION)
 FUZZTIME ?= 15s
 
-.PHONY: help build test test-unit lint fuzz tools
+.PHONY: help build demo test test-unit e2e deps lint fuzz tools
 
 help: ## show this help
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -16,7 +16,10 @@ help: ## show this help
 build: ## build bin/pdsmux (static, CGO_ENABLED=0)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/pdsmux ./cmd/pdsmux
 
-test: lint test-unit fuzz ## everything CI runs: lint, unit and integration tests with -race, a short fuzz
+demo: ## run two PDS replicas, pdsmux and Caddy on loopback and print the merged stream (Ctrl-C stops)
+	$(GO) run ./cmd/pdsmux-demo
+
+test: lint test-unit fuzz e2e ## everything CI runs: lint, unit + integration tests with -race, a short fuzz, end to end
 	@echo "make test: all checks passed"
 
 test-unit: ## go test -race over every package (real redis-server, fake replicas)
@@ -27,6 +30,12 @@ lint: $(STATICCHECK) ## gofmt, go vet, staticcheck, and the arm64 cross-build
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 	GOOS=linux GOARCH=arm64 CGO_ENABLED=0 $(GO) build -o /dev/null ./...
+
+e2e: deps ## end to end with real peers: reference PDS replicas, Caddy, the strict indigo relay
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|_test.go:' ; test $${PIPESTATUS[0]} -eq 0
+
+deps: ## install the peers (Node 22, @atproto/pds, Caddy, indigo relay) into ~/.cache/pdsmux once
+	bash scripts/deps.sh node pds caddy relay >/dev/null
 
 fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test ./internal/frame -run '^$$' -fuzz FuzzParsePatch -fuzztime $(FUZZTIME)

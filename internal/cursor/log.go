@@ -91,6 +91,19 @@ func (l *Log) Config() Config { return l.cfg }
 // RaiseFloor makes sure a recreated seq counter starts above seq.
 func (l *Log) RaiseFloor(seq int64) { raise(&l.floor, seq) }
 
+// Head is the newest seq the log stands behind, for FutureCursor checks:
+// the stream's newest, what this process has seen, and the durable floor.
+// An empty log will start above the clock, so every cursor up to now is
+// in its past (relays coming over from a replica's own seq space, or from
+// a log that was lost, must not be told their cursor is in the future).
+func (l *Log) Head(b Bounds) int64 {
+	h := max(b.Last, l.seen.Load(), l.floor.Load())
+	if b.Last == 0 {
+		h = max(h, l.now().UnixMicro())
+	}
+	return h
+}
+
 // Seen is the highest seq this process has appended or read.
 func (l *Log) Seen() int64 { return l.seen.Load() }
 

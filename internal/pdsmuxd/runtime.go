@@ -113,7 +113,8 @@ func Build(ctx context.Context, cfg Config, opts Options) (rt *Runtime, err erro
 
 	fm := fanout.NewMetrics(rt.reg)
 	rt.bc = fanout.NewBroadcaster(rt.events, fm, logger)
-	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers}, rt.events, rt.bc, nil, fm, logger)
+	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers}, rt.events, rt.bc,
+		func(_ context.Context, b cursor.Bounds) int64 { return rt.events.Head(b) }, fm, logger)
 
 	var dir identity.Directory
 	switch {

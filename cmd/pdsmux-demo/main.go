@@ -1,0 +1,220 @@
+// Command pdsmux-demo runs two reference PDS replicas (each with its own
+// data, so each firehose carries only its own writes, as Cocoon replicas'
+// do), Redis, pdsmux and Caddy on loopback, creates two accounts, posts
+// through both replicas, and prints the merged stream, one line per event,
+// until Ctrl-C. `make demo` runs it.
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	comatproto "github.com/bluesky-social/indigo/api/atproto"
+	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/frame"
+	"github.com/pdsmux/pdsmux/internal/testenv"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	dir, err := os.MkdirTemp("", "pdsmux-demo-")
+	if err != nil {
+		return err
+	}
+	fmt.Println("pdsmux demo: preparing peers (the first run installs Node 22, @atproto/pds and Caddy into ~/.cache/pdsmux; later runs start in seconds)")
+	deps, err := testenv.LoadDeps(filepath.Join(dir, "bin"), os.Stderr, "node", "pds", "caddy")
+	if err != nil {
+		return err
+	}
+	env, err := testenv.New(dir, deps)
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+
+	_, plcURL, err := env.PLC()
+	if err != nil {
+		return err
+	}
+	_, redisURL, err := env.Redis("redis")
+	if err != nil {
+		return err
+	}
+	caddyPort, err := testenv.FreePort()
+	if err != nil {
+		return err
+	}
+	front := fmt.Sprintf("http://localhost:%d", caddyPort)
+	sec, err := testenv.NewPDSSecrets()
+	if err != nil {
+		return err
+	}
+	var reps []*testenv.PDS
+	var addrs []string
+	args := []string{"--redis-url", redisURL, "--plc-url", plcURL, "--scan-interval", "3s", "--repair-grace", "3s"}
+	for i := range 2 {
+		p, err := env.PDS(fmt.Sprintf("pds%d", i+1), filepath.Join(dir, fmt.Sprintf("data-%d", i+1)), plcURL, front, sec)
+		if err != nil {
+			return err
+		}
+		reps = append(reps, p)
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", p.Port))
+		args = append(args, "--replica", fmt.Sprintf("pds%d=http://127.0.0.1:%d", i+1, p.Port))
+	}
+	mux, err := env.Pdsmux("pdsmux", args...)
+	if err != nil {
+		return err
+	}
+	if _, err := env.Caddy("caddy", caddyPort, mux.Addr, addrs); err != nil {
+		return err
+	}
+
+	// Watch the merged firehose through Caddy, as a relay would.
+	handles := map[string]string{}
+	wsURL := fmt.Sprintf("ws://localhost:%d/xrpc/com.atproto.sync.subscribeRepos?cursor=0", caddyPort)
+	conn, _, err := websocket.DefaultDialer.DialContext(ctx, wsURL, nil)
+	if err != nil {
+		return fmt.Errorf("subscribe through caddy: %w", err)
+	}
+	defer conn.Close()
+	opts, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return err
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	events, err := cursor.New(rdb, cursor.Config{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return err
+	}
+	lines := make(chan string, 64)
+	go printStream(conn, events, handles, lines)
+
+	clients := []*testenv.Client{testenv.NewClient(reps[0].URL), testenv.NewClient(reps[1].URL)}
+	alice, err := clients[0].CreateAccount("alice.test")
+	if err != nil {
+		return err
+	}
+	bob, err := clients[1].CreateAccount("bob.test")
+	if err != nil {
+		return err
+	}
+	handles[alice.DID], handles[bob.DID] = "alice.test", "bob.test"
+	accounts := []*testenv.Account{alice, bob}
+	post := func(i int) error {
+		_, err := clients[i%2].CreateRecord(accounts[i%2], "app.bsky.feed.post", testenv.Post(fmt.Sprintf("hello #%d from %s via pds%d", i, accounts[i%2].Handle, i%2+1)))
+		return err
+	}
+	for i := range 6 {
+		if err := post(i); err != nil {
+			return err
+		}
+	}
+
+	fmt.Printf(`
+Two replicas, one merged firehose. alice.test lives on pds1, bob.test on pds2;
+each replica streams only its own writes, pdsmux merges both.
+
+  merged firehose (through Caddy): %s
+  pdsmux health:                   http://%s/xrpc/_health
+  pdsmux metrics:                  http://%s/metrics
+  replicas:                        %s and %s
+  logs:                            %s
+
+A new post every 5 s, alternating replicas. Ctrl-C to stop.
+
+`, wsURL, mux.Addr, mux.MetricsAddr, reps[0].URL, reps[1].URL, dir)
+
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	for i := 6; ; {
+		select {
+		case <-ctx.Done():
+			fmt.Println("\nstopping")
+			return nil
+		case l, ok := <-lines:
+			if !ok {
+				return fmt.Errorf("the merged firehose closed")
+			}
+			fmt.Println(l)
+		case <-tick.C:
+			if err := post(i); err != nil {
+				fmt.Println("post failed:", err)
+			}
+			i++
+		}
+	}
+}
+
+// printStream turns each frame into one line: seq, type, account, path,
+// and the replica the event came from (looked up in the log).
+func printStream(conn *websocket.Conn, events *cursor.Log, handles map[string]string, out chan<- string) {
+	defer close(out)
+	for {
+		_, b, err := conn.ReadMessage()
+		if err != nil {
+			return
+		}
+		in, err := frame.Parse(b, 0)
+		if err != nil {
+			out <- "unreadable frame: " + err.Error()
+			continue
+		}
+		who := handles[in.DID]
+		if who == "" {
+			who = in.DID
+		}
+		what := ""
+		switch in.Kind {
+		case frame.KindCommit:
+			var c comatproto.SyncSubscribeRepos_Commit
+			if err := c.UnmarshalCBOR(bytes.NewReader(b[in.BodyStart:])); err == nil {
+				var ops []string
+				for _, op := range c.Ops {
+					ops = append(ops, op.Action+" "+op.Path)
+				}
+				what = strings.Join(ops, ", ")
+				if what == "" {
+					what = "(no record ops: a new repo)"
+				}
+			}
+		case frame.KindIdentity:
+			var id comatproto.SyncSubscribeRepos_Identity
+			if err := id.UnmarshalCBOR(bytes.NewReader(b[in.BodyStart:])); err == nil && id.Handle != nil {
+				what = "handle " + *id.Handle
+			}
+		case frame.KindAccount:
+			what = "status " + map[bool]string{true: "active", false: in.Status}[in.Active]
+		case frame.KindSync:
+			what = "rev " + in.Rev
+		}
+		via := "?"
+		if es, err := events.Range(context.Background(), in.Seq-1, 1); err == nil && len(es) == 1 && es[0].Seq == in.Seq {
+			via = es[0].Source
+			if via == "" {
+				via = "pdsmux repair"
+			}
+		}
+		out <- fmt.Sprintf("seq %d  %-9s %-11s %-60s via %s", in.Seq, in.Type, who, what, via)
+	}
+}
