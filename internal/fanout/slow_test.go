@@ -59,7 +59,9 @@ func TestSubscribe_SlowConsumerDoesNotHoldOthersBack(t *testing.T) {
 	l, err := cursor.New(rs.Client(), cursor.Config{}, nil, quiet)
 	require.NoError(t, err)
 	bc := fanout.NewBroadcaster(l, m, quiet)
-	srv := fanout.NewServer(fanout.Config{QueueLen: 200}, l, bc, nil, m, quiet)
+	// A generous write timeout: the stalled consumer starts reading only
+	// after the whole run, and must then still get its ConsumerTooSlow.
+	srv := fanout.NewServer(fanout.Config{QueueLen: 200, WriteTimeout: 2 * time.Minute}, l, bc, nil, m, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = bc.Run(ctx) }()
@@ -107,7 +109,9 @@ func TestSubscribe_SlowConsumerDoesNotHoldOthersBack(t *testing.T) {
 	}
 	p99B := p99(latencies(csB, bornB))
 	t.Logf("fast consumers' p99 latency: %s alone, %s beside a stalled consumer", p99A, p99B)
-	require.LessOrEqual(t, p99B, 2*p99A+2*time.Millisecond, "a stalled consumer must not slow the others")
+	if !raceEnabled { // make test-unit also runs this test without -race
+		require.LessOrEqual(t, p99B, 2*p99A+2*time.Millisecond, "a stalled consumer must not slow the others")
+	}
 
 	require.Eventually(t, func() bool {
 		return counterValue(t, reg, "pdsmux_subscriber_too_slow_total") == 1
