@@ -40,6 +40,13 @@ local n = tonumber(ARGV[9])
 
 local function num(x) return string.format('%.0f', x) end
 
+-- A Redis without the incarnation marker has lost pdsmux's state (or is
+-- new): nothing may be appended until Reconcile has put the durable
+-- checkpoint back, or old repos would look new and seq could repeat.
+if redis.call('HEXISTS', metaK, 'incarnation') == 0 then
+  return redis.error_reply('NOT_RECONCILED Redis holds no pdsmux state marker; waiting for reconcile')
+end
+
 if ARGV[3] ~= '' then
   local c = redis.call('HGET', curK, replica)
   if (not c) or tonumber(c) < tonumber(ARGV[3]) then
@@ -103,11 +110,14 @@ local function nextSeq()
 end
 
 local bucket = num(math.floor(now / 60000))
-local function emit(kind, did, rev, commit, pre, suf, src)
+-- The entry carries what the durable archive needs besides the frame:
+-- kind, did, rev, commit CID, source replica and its seq, account status.
+local function emit(kind, did, rev, commit, pre, suf, src, useq, status)
   local seq = nextSeq()
   local id = num(seq)
   redis.call('XADD', logK, id .. '-0',
-    'f', pre .. u64(seq) .. suf, 'k', kind, 'd', did, 'r', rev, 's', src, 't', nowS)
+    'f', pre .. u64(seq) .. suf, 'k', kind, 'd', did, 'r', rev, 'c', commit,
+    's', src, 'u', useq, 'a', status, 't', nowS)
   if kind == 'c' or kind == 's' then
     redis.call('HSET', didK, did, rev .. ' ' .. commit)
   end
@@ -132,7 +142,7 @@ local function release(did, rev)
     local h = cmsgpack.unpack(v)
     redis.call('HDEL', hk, rev)
     if h[6] ~= '' then redis.call('ZREM', srcKey(h[6]), did .. ' ' .. rev) end
-    emit('c', did, h[1], h[2], h[3], h[4], h[6])
+    emit('c', did, h[1], h[2], h[3], h[4], h[6], h[5], '')
     released = released + 1
     rev = h[1]
   end
@@ -175,7 +185,7 @@ for i = 0, n - 1 do
     if last and not revLess(last, rev) then
       code = 0 -- I2: already appended (or older)
     elseif (since == '' and not last) or (last and since == last) then
-      code = emit('c', did, rev, commit, pre, suf, replica)
+      code = emit('c', did, rev, commit, pre, suf, replica, useq, '')
       release(did, rev)
     else
       -- The chain is broken: hold until the missing commit arrives or the
@@ -211,7 +221,7 @@ for i = 0, n - 1 do
     else
       local ek = 's'
       if kind == 'R' then ek = 'c' end
-      code = emit(ek, did, rev, commit, pre, suf, replica)
+      code = emit(ek, did, rev, commit, pre, suf, replica, useq, '')
       dropHeldUpTo(did, rev)
       release(did, rev)
     end
@@ -228,7 +238,7 @@ for i = 0, n - 1 do
       if pick then
         redis.call('HDEL', holdKey(did), pickSince)
         if pick[6] ~= '' then redis.call('ZREM', srcKey(pick[6]), did .. ' ' .. pickSince) end
-        code = emit('c', did, pick[1], pick[2], pick[3], pick[4], pick[6])
+        code = emit('c', did, pick[1], pick[2], pick[3], pick[4], pick[6], pick[5], '')
         dropHeldUpTo(did, pick[1])
         release(did, pick[1])
       else
@@ -238,7 +248,7 @@ for i = 0, n - 1 do
   else
     -- #identity, #account and unknown types: dedup by content without seq.
     if redis.call('SET', P .. ':h:' .. hash, '1', 'NX', 'EX', ttl) then
-      code = emit(kind, did, rev, commit, pre, suf, replica)
+      code = emit(kind, did, rev, commit, pre, suf, replica, useq, status)
       if kind == 'a' then redis.call('HSET', acctK, did, status) end
     end
   end

@@ -12,6 +12,10 @@ var (
 	// ErrRepairRace means a repair event was built against a rev the repo
 	// is no longer at; rebuild it.
 	ErrRepairRace = errors.New("cursor: repo moved while the repair was built")
+	// ErrNotReconciled means Redis has no incarnation marker: it is new or
+	// lost its data, and Reconcile must run before anything is appended
+	// or any cursor trusted.
+	ErrNotReconciled = errors.New("cursor: Redis not reconciled with the durable checkpoint")
 	// ErrBadEvent means an event lacks a field its kind needs.
 	ErrBadEvent = errors.New("cursor: event is missing a required field")
 )

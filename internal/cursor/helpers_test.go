@@ -23,6 +23,8 @@ func newLog(t *testing.T, cfg cursor.Config) (*cursor.Log, *redisserver.Server) 
 	srv := redisserver.Start(t, redisserver.Options{})
 	l, err := cursor.New(srv.Client(), cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)
+	_, err = l.Reconcile(context.Background(), cursor.DurableState{}, false)
+	require.NoError(t, err)
 	return l, srv
 }
 

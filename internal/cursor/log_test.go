@@ -158,9 +158,15 @@ func TestAppend_SeqNeverGoesBackAfterStateLoss(t *testing.T) {
 	require.Equal(t, last+1, b.Results[0].Seq)
 	last = b.Results[0].Seq
 
-	// Everything lost: the durable floor and the clock keep seq above.
+	// Everything lost: nothing is appended until the durable checkpoint is
+	// back, and seq then continues above it.
 	require.NoError(t, srv.Client().FlushAll(ctx).Err())
-	l.RaiseFloor(last + 1000)
+	_, err = l.Append(ctx, "r1", -1, events(t, identity(t, u.a.DID, "alice2.test", 999)))
+	require.ErrorIs(t, err, cursor.ErrNotReconciled)
+	_, err = l.Cursor(ctx, "r1")
+	require.ErrorIs(t, err, cursor.ErrNotReconciled, "a lost cursor must not read as 'start live'")
+	_, err = l.Reconcile(ctx, cursor.DurableState{HighWater: last + 1000}, true)
+	require.NoError(t, err)
 	b, err = l.Append(ctx, "r1", -1, events(t, identity(t, u.a.DID, "alice2.test", 999)))
 	require.NoError(t, err)
 	require.Greater(t, b.Results[0].Seq, last+1000)

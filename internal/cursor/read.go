@@ -13,13 +13,16 @@ import (
 
 // Entry is one appended event as stored.
 type Entry struct {
-	Seq    int64
-	Frame  []byte // the upstream frame with its seq replaced by Seq
-	Kind   string // c, s, i, a or o
-	DID    string
-	Rev    string
-	Source string // replica name, "" for events pdsmux made
-	Time   time.Time
+	Seq         int64
+	Frame       []byte // the upstream frame with its seq replaced by Seq
+	Kind        string // c, s, i, a or o
+	DID         string
+	Rev         string
+	Commit      string // commit CID (#commit, #sync)
+	Status      string // account status (#account)
+	Source      string // replica name, "" for events pdsmux made
+	UpstreamSeq int64  // the source replica's seq, -1 if none
+	Time        time.Time
 }
 
 func streamID(seq int64) string { return strconv.FormatInt(seq, 10) + "-0" }
@@ -40,9 +43,13 @@ func toEntry(m redis.XMessage) (Entry, error) {
 		return Entry{}, fmt.Errorf("cursor: stream entry %s has no frame", m.ID)
 	}
 	ms, _ := strconv.ParseInt(str("t"), 10, 64)
+	useq := int64(-1)
+	if u := str("u"); u != "" {
+		useq, _ = strconv.ParseInt(u, 10, 64)
+	}
 	return Entry{
-		Seq: seq, Frame: []byte(f), Kind: str("k"), DID: str("d"), Rev: str("r"),
-		Source: str("s"), Time: time.UnixMilli(ms),
+		Seq: seq, Frame: []byte(f), Kind: str("k"), DID: str("d"), Rev: str("r"), Commit: str("c"),
+		Status: str("a"), Source: str("s"), UpstreamSeq: useq, Time: time.UnixMilli(ms),
 	}, nil
 }
 

@@ -28,13 +28,19 @@ type ReplicaCursor struct {
 func (l *Log) Cursor(ctx context.Context, replica string) (ReplicaCursor, error) {
 	var cur *redis.StringCmd
 	var held *redis.ZSliceCmd
+	var marker *redis.BoolCmd
 	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		marker = p.HExists(ctx, l.k.meta, "incarnation")
 		cur = p.HGet(ctx, l.k.cur, replica)
 		held = p.ZRangeWithScores(ctx, l.k.holdSrc(replica), 0, 0)
 		return nil
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return ReplicaCursor{}, fmt.Errorf("cursor: read cursor of replica %q: %w", replica, err)
+	}
+	if !marker.Val() {
+		// A missing cursor here would mean "start live" and skip events.
+		return ReplicaCursor{}, fmt.Errorf("%w: cursor of replica %q", ErrNotReconciled, replica)
 	}
 	s, err := cur.Result()
 	if errors.Is(err, redis.Nil) {

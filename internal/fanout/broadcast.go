@@ -29,6 +29,9 @@ type Broadcaster struct {
 	src Source
 	log *slog.Logger
 	m   *Metrics
+	// observe, if set, sees every batch before any subscriber does (the
+	// durable archive), so what a subscriber saw is never only in Redis.
+	observe func([]cursor.Entry)
 
 	mu    sync.Mutex
 	last  int64 // highest seq delivered
@@ -36,10 +39,13 @@ type Broadcaster struct {
 	ready chan struct{}
 }
 
-// NewBroadcaster returns a broadcaster; Run starts it.
-func NewBroadcaster(src Source, m *Metrics, logger *slog.Logger) *Broadcaster {
-	return &Broadcaster{src: src, m: m, log: logger.With("component", "fanout"), subs: map[*subscriber]struct{}{}, ready: make(chan struct{})}
+// NewBroadcaster returns a broadcaster; Run starts it. observe may be nil.
+func NewBroadcaster(src Source, observe func([]cursor.Entry), m *Metrics, logger *slog.Logger) *Broadcaster {
+	return &Broadcaster{src: src, observe: observe, m: m, log: logger.With("component", "fanout"), subs: map[*subscriber]struct{}{}, ready: make(chan struct{})}
 }
+
+// Ready is closed once the broadcaster knows the log head.
+func (b *Broadcaster) Ready() <-chan struct{} { return b.ready }
 
 // Run tails the log until ctx ends. It starts at the log's current head:
 // history is served by each subscriber's own replay.
@@ -83,6 +89,9 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		if b.observe != nil && len(entries) > 0 {
+			b.observe(entries)
+		}
 		for _, e := range entries {
 			pm, err := websocket.NewPreparedMessage(websocket.BinaryMessage, e.Frame)
 			if err != nil {
@@ -121,11 +130,13 @@ func (b *Broadcaster) join(s *subscriber) bool {
 	return true
 }
 
-// joinLive adds s at the current head (no cursor: live only).
-func (b *Broadcaster) joinLive(s *subscriber) {
+// joinLive adds s for entries after head (no cursor: live only). The
+// broadcaster may still be delivering entries at or below head; s skips
+// them.
+func (b *Broadcaster) joinLive(s *subscriber, head int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s.after = b.last
+	s.after = max(b.last, head)
 	b.subs[s] = struct{}{}
 }
 

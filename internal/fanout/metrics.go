@@ -23,7 +23,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdsmux_subscriber_frames_total",
-			Help: "Frames sent to subscribers, by phase (replay from the log, live).",
+			Help: "Frames sent to subscribers, by phase (archive: replay from libsql; replay: from Redis; live).",
 		}, []string{"phase"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pdsmux_subscriber_replay_bytes_total",

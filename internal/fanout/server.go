@@ -54,10 +54,18 @@ func (c *Config) setDefaults() {
 // what a lost Redis can no longer show (the durable high-water mark).
 type HeadFunc func(ctx context.Context, b cursor.Bounds) int64
 
+// Archive is durable history older than Redis keeps (internal/store).
+type Archive interface {
+	Range(ctx context.Context, after, count int64) ([]cursor.Entry, error)
+	// Trimmed is the highest seq retention removed from the archive.
+	Trimmed(ctx context.Context) (int64, error)
+}
+
 // Server serves subscribeRepos.
 type Server struct {
 	cfg   Config
 	src   Source
+	arch  Archive
 	bc    *Broadcaster
 	head  HeadFunc
 	log   *slog.Logger
@@ -71,14 +79,14 @@ type Server struct {
 	wg      sync.WaitGroup
 }
 
-// NewServer returns the handler. head may be nil (the Redis bounds alone).
-func NewServer(cfg Config, src Source, bc *Broadcaster, head HeadFunc, m *Metrics, logger *slog.Logger) *Server {
+// NewServer returns the handler. arch and head may be nil (Redis alone).
+func NewServer(cfg Config, src Source, arch Archive, bc *Broadcaster, head HeadFunc, m *Metrics, logger *slog.Logger) *Server {
 	cfg.setDefaults()
 	if head == nil {
 		head = func(_ context.Context, b cursor.Bounds) int64 { return b.Last }
 	}
 	return &Server{
-		cfg: cfg, src: src, bc: bc, head: head, m: m,
+		cfg: cfg, src: src, arch: arch, bc: bc, head: head, m: m,
 		log: logger.With("component", "fanout"),
 		upg: websocket.Upgrader{
 			ReadBufferSize:  1024,
@@ -200,7 +208,11 @@ func (s *Server) serve(ctx context.Context, sub *subscriber, cursorArg int64) er
 	}
 	if cursorArg < 0 {
 		s.m.request("live")
-		s.bc.joinLive(sub)
+		var head int64
+		if b, err := s.src.Bounds(ctx); err == nil {
+			head = b.Last
+		}
+		s.bc.joinLive(sub, head)
 	} else {
 		bounds, err := s.src.Bounds(ctx)
 		if err != nil {
@@ -214,7 +226,14 @@ func (s *Server) serve(ctx context.Context, sub *subscriber, cursorArg int64) er
 			s.writeFinal(sub.conn, frame.ErrorFrame(frame.ErrNameFutureCursor, fmt.Sprintf("cursor %d is beyond the newest seq %d", cursorArg, head)))
 			return nil
 		}
-		if cursorArg < bounds.Trimmed {
+		trimmed := bounds.Trimmed
+		if s.arch != nil {
+			if trimmed, err = s.arch.Trimmed(ctx); err != nil {
+				s.log.Warn("subscriber with cursor: cannot read the archive", "err", err)
+				trimmed = bounds.Trimmed
+			}
+		}
+		if cursorArg < trimmed {
 			s.m.request("outdated_cursor")
 			if err := s.write(sub.conn, frame.InfoFrame(frame.InfoOutdatedCursor, "cursor is older than the retained log; replaying from the oldest retained event")); err != nil {
 				return err
@@ -223,6 +242,11 @@ func (s *Server) serve(ctx context.Context, sub *subscriber, cursorArg int64) er
 			s.m.request("replay")
 		}
 		sub.after = cursorArg
+		if s.arch != nil && (bounds.First == 0 || cursorArg < bounds.First-1) {
+			if err := s.replayArchive(ctx, sub, bounds.First); err != nil {
+				return err
+			}
+		}
 		if err := s.replay(ctx, sub); err != nil {
 			return err
 		}
@@ -246,6 +270,38 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 			sub.after = e.Seq
 		}
 		if len(entries) < replayBatch && s.bc.join(sub) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.closing:
+			return errClosed
+		default:
+		}
+	}
+}
+
+// replayArchive sends archived entries with seq > sub.after until it
+// reaches what Redis holds (redisFirst; 0 = Redis holds nothing), from
+// where replay continues with Redis.
+func (s *Server) replayArchive(ctx context.Context, sub *subscriber, redisFirst int64) error {
+	for {
+		entries, err := s.arch.Range(ctx, sub.after, replayBatch)
+		if err != nil {
+			return fmt.Errorf("fanout: archive replay after %d: %w", sub.after, err)
+		}
+		for _, e := range entries {
+			if redisFirst > 0 && e.Seq >= redisFirst {
+				return nil
+			}
+			if err := s.write(sub.conn, e.Frame); err != nil {
+				return err
+			}
+			s.m.sent("archive", len(e.Frame))
+			sub.after = e.Seq
+		}
+		if len(entries) < replayBatch {
 			return nil
 		}
 		select {

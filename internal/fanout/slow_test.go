@@ -58,10 +58,12 @@ func TestSubscribe_SlowConsumerDoesNotHoldOthersBack(t *testing.T) {
 	rs := redisserver.Start(t, redisserver.Options{})
 	l, err := cursor.New(rs.Client(), cursor.Config{}, nil, quiet)
 	require.NoError(t, err)
-	bc := fanout.NewBroadcaster(l, m, quiet)
+	_, err = l.Reconcile(context.Background(), cursor.DurableState{}, false)
+	require.NoError(t, err)
+	bc := fanout.NewBroadcaster(l, nil, m, quiet)
 	// A generous write timeout: the stalled consumer starts reading only
 	// after the whole run, and must then still get its ConsumerTooSlow.
-	srv := fanout.NewServer(fanout.Config{QueueLen: 200, WriteTimeout: 2 * time.Minute}, l, bc, nil, m, quiet)
+	srv := fanout.NewServer(fanout.Config{QueueLen: 200, WriteTimeout: 2 * time.Minute}, l, nil, bc, nil, m, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = bc.Run(ctx) }()

@@ -17,6 +17,7 @@ import (
 	"github.com/pdsmux/pdsmux/internal/fanout"
 	"github.com/pdsmux/pdsmux/internal/pool"
 	"github.com/pdsmux/pdsmux/internal/repair"
+	"github.com/pdsmux/pdsmux/internal/store"
 	"github.com/pdsmux/pdsmux/internal/tail"
 )
 
@@ -30,6 +31,7 @@ const (
 	DefaultLogLevel        = "info"
 	DefaultLogFormat       = "json"
 	DefaultPLCURL          = "https://plc.directory"
+	DefaultDBURL           = "file:pdsmux.db"
 )
 
 // Config is everything an operator sets. cmd/pdsmux fills it from flags and
@@ -59,6 +61,10 @@ type Config struct {
 	// NoSignatureCheck trusts the replicas' head commits without checking
 	// their signatures against the DID documents.
 	NoSignatureCheck bool
+
+	DBURL            string        // libsql database: file:..., libsql://..., https://...
+	DBAuthToken      string        // token for a remote libsql server
+	ArchiveRetention time.Duration // how long the archive keeps events
 
 	Relays        []string // relays to send requestCrawl to
 	Hostname      string   // the PDS's public hostname, sent in requestCrawl
@@ -240,6 +246,15 @@ func (c Config) validate() (*settings, error) {
 			return nil, bad("hostname", s.Hostname, "give the bare hostname, without scheme or path")
 		}
 	}
+	if s.DBURL == "" {
+		s.DBURL = DefaultDBURL
+	}
+	if u, err := url.Parse(s.DBURL); err != nil || (u.Scheme != "file" && u.Scheme != "libsql" && u.Scheme != "https" && u.Scheme != "http") {
+		return nil, bad("db-url", store.Redact(s.DBURL), "want file:/path/pdsmux.db, libsql://host or https://host")
+	}
+	if s.ArchiveRetention < 0 || (s.ArchiveRetention > 0 && s.ArchiveRetention < time.Hour) {
+		return nil, bad("archive-retention", s.ArchiveRetention.String(), "must be at least 1h")
+	}
 	if s.CrawlInterval < 0 || s.CrawlIdle < 0 {
 		return nil, bad("crawl-interval", s.CrawlInterval.String(), "durations must not be negative")
 	}
@@ -312,18 +327,19 @@ func redisClient(raw string) (func() redis.UniversalClient, string, error) {
 // Defaults used by cmd/pdsmux as flag values, gathered from the packages
 // that own them.
 var (
-	DefaultHoldTimeout     = cursor.DefaultHoldTimeout
-	DefaultDedupTTL        = cursor.DefaultDedupTTL
-	DefaultRetention       = cursor.DefaultRetention
-	DefaultMaxEntries      = int64(cursor.DefaultMaxEntries)
-	DefaultPrefix          = cursor.DefaultPrefix
-	DefaultMaxFrameBytes   = tail.DefaultMaxFrameBytes
-	DefaultReadTimeout     = tail.DefaultReadTimeout
-	DefaultSubscriberQueue = fanout.DefaultQueueLen
-	DefaultMaxSubscribers  = fanout.DefaultMaxSubscribers
-	DefaultHealthInterval  = pool.DefaultInterval
-	DefaultScanInterval    = repair.DefaultScanInterval
-	DefaultRepairGrace     = repair.DefaultGrace
-	DefaultCrawlInterval   = crawl.DefaultInterval
-	DefaultCrawlIdle       = crawl.DefaultIdle
+	DefaultHoldTimeout      = cursor.DefaultHoldTimeout
+	DefaultDedupTTL         = cursor.DefaultDedupTTL
+	DefaultRetention        = cursor.DefaultRetention
+	DefaultMaxEntries       = int64(cursor.DefaultMaxEntries)
+	DefaultPrefix           = cursor.DefaultPrefix
+	DefaultMaxFrameBytes    = tail.DefaultMaxFrameBytes
+	DefaultReadTimeout      = tail.DefaultReadTimeout
+	DefaultSubscriberQueue  = fanout.DefaultQueueLen
+	DefaultMaxSubscribers   = fanout.DefaultMaxSubscribers
+	DefaultHealthInterval   = pool.DefaultInterval
+	DefaultScanInterval     = repair.DefaultScanInterval
+	DefaultRepairGrace      = repair.DefaultGrace
+	DefaultCrawlInterval    = crawl.DefaultInterval
+	DefaultCrawlIdle        = crawl.DefaultIdle
+	DefaultArchiveRetention = store.DefaultRetention
 )

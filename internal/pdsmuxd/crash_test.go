@@ -25,6 +25,12 @@ func (e *env) startProcAt(name string, extra ...string) (*proc.Proc, string) {
 	e.t.Helper()
 	listen := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(e.t))
 	metrics := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(e.t))
+	return e.startProcOn(name, listen, metrics, extra...)
+}
+
+// startProcOn runs pdsmux on the given addresses (a restart keeps its URL).
+func (e *env) startProcOn(name, listen, metrics string, extra ...string) (*proc.Proc, string) {
+	e.t.Helper()
 	p := proc.Start(e.t, name, proc.Pdsmux(e.t), append(e.args(listen, metrics), extra...))
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {

@@ -33,7 +33,7 @@ func TestFixture_CocoonRecordingRepairedToFinalState(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { s2.Close() })
 
-	e := &env{t: t, redis: rs, store: fakepds.NewStore(fakepds.ModeCocoon, 1)}
+	e := &env{t: t, dir: t.TempDir(), redis: rs, store: fakepds.NewStore(fakepds.ModeCocoon, 1)}
 	cfg := pdsmuxd.Config{
 		Replicas:         []string{"r1=http://" + l1.Addr().String(), "r2=http://" + l2.Addr().String()},
 		RedisURL:         rs.URL(),
@@ -41,6 +41,7 @@ func TestFixture_CocoonRecordingRepairedToFinalState(t *testing.T) {
 		ScanInterval:     time.Second,
 		RepairGrace:      time.Second,
 		NoSignatureCheck: true, // the recording's DIDs live only in its PLC mock
+		DBURL:            "file:" + filepath.Join(e.dir, "pdsmux.db"),
 		LogFormat:        "text",
 	}
 	run := e.start(cfg, "pdsmux")

@@ -26,6 +26,7 @@ import (
 // env is a real redis-server plus fake replicas sharing one store.
 type env struct {
 	t        *testing.T
+	dir      string // holds the libsql file
 	redis    *redisserver.Server
 	store    *fakepds.Store
 	replicas []*fakepds.Replica
@@ -34,7 +35,7 @@ type env struct {
 
 func newEnv(t *testing.T, mode fakepds.Mode, n int, ro redisserver.Options) *env {
 	t.Helper()
-	e := &env{t: t, redis: redisserver.Start(t, ro), store: fakepds.NewStore(mode, 42)}
+	e := &env{t: t, dir: t.TempDir(), redis: redisserver.Start(t, ro), store: fakepds.NewStore(mode, 42)}
 	for i := range n {
 		r := e.store.NewReplica(fmt.Sprintf("r%d", i+1))
 		require.NoError(t, r.Start(testutil.Listen(t)))
@@ -59,6 +60,7 @@ func (e *env) config() pdsmuxd.Config {
 		HealthInterval:     time.Second,
 		HoldTimeout:        time.Minute,
 		ScanInterval:       time.Hour,
+		DBURL:              "file:" + filepath.Join(e.dir, "pdsmux.db"),
 		LogFormat:          "text",
 	}
 }
@@ -66,6 +68,7 @@ func (e *env) config() pdsmuxd.Config {
 // args turns the config into pdsmux serve flags.
 func (e *env) args(listen, metrics string) []string {
 	a := []string{"serve", "--redis-url", e.redis.URL(), "--listen", listen, "--metrics-listen", metrics,
+		"--db-url", "file:" + filepath.Join(e.dir, "pdsmux.db"),
 		"--replica-read-timeout", "5s", "--log-format", "text", "--hold-timeout", "1m", "--scan-interval", "1h",
 		"--verify-commit-signatures=false"}
 	for _, r := range e.replicas {

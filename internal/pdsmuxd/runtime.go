@@ -27,6 +27,7 @@ import (
 	"github.com/pdsmux/pdsmux/internal/pool"
 	"github.com/pdsmux/pdsmux/internal/proxy"
 	"github.com/pdsmux/pdsmux/internal/repair"
+	"github.com/pdsmux/pdsmux/internal/store"
 	"github.com/pdsmux/pdsmux/internal/tail"
 )
 
@@ -54,6 +55,9 @@ type Runtime struct {
 	fan     *fanout.Server
 	repair  *repair.Repairer
 	crawl   *crawl.Requester
+	db      *store.Store
+	arch    *store.Archiver
+	rec     *reconciler
 
 	httpSrv    *http.Server
 	metricsSrv *http.Server
@@ -62,7 +66,7 @@ type Runtime struct {
 
 // Build validates cfg and constructs every component. It binds the
 // listeners (so a port in use fails here) but starts nothing.
-func Build(ctx context.Context, cfg Config, opts Options) (rt *Runtime, err error) {
+func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error) {
 	s, err := cfg.validate()
 	if err != nil {
 		return nil, err
@@ -71,8 +75,8 @@ func Build(ctx context.Context, cfg Config, opts Options) (rt *Runtime, err erro
 	if logger == nil {
 		logger = NewLogger(os.Stderr, s.LogFormat, s.logLevel)
 	}
-	rt = &Runtime{s: s, log: logger, reg: prometheus.NewRegistry()}
-	defer func() {
+	rt := &Runtime{s: s, log: logger, reg: prometheus.NewRegistry()}
+	defer func() { // a partial build releases what it opened
 		if err != nil {
 			rt.closeResources()
 		}
@@ -111,9 +115,18 @@ func Build(ctx context.Context, cfg Config, opts Options) (rt *Runtime, err erro
 	rt.pool = pool.New(pool.Config{Interval: s.HealthInterval}, eps, httpClient, rt.reg, logger)
 	px := proxy.New(rt.pool, httpClient.Transport, rt.reg, logger)
 
+	if rt.db, err = store.Open(ctx, s.DBURL, s.DBAuthToken); err != nil {
+		return nil, bad("db-url", store.Redact(s.DBURL), "%v", err)
+	}
+	sm := store.NewMetrics(rt.reg)
+	rt.arch = store.NewArchiver(rt.db, s.ArchiveRetention, sm, logger)
+	rt.rec = &reconciler{log: rt.events, st: rt.db, arch: rt.arch, m: sm, lg: logger.With("component", "reconcile"),
+		dedupTTL: rt.events.Config().DedupTTL, ready: make(chan struct{})}
+	rt.events.OnLostWrites(rt.rec.lostWrites)
+
 	fm := fanout.NewMetrics(rt.reg)
-	rt.bc = fanout.NewBroadcaster(rt.events, fm, logger)
-	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers}, rt.events, rt.bc,
+	rt.bc = fanout.NewBroadcaster(rt.events, rt.arch.Add, fm, logger)
+	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers}, rt.events, rt.db, rt.bc,
 		func(_ context.Context, b cursor.Bounds) int64 { return rt.events.Head(b) }, fm, logger)
 
 	var dir identity.Directory
@@ -201,13 +214,41 @@ func (rt *Runtime) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	// Nothing appends before the start-up reconcile: a Redis that lost its
+	// state must get its repo revs and cursors back first.
+	afterReconcile := func(f func(context.Context) error) func(context.Context) error {
+		return func(ctx context.Context) error {
+			select {
+			case <-rt.rec.Ready():
+				return f(ctx)
+			case <-ctx.Done():
+				return nil
+			}
+		}
+	}
+	run("reconcile", rt.rec.run)
 	for _, t := range rt.tailers {
-		run("tail "+t.Name(), t.Run)
+		run("tail "+t.Name(), afterReconcile(t.Run))
 	}
 	run("broadcaster", rt.bc.Run)
+	run("archiver", rt.arch.Run)
+	run("archive backfill", func(ctx context.Context) error {
+		select {
+		case <-rt.bc.Ready():
+		case <-ctx.Done():
+			return nil
+		}
+		n, err := rt.arch.Backfill(ctx, rt.events, rt.bc.Head())
+		if err != nil {
+			rt.log.Warn("backfilling the archive from Redis failed", "err", err)
+		} else if n > 0 {
+			rt.log.Info("backfilled the archive from Redis", "events", n)
+		}
+		return nil
+	})
 	run("health checks", rt.pool.Run)
 	run("trimmer", rt.trimLoop)
-	run("repair", rt.repair.Run)
+	run("repair", afterReconcile(rt.repair.Run))
 	run("crawl", rt.crawl.Run)
 	serve := func(name string, srv *http.Server, ln net.Listener) {
 		run(name, func(ctx context.Context) error {
@@ -276,6 +317,9 @@ func (rt *Runtime) closeResources() {
 	}
 	if rt.rdb != nil {
 		rt.rdb.Close()
+	}
+	if rt.db != nil {
+		rt.db.Close()
 	}
 }
 

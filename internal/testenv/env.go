@@ -309,7 +309,8 @@ func (e *Env) Pdsmux(name string, args ...string) (*Pdsmux, error) {
 		return nil, err
 	}
 	addr, maddr := fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", mport)
-	all := append([]string{"serve", "--listen", addr, "--metrics-listen", maddr, "--log-format", "text"}, args...)
+	all := append([]string{"serve", "--listen", addr, "--metrics-listen", maddr, "--log-format", "text",
+		"--db-url", "file:" + filepath.Join(e.Dir, name+".db")}, args...)
 	p, err := e.Start(name, e.Deps.Pdsmux, all)
 	if err != nil {
 		return nil, err

@@ -43,6 +43,8 @@ type Consumer struct {
 	OnCommit func(*comatproto.SyncSubscribeRepos_Commit) error
 	// OnSync likewise for #sync.
 	OnSync func(*comatproto.SyncSubscribeRepos_Sync) error
+	// OnEvent, if set, sees every recorded event.
+	OnEvent func(Event)
 }
 
 // Dial subscribes to base (http://host:port) with cursor (< 0: none).
@@ -112,6 +114,9 @@ func (c *Consumer) add(e Event) {
 	c.mu.Lock()
 	c.events = append(c.events, e)
 	c.mu.Unlock()
+	if c.OnEvent != nil {
+		c.OnEvent(e)
+	}
 	select {
 	case c.notify <- struct{}{}:
 	default:

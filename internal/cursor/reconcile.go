@@ -1,0 +1,179 @@
+package cursor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/pdsmux/pdsmux/internal/frame"
+)
+
+// DurableState is what the durable archive knows about the log, to put
+// back into a Redis that lost it.
+type DurableState struct {
+	HighWater int64                // highest seq archived
+	Repos     map[string]RepoState // did -> last archived rev and commit
+	Accounts  map[string]string    // did -> last archived #account status
+	Cursors   map[string]int64     // replica -> cursor covered by the archive
+	// Hashes are content hashes of #identity/#account/other events still
+	// inside the dedup window, with the time each was appended.
+	Hashes map[string]time.Time
+}
+
+// ContentHash is the dedup key of an #identity/#account/unknown frame:
+// every byte but its seq.
+func ContentHash(b []byte) (string, error) {
+	in, err := frame.Parse(b, 0)
+	if err != nil {
+		return "", err
+	}
+	if !in.HasSeq {
+		return "", fmt.Errorf("%w: frame has no seq", ErrBadEvent)
+	}
+	pre, suf := frame.SplitSeq(b, &in)
+	return contentHash(pre, suf), nil
+}
+
+// Incarnation returns the marker Reconcile leaves in Redis; "" means this
+// Redis has not been reconciled since it was created or lost its data.
+func (l *Log) Incarnation(ctx context.Context) (string, error) {
+	v, err := l.rdb.HGet(ctx, l.k.meta, "incarnation").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("cursor: read incarnation: %w", err)
+	}
+	return v, nil
+}
+
+// mergeScript raises repo revs, fills missing account statuses, raises
+// replica cursors and re-adds dedup hashes. Everything is a max or a
+// set-if-missing, so concurrent and repeated runs are safe.
+//
+// KEYS: 1 did state, 2 account status, 3 cursors
+// ARGV: prefix, then groups: "r" did rev commit | "a" did status |
+//
+//	"c" replica cursor | "h" hash ttl-seconds
+var mergeScript = redis.NewScript(`
+local function revLess(a, b)
+  if a == b then return false end
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local changed = 0
+local i = 2
+while i <= #ARGV do
+  local t = ARGV[i]
+  if t == 'r' then
+    local did, rev, commit = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+    local cur = redis.call('HGET', KEYS[1], did)
+    local curRev = cur and string.match(cur, '^(%S+)')
+    if (not curRev) or revLess(curRev, rev) then
+      redis.call('HSET', KEYS[1], did, rev .. ' ' .. commit)
+      changed = changed + 1
+    end
+    i = i + 4
+  elseif t == 'a' then
+    changed = changed + redis.call('HSETNX', KEYS[2], ARGV[i + 1], ARGV[i + 2])
+    i = i + 3
+  elseif t == 'c' then
+    local cur = redis.call('HGET', KEYS[3], ARGV[i + 1])
+    if (not cur) or tonumber(cur) < tonumber(ARGV[i + 2]) then
+      redis.call('HSET', KEYS[3], ARGV[i + 1], ARGV[i + 2])
+      changed = changed + 1
+    end
+    i = i + 3
+  else
+    if redis.call('SET', ARGV[1] .. ':h:' .. ARGV[i + 1], '1', 'NX', 'EX', ARGV[i + 2]) then
+      changed = changed + 1
+    end
+    i = i + 3
+  end
+end
+return changed
+`)
+
+// Reconcile merges st into Redis (see mergeScript), makes sure the seq
+// counter is above everything archived, and leaves an incarnation marker.
+// lost says Redis was caught losing data: the counter then also jumps to
+// the clock floor, above any seq another process may have handed out and
+// not archived yet. It returns how many values it changed: zero when
+// Redis was intact.
+func (l *Log) Reconcile(ctx context.Context, st DurableState, lost bool) (int, error) {
+	l.RaiseFloor(st.HighWater)
+	floor := max(st.HighWater+1, l.seen.Load()+1)
+	if lost {
+		floor = max(floor, l.now().UnixMicro())
+	}
+	if floor > 1 {
+		if err := bumpScript.Run(ctx, l.rdb, []string{l.k.seq}, strconv.FormatInt(floor, 10)).Err(); err != nil {
+			return 0, fmt.Errorf("cursor: raise seq counter above the archive: %w", err)
+		}
+	}
+	keys := []string{l.k.did, l.k.acct, l.k.cur}
+	changed := 0
+	args := []any{l.k.prefix}
+	flush := func() error {
+		if len(args) == 1 {
+			return nil
+		}
+		n, err := mergeScript.Run(ctx, l.rdb, keys, args...).Int()
+		if err != nil {
+			return fmt.Errorf("cursor: merge durable state into Redis: %w", err)
+		}
+		changed += n
+		args = args[:1]
+		return nil
+	}
+	add := func(vals ...any) error {
+		args = append(args, vals...)
+		if len(args) > 2000 {
+			return flush()
+		}
+		return nil
+	}
+	for did, rs := range st.Repos {
+		if err := add("r", did, rs.Rev, rs.Commit); err != nil {
+			return changed, err
+		}
+	}
+	for did, status := range st.Accounts {
+		if err := add("a", did, status); err != nil {
+			return changed, err
+		}
+	}
+	for r, c := range st.Cursors {
+		if err := add("c", r, strconv.FormatInt(c, 10)); err != nil {
+			return changed, err
+		}
+	}
+	now := l.now()
+	for h, at := range st.Hashes {
+		left := l.cfg.DedupTTL - now.Sub(at)
+		if left < time.Second {
+			continue
+		}
+		if err := add("h", h, strconv.FormatInt(int64(left/time.Second), 10)); err != nil {
+			return changed, err
+		}
+	}
+	if err := flush(); err != nil {
+		return changed, err
+	}
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	if err := l.rdb.HSetNX(ctx, l.k.meta, "incarnation", hex.EncodeToString(id[:])).Err(); err != nil {
+		return changed, fmt.Errorf("cursor: set incarnation: %w", err)
+	}
+	return changed, nil
+}

@@ -1,0 +1,113 @@
+package pdsmuxd
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/store"
+)
+
+// watchInterval is how often Redis is checked for having lost its state.
+const watchInterval = 500 * time.Millisecond
+
+// reconciler keeps Redis in step with the durable checkpoint: at start-up
+// (before any replica is tailed), whenever Redis turns out to have lost
+// its state (its incarnation marker is gone: FLUSHALL, a new empty
+// server), and whenever it lost recent writes (a replica cursor
+// regressed: an AOF that missed its last second).
+type reconciler struct {
+	log      *cursor.Log
+	st       *store.Store
+	arch     *store.Archiver
+	m        *store.Metrics
+	lg       *slog.Logger
+	dedupTTL time.Duration
+
+	mu    sync.Mutex
+	ready chan struct{}
+	once  sync.Once
+}
+
+// Ready is closed after the start-up reconcile.
+func (r *reconciler) Ready() <-chan struct{} { return r.ready }
+
+// reconcile flushes the archive buffer (so everything a subscriber saw is
+// durable), reads the checkpoint and merges it into Redis.
+func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := r.arch.Flush(ctx); err != nil {
+		r.lg.Warn("flushing the archive before reconciling failed; using what is durable", "err", err)
+	}
+	st, err := r.st.State(ctx, r.dedupTTL)
+	if err != nil {
+		return err
+	}
+	n, err := r.log.Reconcile(ctx, st, lost)
+	if err != nil {
+		return err
+	}
+	r.m.Reconciled(trigger, n > 0)
+	if n > 0 || lost {
+		r.lg.Warn("restored Redis from the durable checkpoint", "trigger", trigger, "values", n,
+			"high_water", st.HighWater, "repos", len(st.Repos), "cursors", len(st.Cursors))
+	}
+	return nil
+}
+
+// run does the start-up reconcile (retrying until Redis and the database
+// answer), then watches Redis until ctx ends.
+func (r *reconciler) run(ctx context.Context) error {
+	backoff := 200 * time.Millisecond
+	for {
+		inc, err := r.log.Incarnation(ctx)
+		if err == nil {
+			hw, herr := r.st.HighWater(ctx)
+			err = herr
+			if err == nil {
+				// No marker but an archive: Redis lost everything while
+				// pdsmux was down.
+				err = r.reconcile(ctx, "startup", inc == "" && hw > 0)
+			}
+		}
+		if err == nil {
+			break
+		}
+		r.lg.Warn("start-up reconcile with the durable checkpoint failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	r.once.Do(func() { close(r.ready) })
+
+	t := time.NewTicker(watchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		inc, err := r.log.Incarnation(ctx)
+		if err != nil || inc != "" {
+			continue // unreachable Redis is the tailers' to report
+		}
+		r.lg.Error("Redis lost pdsmux's state (no incarnation marker); restoring from the durable checkpoint")
+		if err := r.reconcile(ctx, "lost_state", true); err != nil {
+			r.lg.Error("restoring Redis failed; will retry", "err", err)
+		}
+	}
+}
+
+// lostWrites is cursor.Log's hook for a regressed replica cursor.
+func (r *reconciler) lostWrites(ctx context.Context) {
+	if err := r.reconcile(ctx, "lost_writes", true); err != nil {
+		r.lg.Error("restoring Redis after it lost writes failed", "err", err)
+	}
+}

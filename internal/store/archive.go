@@ -1,0 +1,225 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/pdsmux/pdsmux/internal/cursor"
+)
+
+// Write archives entries in one transaction and advances the checkpoint:
+// each repo's rev (only forward), each account's status, each replica's
+// cursor (only forward) and the seq high-water mark. Entries already
+// archived are ignored, so overlapping writers (two pdsmux, a backfill
+// beside the live feed) are safe.
+func (s *Store) Write(ctx context.Context, entries []cursor.Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store %s: begin: %w", s.name, err)
+	}
+	defer tx.Rollback()
+	ev, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO events (seq, time_ms, kind, did, rev, source, frame) VALUES (?, ?, ?, ?, ?, ?, ?)`)
+	if err != nil {
+		return fmt.Errorf("store %s: prepare: %w", s.name, err)
+	}
+	defer ev.Close()
+	hw := int64(0)
+	cursors := map[string]int64{}
+	for _, e := range entries {
+		if _, err := ev.ExecContext(ctx, e.Seq, e.Time.UnixMilli(), e.Kind, e.DID, e.Rev, e.Source, e.Frame); err != nil {
+			return fmt.Errorf("store %s: archive seq %d: %w", s.name, e.Seq, err)
+		}
+		hw = max(hw, e.Seq)
+		if e.Source != "" && e.UpstreamSeq >= 0 {
+			cursors[e.Source] = max(cursors[e.Source], e.UpstreamSeq)
+		}
+		switch e.Kind {
+		case "c", "s":
+			if _, err := tx.ExecContext(ctx, `INSERT INTO repos (did, rev, commit_cid, seq) VALUES (?, ?, ?, ?)
+				ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, commit_cid = excluded.commit_cid, seq = excluded.seq
+				WHERE excluded.rev > repos.rev`, e.DID, e.Rev, e.Commit, e.Seq); err != nil {
+				return fmt.Errorf("store %s: repo %s: %w", s.name, e.DID, err)
+			}
+		case "a":
+			if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (did, status, seq) VALUES (?, ?, ?)
+				ON CONFLICT (did) DO UPDATE SET status = excluded.status, seq = excluded.seq
+				WHERE excluded.seq > accounts.seq`, e.DID, e.Status, e.Seq); err != nil {
+				return fmt.Errorf("store %s: account %s: %w", s.name, e.DID, err)
+			}
+		}
+	}
+	for r, c := range cursors {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO cursors (replica, cursor) VALUES (?, ?)
+			ON CONFLICT (replica) DO UPDATE SET cursor = max(cursor, excluded.cursor)`, r, c); err != nil {
+			return fmt.Errorf("store %s: cursor of %s: %w", s.name, r, err)
+		}
+	}
+	if err := setMetaMax(ctx, tx, "high_water", hw); err != nil {
+		return fmt.Errorf("store %s: high-water mark: %w", s.name, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store %s: commit: %w", s.name, err)
+	}
+	return nil
+}
+
+func setMetaMax(ctx context.Context, tx *sql.Tx, key string, v int64) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)`,
+		key, strconv.FormatInt(v, 10))
+	return err
+}
+
+func (s *Store) metaInt(ctx context.Context, key string) (int64, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store %s: read %s: %w", s.name, key, err)
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("store %s: %s is %q, not a number (corrupt meta table)", s.name, key, v)
+	}
+	return n, nil
+}
+
+// HighWater is the highest archived seq (0 when empty).
+func (s *Store) HighWater(ctx context.Context) (int64, error) { return s.metaInt(ctx, "high_water") }
+
+// Trimmed is the highest seq dropped by retention (0 when none).
+func (s *Store) Trimmed(ctx context.Context) (int64, error) { return s.metaInt(ctx, "trimmed") }
+
+// Range returns up to count archived entries with seq > after, oldest
+// first.
+func (s *Store) Range(ctx context.Context, after, count int64) ([]cursor.Entry, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, time_ms, kind, did, rev, source, frame FROM events
+		WHERE seq > ? ORDER BY seq LIMIT ?`, after, count)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: read archive after %d: %w", s.name, after, err)
+	}
+	defer rows.Close()
+	var out []cursor.Entry
+	for rows.Next() {
+		var e cursor.Entry
+		var ms int64
+		if err := rows.Scan(&e.Seq, &ms, &e.Kind, &e.DID, &e.Rev, &e.Source, &e.Frame); err != nil {
+			return nil, fmt.Errorf("store %s: read archive: %w", s.name, err)
+		}
+		e.Time = time.UnixMilli(ms)
+		e.UpstreamSeq = -1
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store %s: read archive: %w", s.name, err)
+	}
+	return out, nil
+}
+
+// Trim drops archived events older than before and records the highest
+// seq dropped.
+func (s *Store) Trim(ctx context.Context, before time.Time) (int64, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	var top sql.NullInt64
+	if err := tx.QueryRowContext(ctx, `SELECT max(seq) FROM events WHERE time_ms < ?`, before.UnixMilli()).Scan(&top); err != nil {
+		return 0, fmt.Errorf("store %s: trim: %w", s.name, err)
+	}
+	if !top.Valid {
+		return 0, nil
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE seq <= ?`, top.Int64)
+	if err != nil {
+		return 0, fmt.Errorf("store %s: trim: %w", s.name, err)
+	}
+	if err := setMetaMax(ctx, tx, "trimmed", top.Int64); err != nil {
+		return 0, fmt.Errorf("store %s: trim mark: %w", s.name, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("store %s: trim: %w", s.name, err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
+// State reads the checkpoint for cursor.Log.Reconcile: repos, accounts,
+// cursors, the high-water mark, and the content hashes of #identity,
+// #account and unknown events newer than dedupWindow.
+func (s *Store) State(ctx context.Context, dedupWindow time.Duration) (cursor.DurableState, error) {
+	st := cursor.DurableState{Repos: map[string]cursor.RepoState{}, Accounts: map[string]string{}, Cursors: map[string]int64{}, Hashes: map[string]time.Time{}}
+	var err error
+	if st.HighWater, err = s.HighWater(ctx); err != nil {
+		return st, err
+	}
+	q := func(query string, args []any, scan func(*sql.Rows) error) error {
+		rows, err := s.db.QueryContext(ctx, query, args...)
+		if err != nil {
+			return fmt.Errorf("store %s: %w", s.name, err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := scan(rows); err != nil {
+				return fmt.Errorf("store %s: %w", s.name, err)
+			}
+		}
+		return rows.Err()
+	}
+	if err := q(`SELECT did, rev, commit_cid FROM repos`, nil, func(r *sql.Rows) error {
+		var did string
+		var rs cursor.RepoState
+		if err := r.Scan(&did, &rs.Rev, &rs.Commit); err != nil {
+			return err
+		}
+		rs.OK = true
+		st.Repos[did] = rs
+		return nil
+	}); err != nil {
+		return st, err
+	}
+	if err := q(`SELECT did, status FROM accounts`, nil, func(r *sql.Rows) error {
+		var did, status string
+		if err := r.Scan(&did, &status); err != nil {
+			return err
+		}
+		st.Accounts[did] = status
+		return nil
+	}); err != nil {
+		return st, err
+	}
+	if err := q(`SELECT replica, cursor FROM cursors`, nil, func(r *sql.Rows) error {
+		var rep string
+		var c int64
+		if err := r.Scan(&rep, &c); err != nil {
+			return err
+		}
+		st.Cursors[rep] = c
+		return nil
+	}); err != nil {
+		return st, err
+	}
+	since := time.Now().Add(-dedupWindow).UnixMilli()
+	err = q(`SELECT frame, time_ms FROM events WHERE kind IN ('i', 'a', 'o') AND time_ms > ?`, []any{since}, func(r *sql.Rows) error {
+		var f []byte
+		var ms int64
+		if err := r.Scan(&f, &ms); err != nil {
+			return err
+		}
+		if h, err := cursor.ContentHash(f); err == nil {
+			st.Hashes[h] = time.UnixMilli(ms)
+		}
+		return nil
+	})
+	return st, err
+}

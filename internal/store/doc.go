@@ -1,0 +1,19 @@
+// Package store keeps pdsmux's durable checkpoint and archive in libsql:
+// an embedded SQLite file by default (file: URL, modernc.org/sqlite, pure
+// Go) or a remote libsql server (libsql://, https://) such as Turso or
+// sqld, through github.com/tursodatabase/libsql-client-go.
+//
+// It holds, trailing Redis by about a second: every event of the merged
+// log for the archive retention (default 30 days), each repo's last rev
+// and commit, each account's last status, each replica's cursor as far as
+// the archive covers it, and the seq high-water mark. From that, a Redis
+// that lost its data is put back (cursor.Log.Reconcile) so seq never goes
+// backwards and no flood of duplicates reaches relays; and subscribers
+// with cursors older than Redis keeps are replayed from the archive.
+//
+// The Archiver receives entries from the broadcaster before they are
+// delivered to subscribers, so whatever a subscriber has seen is in the
+// archive or in the Archiver's buffer, which Flush writes out.
+//
+// It does not own the log (internal/cursor) or serving (internal/fanout).
+package store

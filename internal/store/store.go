@@ -1,0 +1,164 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/tursodatabase/libsql-client-go/libsql"
+	_ "modernc.org/sqlite" // the "sqlite" driver libsql-client-go uses for file: URLs
+)
+
+// Store is the libsql database.
+type Store struct {
+	db   *sql.DB
+	name string // the URL with any secret removed, for messages
+}
+
+// Redact returns the database URL without credentials, for logs.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	q := u.Query()
+	for k := range q {
+		if strings.Contains(strings.ToLower(k), "token") || strings.Contains(strings.ToLower(k), "key") {
+			q.Set(k, "xxxxx")
+		}
+	}
+	u.RawQuery = q.Encode()
+	return u.Redacted()
+}
+
+// Open opens (and creates, for file: URLs) the database and brings its
+// schema up to date. authToken is for libsql:// and https:// servers.
+// Errors name the database.
+func Open(ctx context.Context, raw, authToken string) (*Store, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w %q: %v", ErrBadURL, raw, err)
+	}
+	s := &Store{name: Redact(raw)}
+	var opts []libsql.Option
+	switch u.Scheme {
+	case "file":
+		if strings.HasPrefix(raw, "file://") && !strings.HasPrefix(raw, "file:///") {
+			return nil, fmt.Errorf("%w %q: write file:/path or file:relative/path, not file://", ErrBadURL, raw)
+		}
+	case "libsql", "https", "http":
+		if authToken != "" {
+			opts = append(opts, libsql.WithAuthToken(authToken))
+		}
+	default:
+		return nil, fmt.Errorf("%w %q: want file:, libsql:// or https://", ErrBadURL, s.name)
+	}
+	conn, err := libsql.NewConnector(raw, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %w", s.name, err)
+	}
+	s.db = sql.OpenDB(conn)
+	if u.Scheme == "file" {
+		// One writer connection: SQLite serialises writes anyway, and
+		// per-connection pragmas then hold.
+		s.db.SetMaxOpenConns(1)
+		for _, p := range []string{"PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=10000", "PRAGMA synchronous=NORMAL"} {
+			if _, err := s.db.ExecContext(ctx, p); err != nil {
+				s.db.Close()
+				return nil, fmt.Errorf("store %s: %s: %w (is the file a SQLite database?)", s.name, p, err)
+			}
+		}
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Name is the database URL without secrets.
+func (s *Store) Name() string { return s.name }
+
+// migrations, in order; the schema version is the number applied.
+// Never edit one that has shipped: add another.
+var migrations = []string{
+	// 1: the archive and the checkpoint.
+	`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+	CREATE TABLE IF NOT EXISTS events (
+		seq INTEGER PRIMARY KEY,
+		time_ms INTEGER NOT NULL,
+		kind TEXT NOT NULL,
+		did TEXT NOT NULL,
+		rev TEXT NOT NULL,
+		source TEXT NOT NULL,
+		frame BLOB NOT NULL
+	);
+	CREATE INDEX IF NOT EXISTS events_time ON events (time_ms);
+	CREATE TABLE IF NOT EXISTS repos (did TEXT PRIMARY KEY, rev TEXT NOT NULL, commit_cid TEXT NOT NULL, seq INTEGER NOT NULL);
+	CREATE TABLE IF NOT EXISTS accounts (did TEXT PRIMARY KEY, status TEXT NOT NULL, seq INTEGER NOT NULL);
+	CREATE TABLE IF NOT EXISTS cursors (replica TEXT PRIMARY KEY, cursor INTEGER NOT NULL);`,
+}
+
+// SchemaVersion is the schema this binary writes.
+var SchemaVersion = len(migrations)
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`); err != nil {
+		return fmt.Errorf("store %s: cannot create the meta table: %w (is it a SQLite/libsql database?)", s.name, err)
+	}
+	have, err := s.version(ctx)
+	if err != nil {
+		return err
+	}
+	if have > SchemaVersion {
+		return fmt.Errorf("%w: %s has schema %d, this pdsmux knows up to %d; run a newer pdsmux or point --db-url elsewhere",
+			ErrNewerSchema, s.name, have, SchemaVersion)
+	}
+	for v := have; v < SchemaVersion; v++ {
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("store %s: migration %d: %w", s.name, v+1, err)
+		}
+		for _, stmt := range strings.Split(migrations[v], ";") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("store %s: migration %d: %w", s.name, v+1, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('schema_version', ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, strconv.Itoa(v+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("store %s: migration %d: %w", s.name, v+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("store %s: migration %d: %w", s.name, v+1, err)
+		}
+	}
+	return nil
+}
+
+func (s *Store) version(ctx context.Context) (int, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store %s: read schema version: %w", s.name, err)
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, fmt.Errorf("store %s: schema version %q is not a number (corrupt meta table)", s.name, v)
+	}
+	return n, nil
+}

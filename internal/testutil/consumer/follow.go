@@ -1,0 +1,74 @@
+package consumer
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Follower is a consumer that stays subscribed like a relay does: when
+// the stream ends it reconnects with the last seq it saw as its cursor,
+// trying each base URL in turn (an HA pair).
+type Follower struct {
+	mu       sync.Mutex
+	events   []Event
+	last     int64
+	sessions int
+	done     chan struct{}
+}
+
+// Follow subscribes to bases from cursor (< 0: live) until ctx ends.
+func Follow(ctx context.Context, bases []string, cursor int64) *Follower {
+	f := &Follower{last: cursor, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		for i := 0; ctx.Err() == nil; i++ {
+			f.mu.Lock()
+			cur := f.last
+			f.mu.Unlock()
+			c, _, err := Dial(ctx, bases[i%len(bases)], cur, func(c *Consumer) { c.OnEvent = f.add })
+			if err == nil {
+				f.mu.Lock()
+				f.sessions++
+				f.mu.Unlock()
+				select {
+				case <-c.Done():
+				case <-ctx.Done():
+					c.Close()
+					<-c.Done()
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return f
+}
+
+func (f *Follower) add(e Event) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.events = append(f.events, e)
+	if e.Seq > 0 {
+		f.last = e.Seq
+	}
+}
+
+// Events returns everything received, across sessions.
+func (f *Follower) Events() []Event {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]Event(nil), f.events...)
+}
+
+// Sessions is how many connections were made.
+func (f *Follower) Sessions() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.sessions
+}
+
+// Done is closed after ctx ended and the last session closed.
+func (f *Follower) Done() <-chan struct{} { return f.done }
