@@ -66,65 +66,56 @@ local function revLess(a, b)
   return la < lb
 end
 
--- minimal DAG-CBOR unsigned integer, exact for n <= 2^53
-local function u64(x)
-  if x < 24 then return string.char(x) end
-  if x < 256 then return string.char(24, x) end
-  if x < 65536 then return string.char(25, math.floor(x / 256), x % 256) end
-  local w, head = 4, 26
-  if x >= 4294967296 then w, head = 8, 27 end
-  local t = {}
-  for i = w, 1, -1 do
-    t[i] = x % 256
-    x = math.floor(x / 256)
-  end
-  return string.char(head) .. string.char(unpack(t))
-end
-
-local function nextSeq()
-  if redis.call('EXISTS', seqK) == 0 then
-    -- I1: the counter is gone (new log or lost state). Start above both the
-    -- caller's floor (time and durable checkpoint) and the stream's top.
-    local floor = tonumber(ARGV[5])
-    if redis.call('EXISTS', logK) == 1 then
-      local info = redis.call('XINFO', 'STREAM', logK)
-      for i = 1, #info, 2 do
-        if info[i] == 'last-generated-id' then
-          local top = tonumber(string.match(info[i + 1], '^(%d+)'))
-          if top > floor then floor = top end
-        end
+-- I1: when the counter is gone (new log or lost state), start above both
+-- the caller's floor (time and durable checkpoint) and the stream's top.
+-- Checked once per call: the counter cannot vanish inside a script.
+if redis.call('EXISTS', seqK) == 0 then
+  local floor = tonumber(ARGV[5])
+  if redis.call('EXISTS', logK) == 1 then
+    local info = redis.call('XINFO', 'STREAM', logK)
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then
+        local top = tonumber(string.match(info[i + 1], '^(%d+)'))
+        if top > floor then floor = top end
       end
     end
-    redis.call('SET', seqK, num(floor))
-    redis.call('HSETNX', metaK, 'created', nowS)
   end
+  redis.call('SET', seqK, num(floor))
+  redis.call('HSETNX', metaK, 'created', nowS)
+end
+
+local seenFloor = tonumber(ARGV[8])
+local function nextSeq()
   local seq = redis.call('INCR', seqK)
   -- I1: Redis came back with less than the caller has already seen (an
   -- AOF that lost its last second): never hand out a seen seq again.
-  local seen = tonumber(ARGV[8])
-  if seq < seen then
+  if seq < seenFloor then
     redis.call('SET', seqK, ARGV[8])
-    seq = seen
+    seq = seenFloor
   end
   return seq
 end
 
+-- The entry holds the frame as the bytes before ('p') and after ('q') its
+-- seq value, which the reader fills in from the entry id, and, packed in
+-- one field ('m'), what the durable archive needs besides it: kind, did,
+-- rev, commit CID, source replica, its seq, account status and the append
+-- time, separated by spaces (none of them contains one).
 local bucket = num(math.floor(now / 60000))
--- The entry carries what the durable archive needs besides the frame:
--- kind, did, rev, commit CID, source replica and its seq, account status.
+local bucketDone = redis.call('HGET', metaK, 'bucket') == bucket
 local function emit(kind, did, rev, commit, pre, suf, src, useq, status)
   local seq = nextSeq()
   local id = num(seq)
-  redis.call('XADD', logK, id .. '-0',
-    'f', pre .. u64(seq) .. suf, 'k', kind, 'd', did, 'r', rev, 'c', commit,
-    's', src, 'u', useq, 'a', status, 't', nowS)
+  redis.call('XADD', logK, id .. '-0', 'p', pre, 'q', suf,
+    'm', table.concat({kind, did, rev, commit, src, useq, status, nowS}, ' '))
   if kind == 'c' or kind == 's' then
     redis.call('HSET', didK, did, rev .. ' ' .. commit)
   end
   -- one time-index point a minute, for age-based trimming
-  if redis.call('HGET', metaK, 'bucket') ~= bucket then
+  if not bucketDone then
     redis.call('HSET', metaK, 'bucket', bucket)
     redis.call('ZADD', tidxK, nowS, id)
+    bucketDone = true
   end
   return seq
 end
@@ -136,6 +127,7 @@ local function srcKey(r) return P .. ':hsrc:' .. r end
 -- Append every held commit that now chains onto rev, in chain order.
 local function release(did, rev)
   local hk = holdKey(did)
+  if redis.call('EXISTS', hk) == 0 then return end
   while true do
     local v = redis.call('HGET', hk, rev)
     if not v then break end

@@ -18,10 +18,12 @@ import (
 	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
 )
 
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
 func newLog(t *testing.T, cfg cursor.Config) (*cursor.Log, *redisserver.Server) {
 	t.Helper()
 	srv := redisserver.Start(t, redisserver.Options{})
-	l, err := cursor.New(srv.Client(), cfg, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l, err := cursor.New(srv.Client(), cfg, nil, quiet)
 	require.NoError(t, err)
 	_, err = l.Reconcile(context.Background(), cursor.DurableState{}, false)
 	require.NoError(t, err)

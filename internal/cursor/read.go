@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/pdsmux/pdsmux/internal/frame"
 )
 
 // Entry is one appended event as stored.
@@ -37,19 +39,31 @@ func toEntry(m redis.XMessage) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("cursor: stream id %q: %w", m.ID, err)
 	}
-	str := func(k string) string { s, _ := m.Values[k].(string); return s }
-	f, ok := m.Values["f"].(string)
-	if !ok {
+	pre, ok1 := m.Values["p"].(string)
+	suf, ok2 := m.Values["q"].(string)
+	if !ok1 || !ok2 {
 		return Entry{}, fmt.Errorf("cursor: stream entry %s has no frame", m.ID)
 	}
-	ms, _ := strconv.ParseInt(str("t"), 10, 64)
+	f := make([]byte, 0, len(pre)+9+len(suf))
+	f = append(f, pre...)
+	f = frame.AppendUint(f, uint64(seq))
+	f = append(f, suf...)
+	meta, _ := m.Values["m"].(string)
+	// kind did rev commit source useq status time; empty fields are
+	// empty between the spaces
+	p := strings.Split(meta, " ")
+	if len(p) != 8 {
+		return Entry{}, fmt.Errorf("cursor: stream entry %s has malformed metadata %q", m.ID, meta)
+	}
+	ms, _ := strconv.ParseInt(p[7], 10, 64)
 	useq := int64(-1)
-	if u := str("u"); u != "" {
-		useq, _ = strconv.ParseInt(u, 10, 64)
+	if p[5] != "" {
+		useq, _ = strconv.ParseInt(p[5], 10, 64)
 	}
 	return Entry{
-		Seq: seq, Frame: []byte(f), Kind: str("k"), DID: str("d"), Rev: str("r"), Commit: str("c"),
-		Status: str("a"), Source: str("s"), UpstreamSeq: useq, Time: time.UnixMilli(ms),
+		Seq: seq, Frame: f,
+		Kind: p[0], DID: p[1], Rev: p[2], Commit: p[3], Source: p[4], UpstreamSeq: useq, Status: p[6],
+		Time: time.UnixMilli(ms),
 	}, nil
 }
 

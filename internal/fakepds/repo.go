@@ -50,6 +50,9 @@ type Account struct {
 	blocks *blocks.Set
 	// OmitUpdatePrev makes update ops carry no prev, as Cocoon's do.
 	OmitUpdatePrev bool
+	// DiscardHistory keeps no blocks beyond the live tree (load
+	// generation: nothing serves getBlocks or getRepo).
+	DiscardHistory bool
 }
 
 // DIDFor returns a did:plc-shaped DID derived from name.
@@ -184,7 +187,9 @@ func (a *Account) Apply(ops []Op, now time.Time) (*comatproto.SyncSubscribeRepos
 	if err != nil {
 		return nil, err
 	}
-	a.blocks.Merge(slice)
+	if !a.DiscardHistory {
+		a.blocks.Merge(slice)
+	}
 	ev := &comatproto.SyncSubscribeRepos_Commit{
 		Repo: a.DID, Commit: lexutil.LexLink(cc), Rev: a.rev, Blocks: car, Ops: repoOps,
 		Blobs: []lexutil.LexLink{}, Time: now.UTC().Format(syntax.AtprotoDatetimeLayout),

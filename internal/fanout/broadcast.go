@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gorilla/websocket"
-
 	"github.com/pdsmux/pdsmux/internal/cursor"
 )
 
@@ -89,15 +87,17 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		msgs := make([]msg, len(entries))
+		for i := range entries {
+			w := wsBinaryFrame(entries[i].Frame)
+			msgs[i] = msg{seq: entries[i].Seq, wire: w}
+			entries[i].Frame = w[len(w)-len(entries[i].Frame):] // one copy of the bytes, shared
+		}
 		if b.observe != nil && len(entries) > 0 {
 			b.observe(entries)
 		}
-		for _, e := range entries {
-			pm, err := websocket.NewPreparedMessage(websocket.BinaryMessage, e.Frame)
-			if err != nil {
-				return err
-			}
-			b.deliver(msg{seq: e.Seq, pm: pm})
+		for _, m := range msgs {
+			b.deliver(m)
 		}
 	}
 }
@@ -144,6 +144,12 @@ func (b *Broadcaster) leave(s *subscriber) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.subs, s)
+}
+
+func (b *Broadcaster) subCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.subs)
 }
 
 // Head is the highest seq delivered.

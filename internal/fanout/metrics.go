@@ -64,9 +64,9 @@ func (m *Metrics) sent(phase string, n int) {
 	}
 }
 
-func (m *Metrics) sentLive() {
+func (m *Metrics) sentLive(n int) {
 	if m != nil {
-		m.liveFrames.Inc()
+		m.liveFrames.Add(float64(n))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -106,6 +107,10 @@ type subscriber struct {
 	q     *queue
 	after int64 // highest seq sent (replay) or joined at (live)
 	done  chan struct{}
+	// pings carries the peer's pings to the writer goroutine: it alone
+	// writes to the socket, so raw frame writes never interleave with a
+	// pong.
+	pings chan string
 }
 
 func xrpcError(w http.ResponseWriter, status int, name, msg string) {
@@ -149,7 +154,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.m.request("upgrade_failed")
 		return
 	}
-	sub := &subscriber{conn: conn, q: newQueue(s.cfg.QueueLen), done: make(chan struct{})}
+	sub := &subscriber{conn: conn, q: newQueue(s.cfg.QueueLen), done: make(chan struct{}), pings: make(chan string, 1)}
 	s.mu.Lock()
 	s.subs[sub] = struct{}{}
 	s.wg.Add(1)
@@ -167,7 +172,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	go s.readLoop(conn, cancel)
+	go s.readLoop(sub, cancel)
 	err = s.serve(ctx, sub, cursorArg)
 	switch {
 	case errors.Is(err, ErrTooSlow):
@@ -184,13 +189,23 @@ func (s *Server) writeFinal(conn *websocket.Conn, b []byte) {
 	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, ""), time.Now().Add(time.Second))
 }
 
-// readLoop consumes control frames (pongs, close) until the peer leaves.
-func (s *Server) readLoop(conn *websocket.Conn, cancel context.CancelFunc) {
+// readLoop consumes control frames until the peer leaves. It never
+// writes: pings are handed to the writer, and a close ends the session.
+func (s *Server) readLoop(sub *subscriber, cancel context.CancelFunc) {
 	defer cancel()
+	conn := sub.conn
 	_ = conn.SetReadDeadline(time.Now().Add(2 * s.cfg.PingInterval))
 	conn.SetPongHandler(func(string) error {
 		return conn.SetReadDeadline(time.Now().Add(2 * s.cfg.PingInterval))
 	})
+	conn.SetPingHandler(func(data string) error {
+		select {
+		case sub.pings <- data:
+		default: // a pong is already pending
+		}
+		return nil
+	})
+	conn.SetCloseHandler(func(int, string) error { return nil })
 	for {
 		if _, _, err := conn.NextReader(); err != nil {
 			return
@@ -319,10 +334,15 @@ func (s *Server) write(conn *websocket.Conn, b []byte) error {
 	return conn.WriteMessage(websocket.BinaryMessage, b)
 }
 
+// live sends the broadcaster's entries as they are queued. Everything
+// queued is written with one writev of pre-built frames; this goroutine is
+// the socket's only writer (pings and pongs included).
 func (s *Server) live(ctx context.Context, sub *subscriber) error {
 	ping := time.NewTicker(s.cfg.PingInterval)
 	defer ping.Stop()
+	raw := sub.conn.UnderlyingConn()
 	var batch []msg
+	var bufs net.Buffers
 	for {
 		select {
 		case <-ctx.Done():
@@ -333,20 +353,26 @@ func (s *Server) live(ctx context.Context, sub *subscriber) error {
 			if err := sub.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
 				return err
 			}
+		case data := <-sub.pings:
+			if err := sub.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.cfg.WriteTimeout)); err != nil {
+				return err
+			}
 		case <-sub.q.notify:
 			var over bool
 			batch, over = sub.q.drain(batch[:0])
 			if over {
 				return ErrTooSlow
 			}
-			for i, m := range batch {
-				_ = sub.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-				if err := sub.conn.WritePreparedMessage(m.pm); err != nil {
-					return err
-				}
-				s.m.sentLive()
-				batch[i] = msg{}
+			bufs = bufs[:0]
+			for _, m := range batch {
+				bufs = append(bufs, m.wire)
 			}
+			_ = raw.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+			if _, err := bufs.WriteTo(raw); err != nil {
+				return err
+			}
+			s.m.sentLive(len(batch))
+			clear(batch)
 		}
 	}
 }

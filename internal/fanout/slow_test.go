@@ -96,7 +96,7 @@ func TestSubscribe_SlowConsumerDoesNotHoldOthersBack(t *testing.T) {
 	d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 		if err == nil {
-			_ = c.(*net.TCPConn).SetReadBuffer(4096)
+			_ = c.(*net.TCPConn).SetReadBuffer(64 << 10)
 		}
 		return c, err
 	}}

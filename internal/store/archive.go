@@ -6,10 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
 )
+
+// eventRows bounds the rows of one multi-row INSERT (7 values each,
+// well under SQLite's variable limit).
+const eventRows = 200
 
 // Write archives entries in one transaction and advances the checkpoint:
 // each repo's rev (only forward), each account's status, each replica's
@@ -17,42 +22,76 @@ import (
 // archived are ignored, so overlapping writers (two pdsmux, a backfill
 // beside the live feed) are safe.
 func (s *Store) Write(ctx context.Context, entries []cursor.Entry) error {
+	return s.write(ctx, entries, false)
+}
+
+// WriteGap records entries whose frames were dropped before they could be
+// archived: the checkpoint still advances (repo revs, statuses, cursors,
+// high-water mark), and the trim mark moves past them, so a subscriber
+// whose replay would cross the hole is told OutdatedCursor instead of
+// silently missing events.
+func (s *Store) WriteGap(ctx context.Context, entries []cursor.Entry) error {
+	return s.write(ctx, entries, true)
+}
+
+func (s *Store) write(ctx context.Context, entries []cursor.Entry, gap bool) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("store %s: begin: %w", s.name, err)
-	}
-	defer tx.Rollback()
-	ev, err := tx.PrepareContext(ctx, `INSERT OR IGNORE INTO events (seq, time_ms, kind, did, rev, source, frame) VALUES (?, ?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return fmt.Errorf("store %s: prepare: %w", s.name, err)
-	}
-	defer ev.Close()
 	hw := int64(0)
 	cursors := map[string]int64{}
+	repos := map[string]cursor.Entry{}    // did -> newest rev in the batch
+	accounts := map[string]cursor.Entry{} // did -> newest status in the batch
 	for _, e := range entries {
-		if _, err := ev.ExecContext(ctx, e.Seq, e.Time.UnixMilli(), e.Kind, e.DID, e.Rev, e.Source, e.Frame); err != nil {
-			return fmt.Errorf("store %s: archive seq %d: %w", s.name, e.Seq, err)
-		}
 		hw = max(hw, e.Seq)
 		if e.Source != "" && e.UpstreamSeq >= 0 {
 			cursors[e.Source] = max(cursors[e.Source], e.UpstreamSeq)
 		}
 		switch e.Kind {
 		case "c", "s":
-			if _, err := tx.ExecContext(ctx, `INSERT INTO repos (did, rev, commit_cid, seq) VALUES (?, ?, ?, ?)
-				ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, commit_cid = excluded.commit_cid, seq = excluded.seq
-				WHERE excluded.rev > repos.rev`, e.DID, e.Rev, e.Commit, e.Seq); err != nil {
-				return fmt.Errorf("store %s: repo %s: %w", s.name, e.DID, err)
+			if old, ok := repos[e.DID]; !ok || e.Rev > old.Rev {
+				repos[e.DID] = e
 			}
 		case "a":
-			if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (did, status, seq) VALUES (?, ?, ?)
-				ON CONFLICT (did) DO UPDATE SET status = excluded.status, seq = excluded.seq
-				WHERE excluded.seq > accounts.seq`, e.DID, e.Status, e.Seq); err != nil {
-				return fmt.Errorf("store %s: account %s: %w", s.name, e.DID, err)
+			if old, ok := accounts[e.DID]; !ok || e.Seq > old.Seq {
+				accounts[e.DID] = e
 			}
+		}
+	}
+
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store %s: begin: %w", s.name, err)
+	}
+	defer tx.Rollback()
+	for start := 0; !gap && start < len(entries); start += eventRows {
+		chunk := entries[start:min(start+eventRows, len(entries))]
+		var q strings.Builder
+		q.WriteString(`INSERT OR IGNORE INTO events (seq, time_ms, kind, did, rev, source, frame) VALUES `)
+		args := make([]any, 0, 7*len(chunk))
+		for i, e := range chunk {
+			if i > 0 {
+				q.WriteByte(',')
+			}
+			q.WriteString("(?, ?, ?, ?, ?, ?, ?)")
+			args = append(args, e.Seq, e.Time.UnixMilli(), e.Kind, e.DID, e.Rev, e.Source, e.Frame)
+		}
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return fmt.Errorf("store %s: archive seqs %d-%d: %w", s.name, chunk[0].Seq, chunk[len(chunk)-1].Seq, err)
+		}
+	}
+	for did, e := range repos {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO repos (did, rev, commit_cid, seq) VALUES (?, ?, ?, ?)
+			ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, commit_cid = excluded.commit_cid, seq = excluded.seq
+			WHERE excluded.rev > repos.rev`, did, e.Rev, e.Commit, e.Seq); err != nil {
+			return fmt.Errorf("store %s: repo %s: %w", s.name, did, err)
+		}
+	}
+	for did, e := range accounts {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (did, status, seq) VALUES (?, ?, ?)
+			ON CONFLICT (did) DO UPDATE SET status = excluded.status, seq = excluded.seq
+			WHERE excluded.seq > accounts.seq`, did, e.Status, e.Seq); err != nil {
+			return fmt.Errorf("store %s: account %s: %w", s.name, did, err)
 		}
 	}
 	for r, c := range cursors {
@@ -63,6 +102,11 @@ func (s *Store) Write(ctx context.Context, entries []cursor.Entry) error {
 	}
 	if err := setMetaMax(ctx, tx, "high_water", hw); err != nil {
 		return fmt.Errorf("store %s: high-water mark: %w", s.name, err)
+	}
+	if gap {
+		if err := setMetaMax(ctx, tx, "trimmed", hw); err != nil {
+			return fmt.Errorf("store %s: trim mark: %w", s.name, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store %s: commit: %w", s.name, err)

@@ -13,13 +13,15 @@ import (
 const (
 	DefaultRetention     = 30 * 24 * time.Hour
 	DefaultFlushInterval = time.Second
-	// MaxBuffer bounds entries waiting for the database; beyond it the
-	// oldest are dropped from the archive (counted and logged), never
-	// held against the live stream.
-	MaxBuffer   = 200_000
-	writeChunk  = 1000
-	trimEvery   = time.Hour
-	backfillMax = 1000
+	// MaxBufferBytes bounds the frames waiting for the database. Beyond it
+	// the oldest frames are dropped from the archive (counted, logged, and
+	// recorded as a trim so replay across the hole gets OutdatedCursor),
+	// never held against the live stream; their repo revs and cursors
+	// still reach the checkpoint.
+	MaxBufferBytes = 64 << 20
+	writeChunk     = 1000
+	trimEvery      = time.Hour
+	backfillMax    = 1000
 )
 
 // Archiver writes the log's entries to the store in batches.
@@ -30,10 +32,12 @@ type Archiver struct {
 	interval  time.Duration
 	retention time.Duration
 
-	mu      sync.Mutex
-	buf     []cursor.Entry
-	flushMu sync.Mutex
-	lastOK  time.Time
+	mu       sync.Mutex
+	buf      []cursor.Entry
+	bufBytes int
+	dropped  []cursor.Entry // metadata only (Frame nil) of entries dropped from buf
+	flushMu  sync.Mutex
+	lastOK   time.Time
 }
 
 // NewArchiver returns an Archiver over st.
@@ -48,14 +52,25 @@ func NewArchiver(st *Store, retention time.Duration, m *Metrics, logger *slog.Lo
 // Add queues entries; the broadcaster calls it before delivering them.
 func (a *Archiver) Add(es []cursor.Entry) {
 	a.mu.Lock()
+	defer a.mu.Unlock()
 	a.buf = append(a.buf, es...)
-	if over := len(a.buf) - MaxBuffer; over > 0 {
-		a.buf = append(a.buf[:0:0], a.buf[over:]...)
-		a.m.dropped(over)
-		a.log.Error("archive buffer full: dropping the oldest entries from the archive (the database is not keeping up or unreachable)", "dropped", over)
+	for _, e := range es {
+		a.bufBytes += len(e.Frame)
+	}
+	n := 0
+	for a.bufBytes > MaxBufferBytes && n < len(a.buf) {
+		a.bufBytes -= len(a.buf[n].Frame)
+		meta := a.buf[n]
+		meta.Frame = nil
+		a.dropped = append(a.dropped, meta)
+		n++
+	}
+	if n > 0 {
+		a.buf = append(a.buf[:0:0], a.buf[n:]...)
+		a.m.dropped(n)
+		a.log.Error("archive buffer full: dropping the oldest frames from the archive (the database is not keeping up or unreachable); the checkpoint keeps their revs and cursors", "dropped", n)
 	}
 	a.m.setPending(len(a.buf))
-	a.mu.Unlock()
 }
 
 // Flush writes everything queued. On failure the entries stay queued.
@@ -63,15 +78,31 @@ func (a *Archiver) Flush(ctx context.Context) error {
 	a.flushMu.Lock()
 	defer a.flushMu.Unlock()
 	a.mu.Lock()
-	pending := a.buf
-	a.buf = nil
+	pending, dropped := a.buf, a.dropped
+	a.buf, a.bufBytes, a.dropped = nil, 0, nil
 	a.mu.Unlock()
+	if len(dropped) > 0 {
+		if err := a.st.WriteGap(ctx, dropped); err != nil {
+			a.mu.Lock()
+			a.dropped = append(dropped, a.dropped...)
+			a.buf = append(pending, a.buf...)
+			for _, e := range pending {
+				a.bufBytes += len(e.Frame)
+			}
+			a.mu.Unlock()
+			a.m.failed()
+			return err
+		}
+	}
 	for len(pending) > 0 {
 		n := min(len(pending), writeChunk)
 		start := time.Now()
 		if err := a.st.Write(ctx, pending[:n]); err != nil {
 			a.mu.Lock()
 			a.buf = append(pending, a.buf...)
+			for _, e := range pending {
+				a.bufBytes += len(e.Frame)
+			}
 			a.m.setPending(len(a.buf))
 			a.mu.Unlock()
 			a.m.failed()

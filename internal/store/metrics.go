@@ -36,7 +36,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		droppedN: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pdsmux_archive_dropped_total",
-			Help: "Events dropped from the archive because its buffer overflowed while the database was unreachable. The live stream is not affected; replay of that range from the archive is.",
+			Help: "Event frames dropped from the archive because its buffer (64 MiB) overflowed while the database was slow or unreachable. The live stream and the checkpoint are not affected; subscribers replaying across the hole get OutdatedCursor.",
 		}),
 		writeTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pdsmux_archive_write_seconds",

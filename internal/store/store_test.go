@@ -120,3 +120,28 @@ func TestStore_BadURLs(t *testing.T) {
 	}
 	require.Equal(t, "libsql://db.example.com?authToken=xxxxx", store.Redact("libsql://db.example.com?authToken=secret"))
 }
+
+// Frames dropped before they could be archived still advance the
+// checkpoint, and mark the archive as trimmed past them.
+func TestStore_GapKeepsCheckpointAndMarksTrim(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, backends["file"](t))
+	now := time.Now()
+	require.NoError(t, s.Write(ctx, []cursor.Entry{entry(5, "c", "did:plc:a", "3aaa", "r1", 50, now, []byte{1})}))
+	require.NoError(t, s.WriteGap(ctx, []cursor.Entry{
+		{Seq: 6, Kind: "c", DID: "did:plc:a", Rev: "3aab", Commit: "bafy-3aab", Source: "r1", UpstreamSeq: 51, Time: now},
+		{Seq: 7, Kind: "c", DID: "did:plc:b", Rev: "3bbb", Commit: "bafy-3bbb", Source: "r2", UpstreamSeq: 9, Time: now},
+	}))
+	st, err := s.State(ctx, time.Hour)
+	require.NoError(t, err)
+	require.EqualValues(t, 7, st.HighWater)
+	require.Equal(t, "3aab", st.Repos["did:plc:a"].Rev)
+	require.Equal(t, "3bbb", st.Repos["did:plc:b"].Rev)
+	require.Equal(t, map[string]int64{"r1": 51, "r2": 9}, st.Cursors)
+	tr, err := s.Trimmed(ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 7, tr)
+	es, err := s.Range(ctx, 0, 10)
+	require.NoError(t, err)
+	require.Len(t, es, 1, "no frames for the gap")
+}

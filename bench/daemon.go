@@ -1,0 +1,117 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pdsmux/pdsmux/internal/testenv"
+)
+
+// daemon is the system under test: pdsmux (with its redis-server) or
+// rainbow.
+type daemon struct {
+	name    string
+	base    string          // http base URL subscribers use
+	metrics string          // host:port of /metrics and /debug/pprof (pdsmux)
+	procs   []*testenv.Proc // [0] is the daemon itself; the rest helpers (redis)
+}
+
+func startPdsmux(env *testenv.Env, name string, ups []*upstream) (*daemon, error) {
+	redis, redisURL, err := env.Redis(name + "-redis")
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--redis-url", redisURL, "--log-level", "warn", "--verify-commit-signatures=false",
+		"--scan-interval", "1h", "--subscriber-queue", "20000", "--max-subscribers", "5000"}
+	for i, u := range ups {
+		args = append(args, "--replica", fmt.Sprintf("replica%d=%s", i+1, u.URL()))
+	}
+	p, err := env.Pdsmux(name, args...)
+	if err != nil {
+		return nil, err
+	}
+	return &daemon{name: "pdsmux", base: "http://" + p.Addr, metrics: p.MetricsAddr, procs: []*testenv.Proc{p.Proc, redis}}, nil
+}
+
+func startRainbow(env *testenv.Env, name string, up *upstream) (*daemon, error) {
+	port, err := testenv.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	mport, err := testenv.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(env.Dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	p, err := env.Start(name, env.Deps.Rainbow, []string{"--log-level", "warn",
+		"--upstream-host", up.URL(), "--api-listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", mport),
+		"--persist-db", filepath.Join(dir, "rainbow.db"), "--cursor-file", filepath.Join(dir, "cursor"),
+		"--collectiondir-host", "http://127.0.0.1:1"})
+	if err != nil {
+		return nil, err
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	if err := testenv.WaitHTTP(base+"/xrpc/_health", 30*time.Second, p); err != nil {
+		return nil, err
+	}
+	return &daemon{name: "rainbow", base: base, procs: []*testenv.Proc{p}}, nil
+}
+
+func (d *daemon) stop() {
+	for _, p := range d.procs {
+		p.Stop(5 * time.Second)
+	}
+}
+
+// procStat reads RSS, peak RSS (bytes) and CPU time (user+system) of pid.
+func procStat(pid int) (rss, peak int64, cpu time.Duration) {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			switch f[0] {
+			case "VmRSS:":
+				rss = v * 1024
+			case "VmHWM:":
+				peak = v * 1024
+			}
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 {
+			f := strings.Fields(s[i+2:])
+			if len(f) > 13 {
+				ut, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				cpu = time.Duration(ut+st) * (time.Second / 100) // USER_HZ
+			}
+		}
+	}
+	return rss, peak, cpu
+}
+
+// usage sums CPU over the daemon's processes and reports the daemon's own
+// memory.
+func (d *daemon) usage() (rss, peak int64, cpu, helperCPU time.Duration) {
+	for i, p := range d.procs {
+		r, pk, c := procStat(p.Pid())
+		if i == 0 {
+			rss, peak, cpu = r, pk, c
+		} else {
+			helperCPU += c
+		}
+	}
+	return
+}
