@@ -5,6 +5,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -122,4 +125,21 @@ func TestE2E_SharedReplicas(t *testing.T) {
 	require.NoError(t, s.replicas[1].Restart())
 	s.workload(&w, []*testenv.Client{caddy}, [][]*testenv.Account{accs}, 20, "recovered")
 	s.checkRelay(&w, accs, 90*time.Second)
+}
+
+// The repository's Caddyfile passes the real `caddy validate`, as
+// deployed (a public hostname, automatic HTTPS) and as the tests run it.
+func TestCaddyfileValidates(t *testing.T) {
+	for name, env := range map[string][]string{
+		"compose":  {"PDS_SITE=pds.example.com", "PDSMUX_UPSTREAM=pdsmux:2480", "REPLICA_UPSTREAMS=cocoon1:8080 cocoon2:8080"},
+		"loopback": {"PDS_SITE=:18443", "CADDY_BIND=127.0.0.1", "PDSMUX_UPSTREAM=127.0.0.1:2480", "REPLICA_UPSTREAMS=127.0.0.1:1 127.0.0.1:2", "HEALTH_INTERVAL=1s"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cmd := exec.Command(deps.Caddy, "validate", "--adapter", "caddyfile", "--config", filepath.Join(testenv.RepoRoot(), "Caddyfile"))
+			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "XDG_DATA_HOME=" + t.TempDir(), "XDG_CONFIG_HOME=" + t.TempDir()}, env...)
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			require.Contains(t, string(out), "Valid configuration")
+		})
+	}
 }

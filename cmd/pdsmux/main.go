@@ -36,6 +36,6 @@ func app() *cli.Command {
 		Before: func(ctx context.Context, _ *cli.Command) (context.Context, error) {
 			return ctx, rejectUnknownEnv(os.Environ())
 		},
-		Commands: []*cli.Command{serveCommand(), healthCommand()},
+		Commands: []*cli.Command{serveCommand(), statusCommand(), healthCommand()},
 	}
 }

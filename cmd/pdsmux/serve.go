@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/urfave/cli/v3"
@@ -145,6 +146,29 @@ func healthCommand() *cli.Command {
 			}
 			fmt.Println("ok")
 			return nil
+		},
+	}
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "print the replicas (connected, cursor, lag), the log head, retention and subscribers of a running pdsmux",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "redis-url", Sources: env("redis-url"), Value: pdsmuxd.DefaultRedisURL, Usage: "the Redis pdsmux uses"},
+			&cli.StringFlag{Name: "redis-prefix", Sources: env("redis-prefix"), Value: pdsmuxd.DefaultPrefix, Usage: "pdsmux's key prefix"},
+			&cli.StringFlag{Name: "metrics-url", Sources: env("metrics-url"), Value: "http://" + pdsmuxd.DefaultMetricsListen, Usage: "pdsmux's metrics listener"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"},
+		},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			st, err := pdsmuxd.ReadStatus(ctx, cmd.String("redis-url"), cmd.String("redis-prefix"), cmd.String("metrics-url"))
+			if err != nil {
+				return err
+			}
+			if cmd.Bool("json") {
+				return st.WriteJSON(os.Stdout)
+			}
+			return st.WriteText(os.Stdout)
 		},
 	}
 }

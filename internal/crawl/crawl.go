@@ -92,6 +92,9 @@ func New(cfg Config, hc *http.Client, subscribers func() int, reg prometheus.Reg
 	}
 	for _, u := range cfg.Relays {
 		r.relays = append(r.relays, &relayState{url: u})
+		for _, o := range []string{"ok", "http_4xx", "http_5xx", "error"} {
+			r.requests.WithLabelValues(u.String(), o)
+		}
 	}
 	return r
 }

@@ -20,7 +20,7 @@ const (
 	DefaultHoldTimeout = 2 * time.Second
 	DefaultDedupTTL    = 72 * time.Hour
 	DefaultRetention   = 72 * time.Hour
-	DefaultMaxEntries  = 500_000
+	DefaultMaxEntries  = 100_000
 	// MaxBatch bounds one script call so Redis is never blocked long.
 	MaxBatch = 512
 )
@@ -89,6 +89,10 @@ func New(rdb redis.UniversalClient, cfg Config, m *Metrics, logger *slog.Logger)
 	k, err := newKeys(cfg.Prefix)
 	if err != nil {
 		return nil, err
+	}
+	if m != nil {
+		m.retention.Set(cfg.Retention.Seconds())
+		m.maxEntries.Set(float64(cfg.MaxEntries))
 	}
 	return &Log{rdb: rdb, k: k, cfg: cfg, log: logger.With("component", "cursor"), m: m, now: time.Now}, nil
 }

@@ -15,6 +15,8 @@ type Metrics struct {
 	scriptTime   prometheus.Histogram
 	scriptErrors prometheus.Counter
 	readTime     prometheus.Histogram
+	retention    prometheus.Gauge
+	maxEntries   prometheus.Gauge
 }
 
 // NewMetrics registers the log's metrics on reg.
@@ -43,7 +45,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
-	reg.MustRegister(m.events, m.released, m.scriptTime, m.scriptErrors, m.readTime)
+	m.retention = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pdsmux_log_retention_seconds",
+		Help: "How long the merged log keeps events in Redis (--retention).",
+	})
+	m.maxEntries = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pdsmux_log_max_entries",
+		Help: "Cap on events kept in Redis (--max-entries).",
+	})
+	reg.MustRegister(m.events, m.released, m.scriptTime, m.scriptErrors, m.readTime, m.retention, m.maxEntries)
+	for _, k := range []frame.Kind{frame.KindCommit, frame.KindSync, frame.KindIdentity, frame.KindAccount, frame.KindUnknown} {
+		for _, o := range outcomeNames {
+			m.events.WithLabelValues(k.String(), o)
+		}
+	}
 	return m
 }
 

@@ -254,3 +254,20 @@ if mark and mark > old then
 end
 return 0
 `)
+
+// Cursors returns every replica's stored cursor.
+func (l *Log) Cursors(ctx context.Context) (map[string]int64, error) {
+	vals, err := l.rdb.HGetAll(ctx, l.k.cur).Result()
+	if err != nil {
+		return nil, fmt.Errorf("cursor: read replica cursors: %w", err)
+	}
+	out := make(map[string]int64, len(vals))
+	for r, v := range vals {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("cursor: stored cursor of replica %q is %q: %w", r, v, err)
+		}
+		out[r] = n
+	}
+	return out, nil
+}

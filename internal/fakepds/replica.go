@@ -28,6 +28,10 @@ type Replica struct {
 	// the subscriber gets ConsumerTooSlow (the reference PDS uses 500).
 	SubscriberBuffer int
 
+	// lastLive is the seq of the last event this replica streamed live
+	// from its own writes.
+	lastLive int64
+
 	mu   sync.Mutex
 	addr string
 	srv  *http.Server

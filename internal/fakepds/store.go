@@ -164,6 +164,7 @@ func (s *Store) emit(r *Replica, t string, body seqSetter) (bool, error) {
 	s.seqs[i] = seq
 	s.Emitted++
 
+	r.lastLive = seq
 	switch {
 	case s.mode == ModeShared:
 		for _, o := range s.replicas {
@@ -226,4 +227,11 @@ func (s *Store) lookup(did string) (*Account, error) {
 		return nil, fmt.Errorf("fakepds: no account %s", did)
 	}
 	return a, nil
+}
+
+// LastLive is the seq of the last event r stored and streamed itself.
+func (r *Replica) LastLive() int64 {
+	r.store.mu.Lock()
+	defer r.store.mu.Unlock()
+	return r.lastLive
 }

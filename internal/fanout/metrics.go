@@ -47,6 +47,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	m.liveFrames = m.frames.WithLabelValues("live")
+	m.frames.WithLabelValues("replay")
+	m.frames.WithLabelValues("archive")
+	for _, o := range []string{"live", "replay", "outdated_cursor", "future_cursor", "bad_cursor", "too_many", "not_websocket", "upgrade_failed", "log_unavailable"} {
+		m.requests.WithLabelValues(o)
+	}
 	reg.MustRegister(m.subscribers, m.frames, m.bytes, m.tooSlowN, m.requests, m.head, m.tailErrors)
 	return m
 }

@@ -3,12 +3,19 @@ package pdsmuxd_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+	"github.com/stretchr/testify/require"
+
 	"github.com/pdsmux/pdsmux/internal/fakepds"
 	"github.com/pdsmux/pdsmux/internal/pdsmuxd"
+	"github.com/pdsmux/pdsmux/internal/store"
 	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/proc"
 	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
@@ -101,4 +108,46 @@ func TestCrash_RedisRestartMidStream(t *testing.T) {
 	want, total := e.expected()
 	waitLog(t, l, int64(total), 60*time.Second)
 	checkLog(t, allEntries(t, l), want)
+}
+
+// SIGTERM: pdsmux stops accepting, tells subscribers it is going away
+// (close 1001), flushes the archive and exits 0 well within a compose stop
+// grace period.
+func TestShutdown_SIGTERMIsGraceful(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{AppendFsync: "everysec"})
+	p, base := e.startProcAt("pdsmux")
+	e.createAccounts(2)
+	e.writeCommits(300, 91)
+	_, total := e.expected()
+	l := e.reader()
+	waitLog(t, l, int64(total), 30*time.Second)
+	url := "ws" + strings.TrimPrefix(base, "http") + "/xrpc/com.atproto.sync.subscribeRepos"
+	conn, _, err := websocket.DefaultDialer.Dial(url, nil)
+	require.NoError(t, err)
+	defer conn.Close()
+	time.Sleep(200 * time.Millisecond)
+
+	start := time.Now()
+	p.Signal(syscall.SIGTERM)
+	var closeErr *websocket.CloseError
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, _, err := conn.ReadMessage(); err != nil {
+			require.ErrorAs(t, err, &closeErr)
+			break
+		}
+	}
+	require.Equal(t, websocket.CloseGoingAway, closeErr.Code)
+	require.True(t, p.Wait(10*time.Second), "pdsmux exits after SIGTERM")
+	require.NoError(t, p.Err(), "exit status 0")
+	t.Logf("shut down in %s", time.Since(start).Round(time.Millisecond))
+
+	st, err := store.Open(context.Background(), "file:"+filepath.Join(e.dir, "pdsmux.db"), "")
+	require.NoError(t, err)
+	defer st.Close()
+	hw, err := st.HighWater(context.Background())
+	require.NoError(t, err)
+	entries := allEntries(t, l)
+	require.Equal(t, entries[len(entries)-1].Seq, hw, "the archive was flushed before exit")
+	require.Contains(t, p.Output(), "pdsmux starting")
 }

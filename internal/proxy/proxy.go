@@ -44,6 +44,12 @@ func New(p *pool.Pool, transport http.RoundTripper, reg prometheus.Registerer, l
 	if reg != nil {
 		reg.MustRegister(px.requests, px.retries)
 	}
+	for _, r := range p.All() {
+		for _, c := range []string{"2xx", "3xx", "4xx", "5xx", "error"} {
+			px.requests.WithLabelValues(r.Name, c)
+		}
+	}
+	px.requests.WithLabelValues("none", "error")
 	return px
 }
 

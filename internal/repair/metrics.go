@@ -36,6 +36,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.repairs, m.errors, m.heldRepos, m.behind, m.scans)
+	for _, reason := range []string{"hold_timeout", "scan"} {
+		for _, kind := range []string{"commit", "sync", "none"} {
+			m.repairs.WithLabelValues(reason, kind)
+		}
+	}
+	m.repairs.WithLabelValues("status", "account")
+	for _, stage := range []string{"head", "fetch", "append", "scan", "identity", "signature"} {
+		m.errors.WithLabelValues(stage)
+	}
 	return m
 }
 

@@ -53,6 +53,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"trigger", "restored"}),
 	}
 	reg.MustRegister(m.pending, m.written, m.failures, m.droppedN, m.writeTime, m.lagSec, m.restores)
+	for _, t := range []string{"startup", "lost_state", "lost_writes"} {
+		m.restores.WithLabelValues(t, "false")
+		m.restores.WithLabelValues(t, "true")
+	}
 	return m
 }
 

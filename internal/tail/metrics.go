@@ -84,9 +84,32 @@ type replicaMetrics struct {
 	bytes         prometheus.Counter
 }
 
+// Label values each per-replica series is created with, so dashboards and
+// alerts see zeros rather than nothing.
+var (
+	reconnectReasons = []string{"dial", "read", "stalled", "sink", "error_frame", "future_cursor", "closed"}
+	badReasons       = []string{"malformed", "shape", "trailing", "too_large", "unsequenced", "text_message"}
+	frameKinds       = []string{"commit", "sync", "identity", "account", "info", "error", "unknown"}
+)
+
 func (m *Metrics) forReplica(name string) *replicaMetrics {
 	if m == nil {
 		return nil
+	}
+	for _, r := range reconnectReasons {
+		m.reconnects.WithLabelValues(name, r)
+	}
+	for _, r := range badReasons {
+		m.bad.WithLabelValues(name, r)
+	}
+	for _, k := range frameKinds {
+		m.frames.WithLabelValues(name, k)
+	}
+	for _, e := range []string{"FutureCursor", "ConsumerTooSlow", "other"} {
+		m.errorFrames.WithLabelValues(name, e)
+	}
+	for _, n := range []string{"OutdatedCursor", "other"} {
+		m.infoFrames.WithLabelValues(name, n)
 	}
 	return &replicaMetrics{
 		m: m, name: name,

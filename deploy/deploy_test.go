@@ -1,0 +1,174 @@
+// Package deploy_test checks the shipped docker compose file: it loads it
+// with the compose loader Docker itself uses and asserts the wiring.
+package deploy_test
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pdsmux/pdsmux/internal/testutil/proc"
+)
+
+// exampleEnv reads .env.example and fills the secrets it leaves empty.
+func exampleEnv(t *testing.T) []string {
+	f, err := os.Open(".env.example")
+	require.NoError(t, err)
+	defer f.Close()
+	var env []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		require.True(t, ok, "line %q", line)
+		if v == "" {
+			v = "test-secret-" + strings.ToLower(k)
+		}
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+func load(t *testing.T, env []string, profiles ...string) *types.Project {
+	t.Helper()
+	dir, err := filepath.Abs(".")
+	require.NoError(t, err)
+	opts, err := cli.NewProjectOptions([]string{"docker-compose.yml"},
+		cli.WithEnv(env), cli.WithWorkingDirectory(dir), cli.WithProfiles(profiles), cli.WithName("pds"))
+	require.NoError(t, err)
+	p, err := opts.LoadProject(context.Background())
+	require.NoError(t, err)
+	return p
+}
+
+// flagEnvs lists the PDSMUX_* variables the binary understands.
+func flagEnvs(t *testing.T) map[string]bool {
+	bin := proc.Pdsmux(t)
+	out := map[string]bool{}
+	for _, cmd := range []string{"serve", "status", "health"} {
+		b, err := exec.Command(bin, cmd, "--help").CombinedOutput()
+		require.NoError(t, err, "%s --help: %s", cmd, b)
+		for _, m := range regexp.MustCompile(`\$(PDSMUX_[A-Z_]+)`).FindAllStringSubmatch(string(b), -1) {
+			out[m[1]] = true
+		}
+	}
+	return out
+}
+
+func TestCompose_Wiring(t *testing.T) {
+	p := load(t, exampleEnv(t), "monitoring")
+	svcs := p.Services
+	names := make([]string, 0, len(svcs))
+	for n := range svcs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	require.Equal(t, []string{"caddy", "cocoon1", "cocoon2", "grafana", "init-keys", "pdsmux", "prometheus", "redis"}, names)
+
+	var cocoons []string
+	for _, n := range names {
+		s := svcs[n]
+		require.True(t, s.Image != "" || s.Build != nil, "%s has an image or a build", n)
+		if strings.HasPrefix(n, "cocoon") {
+			cocoons = append(cocoons, n)
+		}
+	}
+	require.Len(t, cocoons, 2)
+
+	// Every replica: the same image, database volume, keys and settings,
+	// and no relays of its own.
+	for _, n := range cocoons {
+		s := svcs[n]
+		require.Equal(t, svcs[cocoons[0]].Image, s.Image)
+		require.Contains(t, s.Image, "ghcr.io/haileyok/cocoon:")
+		require.NotContains(t, s.Image, ":latest", "pinned")
+		require.NotNil(t, s.Environment["COCOON_RELAYS"])
+		require.Equal(t, "", *s.Environment["COCOON_RELAYS"], "%s must not ask relays to crawl it", n)
+		for _, k := range []string{"COCOON_DID", "COCOON_HOSTNAME", "COCOON_CONTACT_EMAIL", "COCOON_ADMIN_PASSWORD", "COCOON_SESSION_SECRET", "COCOON_ROTATION_KEY_PATH", "COCOON_JWK_PATH", "COCOON_DB_NAME"} {
+			require.NotNil(t, s.Environment[k], "%s sets %s", n, k)
+			require.Equal(t, *svcs[cocoons[0]].Environment[k], *s.Environment[k], "%s shares %s", n, k)
+		}
+		require.True(t, slices.ContainsFunc(s.Volumes, func(v types.ServiceVolumeConfig) bool {
+			return v.Source == "cocoon-data" && v.Target == "/data/cocoon"
+		}), "%s uses the shared database volume", n)
+	}
+
+	// pdsmux tails every replica, uses the Redis service, builds for arm64
+	// and amd64, and sets only variables it knows.
+	mux := svcs["pdsmux"]
+	require.NotNil(t, mux.Build)
+	require.ElementsMatch(t, []string{"linux/amd64", "linux/arm64"}, []string(mux.Build.Platforms))
+	require.FileExists(t, filepath.Join(mux.Build.Context, mux.Build.Dockerfile))
+	reps := strings.Split(*mux.Environment["PDSMUX_REPLICA"], ",")
+	require.Len(t, reps, len(cocoons))
+	for i, n := range cocoons {
+		require.Equal(t, n+"=http://"+n+":8080", reps[i])
+	}
+	require.Equal(t, "redis://redis:6379/0", *mux.Environment["PDSMUX_REDIS_URL"])
+	require.Contains(t, mux.DependsOn, "redis")
+	known := flagEnvs(t)
+	for k := range mux.Environment {
+		if strings.HasPrefix(k, "PDSMUX_") {
+			require.True(t, known[k], "pdsmux understands %s", k)
+		}
+	}
+
+	// Redis persists: AOF with fsync every second on a named volume, and
+	// never evicts pdsmux's keys.
+	r := svcs["redis"]
+	cmd := strings.Join(r.Command, " ")
+	require.Contains(t, cmd, "--appendonly yes")
+	require.Contains(t, cmd, "--appendfsync everysec")
+	require.Contains(t, cmd, "--maxmemory-policy noeviction")
+	require.True(t, slices.ContainsFunc(r.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Source == "redis-data" && v.Target == "/data" }))
+
+	// Caddy runs the repository's Caddyfile, sends com.atproto.sync.* to
+	// pdsmux and everything else to every replica.
+	c := svcs["caddy"]
+	caddyfile, err := filepath.Abs(filepath.Join("..", "Caddyfile"))
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(c.Volumes, func(v types.ServiceVolumeConfig) bool {
+		return v.Source == caddyfile && v.Target == "/etc/caddy/Caddyfile"
+	}), "caddy mounts the repository's Caddyfile")
+	require.Equal(t, "pdsmux:2480", *c.Environment["PDSMUX_UPSTREAM"])
+	up := strings.Fields(*c.Environment["REPLICA_UPSTREAMS"])
+	for i, n := range cocoons {
+		require.Equal(t, n+":8080", up[i])
+	}
+	require.Equal(t, "pds.example.com", *c.Environment["PDS_SITE"])
+	body, err := os.ReadFile(caddyfile)
+	require.NoError(t, err)
+	require.Regexp(t, `@sync path /xrpc/com.atproto.sync.\*\s+handle @sync \{\s+reverse_proxy \{\$PDSMUX_UPSTREAM\}`, string(body))
+
+	// Prometheus scrapes pdsmux's metrics listener.
+	prom, err := os.ReadFile(filepath.Join("prometheus", "prometheus.yml"))
+	require.NoError(t, err)
+	require.Contains(t, string(prom), `"pdsmux:2481"`)
+}
+
+func TestCompose_MissingSecretIsAClearError(t *testing.T) {
+	var env []string
+	for _, kv := range exampleEnv(t) {
+		if !strings.HasPrefix(kv, "COCOON_SESSION_SECRET=") {
+			env = append(env, kv)
+		}
+	}
+	opts, err := cli.NewProjectOptions([]string{"docker-compose.yml"}, cli.WithEnv(env), cli.WithWorkingDirectory("."), cli.WithName("pds"))
+	require.NoError(t, err)
+	_, err = opts.LoadProject(context.Background())
+	require.ErrorContains(t, err, "set COCOON_SESSION_SECRET in .env")
+}
