@@ -71,7 +71,7 @@ func New(cfg Config, hc *http.Client, subscribers func() int, reg prometheus.Reg
 		cfg.BackoffMin = DefaultBackoffMin
 	}
 	// Never follow a redirect to another host: requests go to configured
-	// relays only.
+	// relays only (I9).
 	own := *hc
 	own.CheckRedirect = func(req *http.Request, via []*http.Request) error {
 		if len(via) > 0 && req.URL.Host != via[0].URL.Host {

@@ -40,7 +40,7 @@ local n = tonumber(ARGV[9])
 
 local function num(x) return string.format('%.0f', x) end
 
--- A Redis without the incarnation marker has lost pdsmux's state (or is
+-- I6: a Redis without the incarnation marker has lost pdsmux's state (or is
 -- new): nothing may be appended until Reconcile has put the durable
 -- checkpoint back, or old repos would look new and seq could repeat.
 if redis.call('HEXISTS', metaK, 'incarnation') == 0 then

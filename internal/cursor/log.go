@@ -192,7 +192,8 @@ func (l *Log) Append(ctx context.Context, replica string, expect int64, evs []Ev
 }
 
 // AppendRepair appends a #commit or #sync pdsmux built to cover missed
-// writes, but only if the repo is still at rev atRev ("" = no state). It
+// writes, but only if the repo is still at rev atRev (I4: a repair always
+// chains onto what the log last appended) ("" = no state). It
 // returns ErrRepairRace if the repo moved meanwhile.
 func (l *Log) AppendRepair(ctx context.Context, ev Event, atRev string) (Result, error) {
 	code := "R"

@@ -16,7 +16,7 @@ type ReplicaCursor struct {
 	// Stored is the highest upstream seq appended or held for the replica:
 	// pass it as Append's expect to detect Redis losing writes.
 	Stored int64
-	// Resume is the cursor to reconnect with: Stored, or just below the
+	// Resume is the cursor to reconnect with (I3): Stored, or just below the
 	// oldest still-held event from this replica (a held event is re-read
 	// rather than trusted to survive a repair that never comes).
 	Resume int64

@@ -28,7 +28,7 @@ type Broadcaster struct {
 	log *slog.Logger
 	m   *Metrics
 	// observe, if set, sees every batch before any subscriber does (the
-	// durable archive), so what a subscriber saw is never only in Redis.
+	// durable archive), so what a subscriber saw is never only in Redis (I7).
 	observe func([]cursor.Entry)
 
 	mu    sync.Mutex
@@ -119,7 +119,9 @@ func (b *Broadcaster) deliver(m msg) {
 }
 
 // join adds s if the broadcaster has not delivered anything past what s
-// replayed (s.after); otherwise the caller must replay more first.
+// replayed (s.after); otherwise the caller must replay more first. With
+// deliver skipping seq <= s.after, the hand-over has no gap and no
+// duplicate (I8).
 func (b *Broadcaster) join(s *subscriber) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()

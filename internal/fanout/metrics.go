@@ -7,7 +7,8 @@ type Metrics struct {
 	subscribers prometheus.Gauge
 	frames      *prometheus.CounterVec
 	liveFrames  prometheus.Counter
-	bytes       prometheus.Counter
+	bytes       *prometheus.CounterVec
+	liveBytes   prometheus.Counter
 	tooSlowN    prometheus.Counter
 	requests    *prometheus.CounterVec
 	head        prometheus.Gauge
@@ -25,10 +26,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pdsmux_subscriber_frames_total",
 			Help: "Frames sent to subscribers, by phase (archive: replay from libsql; replay: from Redis; live).",
 		}, []string{"phase"}),
-		bytes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "pdsmux_subscriber_replay_bytes_total",
-			Help: "Bytes of replayed frames sent to subscribers.",
-		}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdsmux_subscriber_bytes_total",
+			Help: "Bytes sent to subscribers (websocket frames), by phase (archive, replay, live).",
+		}, []string{"phase"}),
 		tooSlowN: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pdsmux_subscriber_too_slow_total",
 			Help: "Subscribers closed with ConsumerTooSlow because their queue overflowed. They reconnect with their cursor; a steady rate means a consumer or its link is too slow.",
@@ -47,8 +48,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	m.liveFrames = m.frames.WithLabelValues("live")
-	m.frames.WithLabelValues("replay")
-	m.frames.WithLabelValues("archive")
+	m.liveBytes = m.bytes.WithLabelValues("live")
+	for _, p := range []string{"replay", "archive"} {
+		m.frames.WithLabelValues(p)
+		m.bytes.WithLabelValues(p)
+	}
 	for _, o := range []string{"live", "replay", "outdated_cursor", "future_cursor", "bad_cursor", "too_many", "not_websocket", "upgrade_failed", "log_unavailable"} {
 		m.requests.WithLabelValues(o)
 	}
@@ -65,13 +69,14 @@ func (m *Metrics) subscribed(d int) {
 func (m *Metrics) sent(phase string, n int) {
 	if m != nil {
 		m.frames.WithLabelValues(phase).Inc()
-		m.bytes.Add(float64(n))
+		m.bytes.WithLabelValues(phase).Add(float64(n))
 	}
 }
 
-func (m *Metrics) sentLive(n int) {
+func (m *Metrics) sentLive(frames int, bytes int64) {
 	if m != nil {
-		m.liveFrames.Add(float64(n))
+		m.liveFrames.Add(float64(frames))
+		m.liveBytes.Add(float64(bytes))
 	}
 }
 

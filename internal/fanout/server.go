@@ -368,10 +368,11 @@ func (s *Server) live(ctx context.Context, sub *subscriber) error {
 				bufs = append(bufs, m.wire)
 			}
 			_ = raw.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-			if _, err := bufs.WriteTo(raw); err != nil {
+			n, err := bufs.WriteTo(raw)
+			if err != nil {
 				return err
 			}
-			s.m.sentLive(len(batch))
+			s.m.sentLive(len(batch), n)
 			clear(batch)
 		}
 	}

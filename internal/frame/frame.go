@@ -306,7 +306,7 @@ func SplitSeq(b []byte, in *Info) (pre, suf []byte) {
 }
 
 // Patch returns a new frame equal to b except that the body's seq value
-// is seq. Every other byte is kept; the frame may grow or shrink by the
+// is seq (I5). Every other byte is kept; the frame may grow or shrink by the
 // difference in the integer's encoded width.
 func Patch(b []byte, in *Info, seq uint64) []byte {
 	pre, suf := SplitSeq(b, in)

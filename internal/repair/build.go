@@ -249,8 +249,8 @@ func (s *source) buildCommit(ctx context.Context, since string, prevCommit, head
 		Blocks: car, Ops: repoOps, PrevData: (*lexutil.LexLink)(&prevData), Blobs: blobs,
 		Time: now.UTC().Format(syntax.AtprotoDatetimeLayout),
 	}
-	// Self-check with the code relays run: record CIDs in the tree, ops
-	// inverting to prevData.
+	// I10: self-check with the code relays run (record CIDs in the tree,
+	// ops inverting to prevData) before anything is appended.
 	if _, err := repo.VerifyCommitMessage(ctx, ev); err != nil {
 		return nil, 0, fmt.Errorf("%w: synthesized commit fails verification: %v", ErrMissingBlocks, err)
 	}
