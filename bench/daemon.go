@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/pdsmux/pdsmux/internal/testenv"
@@ -38,11 +36,7 @@ func startPdsmux(env *testenv.Env, name string, ups []*upstream) (*daemon, error
 }
 
 func startRainbow(env *testenv.Env, name string, up *upstream) (*daemon, error) {
-	port, err := testenv.FreePort()
-	if err != nil {
-		return nil, err
-	}
-	mport, err := testenv.FreePort()
+	addrs, err := testenv.FreeAddrs(2)
 	if err != nil {
 		return nil, err
 	}
@@ -51,14 +45,14 @@ func startRainbow(env *testenv.Env, name string, up *upstream) (*daemon, error) 
 		return nil, err
 	}
 	p, err := env.Start(name, env.Deps.Rainbow, []string{"--log-level", "warn",
-		"--upstream-host", up.URL(), "--api-listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--metrics-listen", fmt.Sprintf("127.0.0.1:%d", mport),
+		"--upstream-host", up.URL(), "--api-listen", addrs[0],
+		"--metrics-listen", addrs[1],
 		"--persist-db", filepath.Join(dir, "rainbow.db"), "--cursor-file", filepath.Join(dir, "cursor"),
 		"--collectiondir-host", "http://127.0.0.1:1"})
 	if err != nil {
 		return nil, err
 	}
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	base := "http://" + addrs[0]
 	if err := testenv.WaitHTTP(base+"/xrpc/_health", 30*time.Second, p); err != nil {
 		return nil, err
 	}
@@ -71,42 +65,11 @@ func (d *daemon) stop() {
 	}
 }
 
-// procStat reads RSS, peak RSS (bytes) and CPU time (user+system) of pid.
-func procStat(pid int) (rss, peak int64, cpu time.Duration) {
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 2 {
-				continue
-			}
-			v, _ := strconv.ParseInt(f[1], 10, 64)
-			switch f[0] {
-			case "VmRSS:":
-				rss = v * 1024
-			case "VmHWM:":
-				peak = v * 1024
-			}
-		}
-	}
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		s := string(b)
-		if i := strings.LastIndexByte(s, ')'); i > 0 {
-			f := strings.Fields(s[i+2:])
-			if len(f) > 13 {
-				ut, _ := strconv.ParseInt(f[11], 10, 64)
-				st, _ := strconv.ParseInt(f[12], 10, 64)
-				cpu = time.Duration(ut+st) * (time.Second / 100) // USER_HZ
-			}
-		}
-	}
-	return rss, peak, cpu
-}
-
 // usage sums CPU over the daemon's processes and reports the daemon's own
 // memory.
 func (d *daemon) usage() (rss, peak int64, cpu, helperCPU time.Duration) {
 	for i, p := range d.procs {
-		r, pk, c := procStat(p.Pid())
+		r, pk, c := testenv.ProcStat(p.Pid())
 		if i == 0 {
 			rss, peak, cpu = r, pk, c
 		} else {

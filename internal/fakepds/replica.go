@@ -111,6 +111,9 @@ func (r *Replica) Stop() {
 	}
 }
 
+// Store is the database the replica runs on.
+func (r *Replica) Store() *Store { return r.store }
+
 // URL is the replica's base URL.
 func (r *Replica) URL() string {
 	r.mu.Lock()

@@ -287,12 +287,8 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 		if len(entries) < replayBatch && s.bc.join(sub) {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.closing:
-			return errClosed
-		default:
+		if err := s.interrupted(ctx); err != nil {
+			return err
 		}
 	}
 }
@@ -319,13 +315,22 @@ func (s *Server) replayArchive(ctx context.Context, sub *subscriber, redisFirst 
 		if len(entries) < replayBatch {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-s.closing:
-			return errClosed
-		default:
+		if err := s.interrupted(ctx); err != nil {
+			return err
 		}
+	}
+}
+
+// interrupted says why a replay loop must stop: the subscriber left or
+// the server is shutting down.
+func (s *Server) interrupted(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.closing:
+		return errClosed
+	default:
+		return nil
 	}
 }
 

@@ -180,17 +180,22 @@ func (c Config) validate() (*settings, error) {
 	if s.Listen == s.MetricsListen {
 		return nil, bad("metrics-listen", s.MetricsListen, "must differ from --listen")
 	}
+	// zero means "the default" everywhere; negative is always a mistake
 	durations := []struct {
 		name string
 		v    time.Duration
-		min  time.Duration
 	}{
-		{"hold-timeout", s.HoldTimeout, 0},
-		{"dedup-ttl", s.DedupTTL, 0},
-		{"retention", s.Retention, 0},
-		{"replica-read-timeout", s.ReplicaReadTimeout, 0},
-		{"health-interval", s.HealthInterval, 0},
-		{"shutdown-timeout", s.ShutdownTimeout, 0},
+		{"hold-timeout", s.HoldTimeout},
+		{"dedup-ttl", s.DedupTTL},
+		{"retention", s.Retention},
+		{"replica-read-timeout", s.ReplicaReadTimeout},
+		{"health-interval", s.HealthInterval},
+		{"shutdown-timeout", s.ShutdownTimeout},
+		{"scan-interval", s.ScanInterval},
+		{"repair-grace", s.RepairGrace},
+		{"crawl-interval", s.CrawlInterval},
+		{"crawl-idle", s.CrawlIdle},
+		{"archive-retention", s.ArchiveRetention},
 	}
 	for _, d := range durations {
 		if d.v < 0 {
@@ -218,11 +223,8 @@ func (c Config) validate() (*settings, error) {
 	if s.MaxSubscribers < 0 {
 		return nil, bad("max-subscribers", fmt.Sprint(s.MaxSubscribers), "must not be negative")
 	}
-	if s.ScanInterval < 0 || (s.ScanInterval > 0 && s.ScanInterval < 100*time.Millisecond) {
+	if s.ScanInterval > 0 && s.ScanInterval < 100*time.Millisecond {
 		return nil, bad("scan-interval", s.ScanInterval.String(), "must be at least 100ms")
-	}
-	if s.RepairGrace < 0 {
-		return nil, bad("repair-grace", s.RepairGrace.String(), "must not be negative")
 	}
 	if s.PLCURL == "" {
 		s.PLCURL = DefaultPLCURL
@@ -252,11 +254,8 @@ func (c Config) validate() (*settings, error) {
 	if u, err := url.Parse(s.DBURL); err != nil || (u.Scheme != "file" && u.Scheme != "libsql" && u.Scheme != "https" && u.Scheme != "http") {
 		return nil, bad("db-url", store.Redact(s.DBURL), "want file:/path/pdsmux.db, libsql://host or https://host")
 	}
-	if s.ArchiveRetention < 0 || (s.ArchiveRetention > 0 && s.ArchiveRetention < time.Hour) {
+	if s.ArchiveRetention > 0 && s.ArchiveRetention < time.Hour {
 		return nil, bad("archive-retention", s.ArchiveRetention.String(), "must be at least 1h")
-	}
-	if s.CrawlInterval < 0 || s.CrawlIdle < 0 {
-		return nil, bad("crawl-interval", s.CrawlInterval.String(), "durations must not be negative")
 	}
 	if err := s.logLevel.UnmarshalText([]byte(s.LogLevel)); err != nil {
 		return nil, bad("log-level", s.LogLevel, "want debug, info, warn or error")

@@ -21,21 +21,28 @@ import (
 	"github.com/pdsmux/pdsmux/internal/testutil"
 )
 
+// replica serves a Cocoon-model store and returns it with its pool entry.
+func replica(t *testing.T) (*fakepds.Replica, *pool.Replica) {
+	t.Helper()
+	st := fakepds.NewStore(fakepds.ModeCocoon, 9)
+	r := st.NewReplica("r1")
+	require.NoError(t, r.Start(testutil.Listen(t)))
+	t.Cleanup(r.Stop)
+	u, err := url.Parse(r.URL())
+	require.NoError(t, err)
+	p := pool.New(pool.Config{}, []pool.Endpoint{{Name: "r1", URL: u}}, http.DefaultClient, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return r, p.All()[0]
+}
+
 // Random repos with random gaps of 1-40 lost writes (creates, updates,
 // deletes): every synthesized #commit carries the proof nodes that let
 // indigo invert it to the old root, its signature checks out, and its ops
 // turn the old records into the new ones.
 func TestBuildCommit_RandomGapsInvert(t *testing.T) {
 	ctx := context.Background()
-	st := fakepds.NewStore(fakepds.ModeCocoon, 9)
-	r := st.NewReplica("r1")
-	require.NoError(t, r.Start(testutil.Listen(t)))
-	t.Cleanup(r.Stop)
-	u, _ := url.Parse(r.URL())
-	p := pool.New(pool.Config{}, []pool.Endpoint{{Name: "r1", URL: u}}, http.DefaultClient, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	rep := p.All()[0]
+	r, rep := replica(t)
 	rnd := rand.New(rand.NewPCG(3, 4))
-	dir := st.Directory()
+	dir := r.Store().Directory()
 
 	for i := range 60 {
 		a, err := r.CreateAccount(fmt.Sprintf("user%d.test", i))
@@ -90,12 +97,7 @@ func TestBuildCommit_RandomGapsInvert(t *testing.T) {
 // A gap of more than 200 ops cannot be one #commit.
 func TestBuildCommit_TooManyOps(t *testing.T) {
 	ctx := context.Background()
-	st := fakepds.NewStore(fakepds.ModeCocoon, 9)
-	r := st.NewReplica("r1")
-	require.NoError(t, r.Start(testutil.Listen(t)))
-	t.Cleanup(r.Stop)
-	u, _ := url.Parse(r.URL())
-	p := pool.New(pool.Config{}, []pool.Endpoint{{Name: "r1", URL: u}}, http.DefaultClient, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r, rep := replica(t)
 	a, err := r.CreateAccount("big.test")
 	require.NoError(t, err)
 	oldRev, oldCommit := a.Rev(), a.Commit()
@@ -103,6 +105,6 @@ func TestBuildCommit_TooManyOps(t *testing.T) {
 		_, err := r.WriteSilently(a.DID, fakepds.Op{Action: "create", Collection: "app.bsky.feed.post", Rkey: fmt.Sprintf("k%04d", i), Record: fakepds.Post("x", time.Now())})
 		require.NoError(t, err)
 	}
-	_, _, err = repair.BuildCommitForTest(ctx, p.All()[0], a.DID, oldRev, oldCommit, a.Commit())
+	_, _, err = repair.BuildCommitForTest(ctx, rep, a.DID, oldRev, oldCommit, a.Commit())
 	require.ErrorIs(t, err, repair.ErrTooBig)
 }

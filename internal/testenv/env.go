@@ -300,15 +300,11 @@ type Pdsmux struct {
 
 // Pdsmux starts pdsmux.
 func (e *Env) Pdsmux(name string, args ...string) (*Pdsmux, error) {
-	port, err := FreePort()
+	addrs, err := FreeAddrs(2)
 	if err != nil {
 		return nil, err
 	}
-	mport, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	addr, maddr := fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.1:%d", mport)
+	addr, maddr := addrs[0], addrs[1]
 	all := append([]string{"serve", "--listen", addr, "--metrics-listen", maddr, "--log-format", "text",
 		"--db-url", "file:" + filepath.Join(e.Dir, name+".db")}, args...)
 	p, err := e.Start(name, e.Deps.Pdsmux, all)

@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -121,6 +123,52 @@ func FreePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// FreeAddrs returns n loopback host:port addresses that were free a
+// moment ago.
+func FreeAddrs(n int) ([]string, error) {
+	out := make([]string, n)
+	for i := range out {
+		p, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		out[i] = fmt.Sprintf("127.0.0.1:%d", p)
+	}
+	return out, nil
+}
+
+// ProcStat reads a process's resident memory, its peak, and its CPU time
+// (user + system) from /proc. Zeros when the process is gone.
+func ProcStat(pid int) (rss, peak int64, cpu time.Duration) {
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			switch f[0] {
+			case "VmRSS:":
+				rss = v * 1024
+			case "VmHWM:":
+				peak = v * 1024
+			}
+		}
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
+		s := string(b)
+		if i := strings.LastIndexByte(s, ')'); i > 0 {
+			f := strings.Fields(s[i+2:])
+			if len(f) > 13 {
+				ut, _ := strconv.ParseInt(f[11], 10, 64)
+				st, _ := strconv.ParseInt(f[12], 10, 64)
+				cpu = time.Duration(ut+st) * (time.Second / 100) // USER_HZ
+			}
+		}
+	}
+	return rss, peak, cpu
 }
 
 // WaitHTTP polls url until it answers with a status below 500.

@@ -25,11 +25,7 @@ type Relay struct {
 // starts: it is then a host like any other, and everything else is the
 // stock relay.
 func (e *Env) Relay(name, host, plcURL string) (*Relay, error) {
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
-	}
-	mport, err := FreePort()
+	addrs, err := FreeAddrs(2)
 	if err != nil {
 		return nil, err
 	}
@@ -38,11 +34,11 @@ func (e *Env) Relay(name, host, plcURL string) (*Relay, error) {
 		return nil, err
 	}
 	dbPath := filepath.Join(dir, "relay.sqlite")
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	url := "http://" + addrs[0]
 	args := []string{
 		"--admin-password", randomHex(8), "--plc-host", plcURL, "--log-level", "info",
 		"serve", "--db-url", "sqlite://" + dbPath, "--persist-dir", filepath.Join(dir, "persist"),
-		"--bind", fmt.Sprintf("127.0.0.1:%d", port), "--metrics-listen", fmt.Sprintf("127.0.0.1:%d", mport),
+		"--bind", addrs[0], "--metrics-listen", addrs[1],
 		"--allow-insecure-hosts", "--disable-request-crawl",
 	}
 	// First start creates the schema; then register the host and restart.

@@ -8,13 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/pdsmux/pdsmux/internal/testenv"
 	"github.com/pdsmux/pdsmux/internal/testutil"
 )
 
@@ -123,22 +122,6 @@ func (p *Proc) Output() string {
 
 // Memory reads VmRSS and VmHWM (peak RSS) of the process, in bytes.
 func (p *Proc) Memory() (rss, peak int64) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(p.Cmd.Process.Pid) + "/status")
-	if err != nil {
-		return -1, -1
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		v, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = v * 1024
-		case "VmHWM:":
-			peak = v * 1024
-		}
-	}
+	rss, peak, _ = testenv.ProcStat(p.Cmd.Process.Pid)
 	return rss, peak
 }

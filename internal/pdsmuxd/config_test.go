@@ -1,0 +1,67 @@
+package pdsmuxd_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pdsmux/pdsmux/internal/pdsmuxd"
+	"github.com/pdsmux/pdsmux/internal/testutil"
+)
+
+// Every bad setting stops start-up with an error naming the flag.
+func TestConfig_BadSettingsNameTheFlag(t *testing.T) {
+	good := func() pdsmuxd.Config {
+		return pdsmuxd.Config{Replicas: []string{"r1=http://127.0.0.1:1"}, DBURL: "file:" + t.TempDir() + "/x.db"}
+	}
+	cases := map[string]func(*pdsmuxd.Config){
+		"replica":              func(c *pdsmuxd.Config) { c.Replicas = nil },
+		"replica ":             func(c *pdsmuxd.Config) { c.Replicas = []string{"ftp://x"} },
+		"replica  ":            func(c *pdsmuxd.Config) { c.Replicas = []string{"a=http://h:1", "a=http://h:2"} },
+		"replica   ":           func(c *pdsmuxd.Config) { c.Replicas = []string{"http://h:1/path"} },
+		"replica    ":          func(c *pdsmuxd.Config) { c.Replicas = []string{"bad name=http://h:1"} },
+		"redis-url":            func(c *pdsmuxd.Config) { c.RedisURL = "http://redis:6379" },
+		"redis-prefix":         func(c *pdsmuxd.Config) { c.RedisPrefix = "a{b}" },
+		"listen":               func(c *pdsmuxd.Config) { c.Listen = "nope" },
+		"metrics-listen":       func(c *pdsmuxd.Config) { c.Listen, c.MetricsListen = "127.0.0.1:9", "127.0.0.1:9" },
+		"hold-timeout":         func(c *pdsmuxd.Config) { c.HoldTimeout = -time.Second },
+		"hold-timeout ":        func(c *pdsmuxd.Config) { c.HoldTimeout = 2 * time.Hour },
+		"retention":            func(c *pdsmuxd.Config) { c.Retention = time.Second },
+		"replica-read-timeout": func(c *pdsmuxd.Config) { c.ReplicaReadTimeout = time.Millisecond },
+		"max-entries":          func(c *pdsmuxd.Config) { c.MaxEntries = -1 },
+		"max-frame-bytes":      func(c *pdsmuxd.Config) { c.MaxFrameBytes = 10 },
+		"subscriber-queue":     func(c *pdsmuxd.Config) { c.SubscriberQueue = -1 },
+		"scan-interval":        func(c *pdsmuxd.Config) { c.ScanInterval = time.Millisecond },
+		"plc-url":              func(c *pdsmuxd.Config) { c.PLCURL = "plc.directory" },
+		"db-url":               func(c *pdsmuxd.Config) { c.DBURL = "postgres://db/x" },
+		"archive-retention":    func(c *pdsmuxd.Config) { c.ArchiveRetention = time.Minute },
+		"relay":                func(c *pdsmuxd.Config) { c.Relays, c.Hostname = []string{"bsky.network"}, "pds.example.com" },
+		"hostname":             func(c *pdsmuxd.Config) { c.Relays = []string{"https://bsky.network"} },
+		"hostname ":            func(c *pdsmuxd.Config) { c.Relays, c.Hostname = []string{"https://bsky.network"}, "https://pds.example.com" },
+		"crawl-idle":           func(c *pdsmuxd.Config) { c.CrawlIdle = -time.Minute },
+		"log-level":            func(c *pdsmuxd.Config) { c.LogLevel = "loud" },
+		"log-format":           func(c *pdsmuxd.Config) { c.LogFormat = "xml" },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			cfg := good()
+			mutate(&cfg)
+			_, err := pdsmuxd.Build(context.Background(), cfg, pdsmuxd.Options{Listener: testutil.Listen(t), MetricsListener: testutil.Listen(t)})
+			require.Error(t, err)
+			var ce *pdsmuxd.ConfigError
+			require.True(t, errors.As(err, &ce), "a ConfigError: %v", err)
+			require.Contains(t, err.Error(), "--"+ce.Setting)
+			require.Equal(t, trimSpaces(name), ce.Setting)
+		})
+	}
+}
+
+func trimSpaces(s string) string {
+	for len(s) > 0 && s[len(s)-1] == ' ' {
+		s = s[:len(s)-1]
+	}
+	return s
+}
