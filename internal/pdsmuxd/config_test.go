@@ -40,10 +40,12 @@ func TestConfig_BadSettingsNameTheFlag(t *testing.T) {
 		"archive-retention":    func(c *pdsmuxd.Config) { c.ArchiveRetention = time.Minute },
 		"relay":                func(c *pdsmuxd.Config) { c.Relays, c.Hostname = []string{"bsky.network"}, "pds.example.com" },
 		"hostname":             func(c *pdsmuxd.Config) { c.Relays = []string{"https://bsky.network"} },
-		"hostname ":            func(c *pdsmuxd.Config) { c.Relays, c.Hostname = []string{"https://bsky.network"}, "https://pds.example.com" },
-		"crawl-idle":           func(c *pdsmuxd.Config) { c.CrawlIdle = -time.Minute },
-		"log-level":            func(c *pdsmuxd.Config) { c.LogLevel = "loud" },
-		"log-format":           func(c *pdsmuxd.Config) { c.LogFormat = "xml" },
+		"hostname ": func(c *pdsmuxd.Config) {
+			c.Relays, c.Hostname = []string{"https://bsky.network"}, "https://pds.example.com"
+		},
+		"crawl-idle": func(c *pdsmuxd.Config) { c.CrawlIdle = -time.Minute },
+		"log-level":  func(c *pdsmuxd.Config) { c.LogLevel = "loud" },
+		"log-format": func(c *pdsmuxd.Config) { c.LogFormat = "xml" },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
