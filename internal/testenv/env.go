@@ -76,7 +76,9 @@ func LoadDeps(binDir string, progress io.Writer, which ...string) (Deps, error) 
 		return d, fmt.Errorf("redis-server not on PATH (apt-get install redis-server): %w", err)
 	}
 	d.Pdsmux = filepath.Join(binDir, "pdsmux")
-	build := exec.Command("go", "build", "-o", d.Pdsmux, "./cmd/pdsmux")
+	// built as the image builds it (static, stripped), so memory figures match
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", d.Pdsmux, "./cmd/pdsmux")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	build.Dir = root
 	if b, err := build.CombinedOutput(); err != nil {
 		return d, fmt.Errorf("build pdsmux: %v\n%s", err, b)
