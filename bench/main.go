@@ -87,6 +87,7 @@ func run(out string, scale float64, only, profile, micro string) error {
 	}
 	var report strings.Builder
 	header(&report, deps, s)
+	results := map[string][2]result{}
 	for _, sc := range scenarios {
 		if only != "" && !strings.Contains(only, sc.id) {
 			continue
@@ -106,7 +107,9 @@ func run(out string, scale float64, only, profile, micro string) error {
 			res = append(res, r)
 		}
 		table(&report, sc, res[0], res[1])
+		results[sc.id] = [2]result{res[0], res[1]}
 	}
+	targets(&report, results)
 	if micro != "" {
 		b, err := os.ReadFile(micro)
 		if err != nil {
@@ -291,4 +294,27 @@ func saveProfile(addr, path string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	_ = os.WriteFile(path, b, 0o644)
+}
+
+// targets checks the targets against this run and says which were
+// met; a benchmark that cannot fail is no benchmark.
+func targets(b *strings.Builder, rs map[string][2]result) {
+	fmt.Fprintf(b, "## Targets\n\n| target | measured | met |\n|---|---|---|\n")
+	row := func(name, measured string, ok bool) {
+		fmt.Fprintf(b, "| %s | %s | %s |\n", name, measured, map[bool]string{true: "yes", false: "**no**"}[ok])
+	}
+	if r, ok := rs["A"]; ok {
+		row("max throughput, 1 replica x 1 subscriber: >= 1.0x rainbow", fmt.Sprintf("%.0f vs %.0f events/s (%s)", r[0].evps, r[1].evps, ratio(r[0].evps, r[1].evps)), r[0].evps >= r[1].evps && r[0].complete)
+	}
+	if r, ok := rs["B"]; ok {
+		row("3 replicas x 10 subscribers: >= 20,000 events/s with lag < 1 s", fmt.Sprintf("%.0f events/s, p99 lag %s", r[0].evps, r[0].p99.Round(time.Millisecond)), r[0].evps >= 20_000 && r[0].p99 < time.Second && r[0].complete)
+	}
+	if r, ok := rs["C"]; ok {
+		row("1,000 events/s x 100 subscribers: p99 <= rainbow's and <= 5 ms", fmt.Sprintf("p99 %s vs rainbow %s", r[0].p99.Round(10*time.Microsecond), r[1].p99.Round(10*time.Microsecond)), r[0].p99 <= r[1].p99 && r[0].p99 <= 5*time.Millisecond)
+	}
+	if r, ok := rs["D"]; ok {
+		row("RSS with 1,000 idle subscribers <= 150 MiB", mib(r[0].peakRSS), r[0].peakRSS <= 150<<20)
+		row("idle pdsmux <= 30 MiB", mib(r[0].idleRSS), r[0].idleRSS <= 30<<20)
+	}
+	fmt.Fprintln(b)
 }
