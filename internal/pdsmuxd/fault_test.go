@@ -78,44 +78,42 @@ func checkConsumer(t *testing.T, f *consumer.Follower, want map[key]bool, within
 	t.Logf("consumer: %d distinct (did, rev), each once, seq increasing, over %d sessions", len(seen), f.Sessions())
 }
 
-// Redis FLUSHALL mid-stream: pdsmux restores from the libsql checkpoint;
-// a consumer that stays subscribed sees every event exactly once, with seq
-// increasing across the loss.
-func TestFault_RedisFlushAllMidStream(t *testing.T) {
-	e := newEnv(t, fakepds.ModeOwn, 2, redisserver.Options{})
+// redisLossMidStream runs writes through pdsmux, lets lose() take Redis's
+// data away mid-stream, and checks that a consumer that stays subscribed
+// sees every event exactly once, with seq increasing across the loss, and
+// that pdsmux restored from the libsql checkpoint.
+func redisLossMidStream(t *testing.T, ro redisserver.Options, seed uint64, lose func(e *env)) {
+	e := newEnv(t, fakepds.ModeOwn, 2, ro)
 	e.store.Overlap = 0.3
 	run := e.start(e.config(), "pdsmux")
 	waitConnected(t, run.rt)
 	f := follow(t, "http://"+run.rt.Addr())
 	e.createAccounts(10)
-	wg := e.writeInBackground(3000, 21)
+	wg := e.writeInBackground(3000, seed)
 	waitLog(t, e.reader(), 1000, 60*time.Second)
-	require.NoError(t, e.redis.Client().FlushAll(context.Background()).Err())
+	lose(e)
 	wg.Wait()
 	want, _ := e.expected()
 	checkConsumer(t, f, want, 60*time.Second)
 	require.Contains(t, readLog(t, "pdsmux"), "restored Redis from the durable checkpoint")
 }
 
+// Redis FLUSHALL mid-stream.
+func TestFault_RedisFlushAllMidStream(t *testing.T) {
+	redisLossMidStream(t, redisserver.Options{}, 21, func(e *env) {
+		require.NoError(t, e.redis.Client().FlushAll(context.Background()).Err())
+	})
+}
+
 // Redis killed and restarted with appendfsync no and its AOF deleted:
 // everything in Redis is gone at once.
 func TestFault_RedisRestartedEmptyMidStream(t *testing.T) {
-	e := newEnv(t, fakepds.ModeOwn, 2, redisserver.Options{AppendFsync: "no"})
-	e.store.Overlap = 0.3
-	run := e.start(e.config(), "pdsmux")
-	waitConnected(t, run.rt)
-	f := follow(t, "http://"+run.rt.Addr())
-	e.createAccounts(10)
-	wg := e.writeInBackground(3000, 22)
-	waitLog(t, e.reader(), 1000, 60*time.Second)
-	e.redis.Kill()
-	e.redis.RemoveAOF()
-	time.Sleep(300 * time.Millisecond)
-	e.redis.Restart()
-	wg.Wait()
-	want, _ := e.expected()
-	checkConsumer(t, f, want, 60*time.Second)
-	require.Contains(t, readLog(t, "pdsmux"), "restored Redis from the durable checkpoint")
+	redisLossMidStream(t, redisserver.Options{AppendFsync: "no"}, 22, func(e *env) {
+		e.redis.Kill()
+		e.redis.RemoveAOF()
+		time.Sleep(300 * time.Millisecond)
+		e.redis.Restart()
+	})
 }
 
 // writeUntil writes n commits every interval until stop is closed.
