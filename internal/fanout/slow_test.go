@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -52,7 +51,36 @@ func latencies(cs []*consumer.Consumer, born map[int64]time.Time) []time.Duratio
 
 // A consumer that never reads gets ConsumerTooSlow; ten fast consumers
 // beside it get every event, with p99 latency no worse than without it.
+//
+// Latency on a shared 2-core box is noisy, so the 2x comparison is
+// measured up to three times; a stalled consumer that really held the
+// others back would cost them seconds (the write timeout), every time.
+// Under -race the consumers are slow themselves, so that run uses a lower
+// rate and checks only delivery and ConsumerTooSlow; `make test-unit`
+// runs this test again without -race for the latency comparison.
 func TestSubscribe_SlowConsumerDoesNotHoldOthersBack(t *testing.T) {
+	for attempt := 1; ; attempt++ {
+		p99A, p99B := slowConsumerRun(t)
+		t.Logf("fast consumers' p99 latency: %s alone, %s beside a stalled consumer", p99A, p99B)
+		if raceEnabled || p99B <= 2*p99A+2*time.Millisecond {
+			return
+		}
+		if attempt == 3 {
+			t.Fatalf("a stalled consumer slowed the others: p99 %s beside it vs %s alone, in 3 runs", p99B, p99A)
+		}
+	}
+}
+
+func slowConsumerRun(t *testing.T) (p99A, p99B time.Duration) {
+	// The queue must hold well under what phase B sends minus what the
+	// kernel buffers for the stalled socket (~1,900 frames here), or the
+	// stalled consumer would never overflow.
+	// Both phases send the same number of frames, so their p99s compare.
+	const queueLen, framesB = 1000, 6000
+	rate, framesA := 2000, framesB
+	if raceEnabled {
+		rate, framesA = 500, 1000
+	}
 	reg := prometheus.NewRegistry()
 	m := fanout.NewMetrics(reg)
 	rs := redisserver.Start(t, redisserver.Options{})
@@ -63,12 +91,14 @@ func TestSubscribe_SlowConsumerDoesNotHoldOthersBack(t *testing.T) {
 	bc := fanout.NewBroadcaster(l, nil, m, quiet)
 	// A generous write timeout: the stalled consumer starts reading only
 	// after the whole run, and must then still get its ConsumerTooSlow.
-	srv := fanout.NewServer(fanout.Config{QueueLen: 200, WriteTimeout: 2 * time.Minute}, l, nil, bc, nil, m, quiet)
+	srv := fanout.NewServer(fanout.Config{QueueLen: queueLen, WriteTimeout: 2 * time.Minute}, l, nil, bc, nil, m, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = bc.Run(ctx) }()
 	ln := tu.Listen(t)
-	go func() { _ = (&http.Server{Handler: srv}).Serve(ln) }()
+	hs := &http.Server{Handler: srv}
+	go func() { _ = hs.Serve(ln) }()
+	defer hs.Close()
 	s := &stack{t: t, redis: rs, log: l, srv: srv, url: "http://" + ln.Addr().String(), gen: newGen(t, 20)}
 	s.appendFrames(s.gen.syncs)
 
@@ -83,12 +113,12 @@ func TestSubscribe_SlowConsumerDoesNotHoldOthersBack(t *testing.T) {
 	// Phase A: ten fast consumers alone.
 	csA := fast()
 	waitSubscribers(t, s, 10)
-	bornA := paced(t, s, s.gen.frames(2000), 2000)
+	bornA := paced(t, s, s.gen.frames(framesA), rate)
 	for _, c := range csA {
-		require.NoError(t, c.WaitLen(2000, 30*time.Second))
+		require.NoError(t, c.WaitLen(framesA, 60*time.Second))
 		c.Close()
 	}
-	p99A := p99(latencies(csA, bornA))
+	p99A = p99(latencies(csA, bornA))
 	waitSubscribers(t, s, 0)
 
 	// Phase B: the same beside one consumer that does not read, on a
@@ -105,15 +135,12 @@ func TestSubscribe_SlowConsumerDoesNotHoldOthersBack(t *testing.T) {
 	defer slow.Close()
 	csB := fast()
 	waitSubscribers(t, s, 11)
-	bornB := paced(t, s, s.gen.frames(6000), 2000)
+	bornB := paced(t, s, s.gen.frames(framesB), rate)
 	for _, c := range csB {
-		require.NoError(t, c.WaitLen(6000, 30*time.Second), "fast consumers get every event")
+		require.NoError(t, c.WaitLen(framesB, 60*time.Second), "fast consumers get every event")
+		c.Close()
 	}
-	p99B := p99(latencies(csB, bornB))
-	t.Logf("fast consumers' p99 latency: %s alone, %s beside a stalled consumer", p99A, p99B)
-	if !raceEnabled { // make test-unit also runs this test without -race
-		require.LessOrEqual(t, p99B, 2*p99A+2*time.Millisecond, "a stalled consumer must not slow the others")
-	}
+	p99B = p99(latencies(csB, bornB))
 
 	require.Eventually(t, func() bool {
 		return counterValue(t, reg, "pdsmux_subscriber_too_slow_total") == 1
@@ -121,7 +148,6 @@ func TestSubscribe_SlowConsumerDoesNotHoldOthersBack(t *testing.T) {
 	// Now read: the backlog the kernel held, then ConsumerTooSlow, then close.
 	require.NoError(t, slow.UnderlyingConn().(*net.TCPConn).SetReadBuffer(4<<20))
 	var last frame.Info
-	var mu sync.Mutex
 	n := 0
 	start := time.Now()
 	for {
@@ -134,12 +160,11 @@ func TestSubscribe_SlowConsumerDoesNotHoldOthersBack(t *testing.T) {
 		n++
 		in, perr := frame.Parse(b, 0)
 		require.NoError(t, perr)
-		mu.Lock()
 		last = in
-		mu.Unlock()
 	}
 	require.Equal(t, frame.KindError, last.Kind)
 	require.Equal(t, frame.ErrNameConsumerTooSlow, last.Name)
+	return p99A, p99B
 }
 
 func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
