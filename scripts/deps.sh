@@ -3,7 +3,7 @@
 # run, into ${XDG_CACHE_HOME:-$HOME/.cache}/pdsmux/<name>-<version>, and
 # reuses them when present. Prints KEY=path lines for the tools it set up.
 #
-#   scripts/deps.sh [node] [pds] [caddy] [relay] [rainbow] [toxiproxy]   (default: all)
+#   scripts/deps.sh [node] [pds] [caddy] [relay] [rainbow] [toxiproxy] [turso]   (default: all)
 #
 # Versions are pinned here; indigo tools use the indigo version in go.mod.
 set -euo pipefail
@@ -15,6 +15,7 @@ PDS_VERSION=0.5.35
 PLC_VERSION=0.0.1
 CADDY_VERSION=v2.11.9
 TOXIPROXY_VERSION=v2.12.0
+TURSO_VERSION=0.6.0
 INDIGO_VERSION=$(cd "$ROOT" && go list -m -f '{{.Version}}' github.com/bluesky-social/indigo)
 
 mkdir -p "$CACHE"
@@ -54,6 +55,20 @@ do_pds() {
   )
 }
 
+# Turso's CLI, for its --sync-server: a libsql server speaking hrana over
+# HTTP, so the store's remote path is tested against a real server.
+do_turso() {
+  local arch
+  case $(uname -m) in
+    x86_64) arch=x64 ;;
+    aarch64 | arm64) arch=arm64 ;;
+    *) log "no tursodb build for $(uname -m)"; return 1 ;;
+  esac
+  (cd "$1" && npm pack --silent "@tursodatabase/cli-linux-$arch-gnu@$TURSO_VERSION" >/dev/null && tar xzf tursodatabase-cli-*.tgz && rm tursodatabase-cli-*.tgz)
+  chmod +x "$1/package/tursodb"
+  "$1/package/tursodb" --version >/dev/null
+}
+
 go_tool() { # name, module@version, binary
   local dir="$1" mod="$2" bin="$3"
   do_go() { GOBIN="$1" GOFLAGS=-mod=mod go install "$mod"; [ -x "$1/$bin" ]; }
@@ -63,7 +78,7 @@ go_tool() { # name, module@version, binary
 }
 
 want=("$@")
-[ ${#want[@]} -eq 0 ] && want=(node pds caddy relay rainbow toxiproxy)
+[ ${#want[@]} -eq 0 ] && want=(node pds caddy relay rainbow toxiproxy turso)
 for w in "${want[@]}"; do
   case $w in
     node) echo "NODE=$(node_dir)/package/bin/node" ;;
@@ -72,6 +87,7 @@ for w in "${want[@]}"; do
     relay) echo "RELAY=$(go_tool "relay-$INDIGO_VERSION" "github.com/bluesky-social/indigo/cmd/relay@$INDIGO_VERSION" relay)" ;;
     rainbow) echo "RAINBOW=$(go_tool "rainbow-$INDIGO_VERSION" "github.com/bluesky-social/indigo/cmd/rainbow@$INDIGO_VERSION" rainbow)" ;;
     toxiproxy) echo "TOXIPROXY=$(go_tool "toxiproxy-$TOXIPROXY_VERSION" "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" server)" ;;
+    turso) echo "TURSODB=$(install_dir "turso-$TURSO_VERSION" do_turso)/package/tursodb" ;;
     *) log "unknown dependency $w"; exit 2 ;;
   esac
 done

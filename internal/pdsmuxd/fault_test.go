@@ -19,6 +19,7 @@ import (
 	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
 	"github.com/pdsmux/pdsmux/internal/testutil/faultproxy"
+	"github.com/pdsmux/pdsmux/internal/testutil/libsqlserver"
 	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
 )
 
@@ -81,11 +82,16 @@ func checkConsumer(t *testing.T, f *consumer.Follower, want map[key]bool, within
 // redisLossMidStream runs writes through pdsmux, lets lose() take Redis's
 // data away mid-stream, and checks that a consumer that stays subscribed
 // sees every event exactly once, with seq increasing across the loss, and
-// that pdsmux restored from the libsql checkpoint.
-func redisLossMidStream(t *testing.T, ro redisserver.Options, seed uint64, lose func(e *env)) {
+// that pdsmux restored from the libsql checkpoint (in dbURL when set, else
+// the embedded file).
+func redisLossMidStream(t *testing.T, ro redisserver.Options, seed uint64, dbURL string, lose func(e *env)) {
 	e := newEnv(t, fakepds.ModeOwn, 2, ro)
 	e.store.Overlap = 0.3
-	run := e.start(e.config(), "pdsmux")
+	cfg := e.config()
+	if dbURL != "" {
+		cfg.DBURL = dbURL
+	}
+	run := e.start(cfg, "pdsmux")
 	waitConnected(t, run.rt)
 	f := follow(t, "http://"+run.rt.Addr())
 	e.createAccounts(10)
@@ -100,7 +106,16 @@ func redisLossMidStream(t *testing.T, ro redisserver.Options, seed uint64, lose 
 
 // Redis FLUSHALL mid-stream.
 func TestFault_RedisFlushAllMidStream(t *testing.T) {
-	redisLossMidStream(t, redisserver.Options{}, 21, func(e *env) {
+	redisLossMidStream(t, redisserver.Options{}, 21, "", func(e *env) {
+		require.NoError(t, e.redis.Client().FlushAll(context.Background()).Err())
+	})
+}
+
+// The same with the checkpoint and archive on a libsql server (the
+// Turso/sqld deployment) instead of the embedded file.
+func TestFault_RedisFlushAllWithRemoteLibsql(t *testing.T) {
+	srv := libsqlserver.Start(t)
+	redisLossMidStream(t, redisserver.Options{}, 23, srv.URL, func(e *env) {
 		require.NoError(t, e.redis.Client().FlushAll(context.Background()).Err())
 	})
 }
@@ -108,7 +123,7 @@ func TestFault_RedisFlushAllMidStream(t *testing.T) {
 // Redis killed and restarted with appendfsync no and its AOF deleted:
 // everything in Redis is gone at once.
 func TestFault_RedisRestartedEmptyMidStream(t *testing.T) {
-	redisLossMidStream(t, redisserver.Options{AppendFsync: "no"}, 22, func(e *env) {
+	redisLossMidStream(t, redisserver.Options{AppendFsync: "no"}, 22, "", func(e *env) {
 		e.redis.Kill()
 		e.redis.RemoveAOF()
 		time.Sleep(300 * time.Millisecond)

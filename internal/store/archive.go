@@ -59,11 +59,7 @@ func (s *Store) write(ctx context.Context, entries []cursor.Entry, gap bool) err
 		}
 	}
 
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("store %s: begin: %w", s.name, err)
-	}
-	defer tx.Rollback()
+	var stmts []stmt
 	for start := 0; !gap && start < len(entries); start += eventRows {
 		chunk := entries[start:min(start+eventRows, len(entries))]
 		var q strings.Builder
@@ -76,49 +72,37 @@ func (s *Store) write(ctx context.Context, entries []cursor.Entry, gap bool) err
 			q.WriteString("(?, ?, ?, ?, ?, ?, ?)")
 			args = append(args, e.Seq, e.Time.UnixMilli(), e.Kind, e.DID, e.Rev, e.Source, e.Frame)
 		}
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-			return fmt.Errorf("store %s: archive seqs %d-%d: %w", s.name, chunk[0].Seq, chunk[len(chunk)-1].Seq, err)
-		}
+		stmts = append(stmts, stmt{q.String(), args})
 	}
 	for did, e := range repos {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO repos (did, rev, commit_cid, seq) VALUES (?, ?, ?, ?)
+		stmts = append(stmts, stmt{`INSERT INTO repos (did, rev, commit_cid, seq) VALUES (?, ?, ?, ?)
 			ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, commit_cid = excluded.commit_cid, seq = excluded.seq
-			WHERE excluded.rev > repos.rev`, did, e.Rev, e.Commit, e.Seq); err != nil {
-			return fmt.Errorf("store %s: repo %s: %w", s.name, did, err)
-		}
+			WHERE excluded.rev > repos.rev`, []any{did, e.Rev, e.Commit, e.Seq}})
 	}
 	for did, e := range accounts {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO accounts (did, status, seq) VALUES (?, ?, ?)
+		stmts = append(stmts, stmt{`INSERT INTO accounts (did, status, seq) VALUES (?, ?, ?)
 			ON CONFLICT (did) DO UPDATE SET status = excluded.status, seq = excluded.seq
-			WHERE excluded.seq > accounts.seq`, did, e.Status, e.Seq); err != nil {
-			return fmt.Errorf("store %s: account %s: %w", s.name, did, err)
-		}
+			WHERE excluded.seq > accounts.seq`, []any{did, e.Status, e.Seq}})
 	}
 	for r, c := range cursors {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO cursors (replica, cursor) VALUES (?, ?)
-			ON CONFLICT (replica) DO UPDATE SET cursor = max(cursor, excluded.cursor)`, r, c); err != nil {
-			return fmt.Errorf("store %s: cursor of %s: %w", s.name, r, err)
-		}
+		stmts = append(stmts, stmt{`INSERT INTO cursors (replica, cursor) VALUES (?, ?)
+			ON CONFLICT (replica) DO UPDATE SET cursor = max(cursor, excluded.cursor)`, []any{r, c}})
 	}
-	if err := setMetaMax(ctx, tx, "high_water", hw); err != nil {
-		return fmt.Errorf("store %s: high-water mark: %w", s.name, err)
-	}
+	stmts = append(stmts, setMetaMax("high_water", hw))
 	if gap {
-		if err := setMetaMax(ctx, tx, "trimmed", hw); err != nil {
-			return fmt.Errorf("store %s: trim mark: %w", s.name, err)
-		}
+		stmts = append(stmts, setMetaMax("trimmed", hw))
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store %s: commit: %w", s.name, err)
+	if err := s.exec(ctx, stmts); err != nil {
+		return fmt.Errorf("store %s: archive seqs %d-%d: %w", s.name, entries[0].Seq, entries[len(entries)-1].Seq, err)
 	}
 	return nil
 }
 
-func setMetaMax(ctx context.Context, tx *sql.Tx, key string, v int64) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES (?, ?)
+// setMetaMax raises the integer kept under key to v (never lowers it).
+func setMetaMax(key string, v int64) stmt {
+	return stmt{`INSERT INTO meta (key, value) VALUES (?, ?)
 		ON CONFLICT (key) DO UPDATE SET value = CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)`,
-		key, strconv.FormatInt(v, 10))
-	return err
+		[]any{key, strconv.FormatInt(v, 10)}}
 }
 
 func (s *Store) metaInt(ctx context.Context, key string) (int64, error) {
@@ -172,29 +156,25 @@ func (s *Store) Range(ctx context.Context, after, count int64) ([]cursor.Entry, 
 // Trim drops archived events older than before and records the highest
 // seq dropped.
 func (s *Store) Trim(ctx context.Context, before time.Time) (int64, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return 0, err
-	}
-	defer tx.Rollback()
+	// Seqs grow with time, so the newest old event bounds what goes; later
+	// writes only add higher seqs, so reading it first is safe.
 	var top sql.NullInt64
-	if err := tx.QueryRowContext(ctx, `SELECT max(seq) FROM events WHERE time_ms < ?`, before.UnixMilli()).Scan(&top); err != nil {
+	if err := s.db.QueryRowContext(ctx, `SELECT max(seq) FROM events WHERE time_ms < ?`, before.UnixMilli()).Scan(&top); err != nil {
 		return 0, fmt.Errorf("store %s: trim: %w", s.name, err)
 	}
 	if !top.Valid {
 		return 0, nil
 	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM events WHERE seq <= ?`, top.Int64)
-	if err != nil {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE seq <= ?`, top.Int64).Scan(&n); err != nil {
 		return 0, fmt.Errorf("store %s: trim: %w", s.name, err)
 	}
-	if err := setMetaMax(ctx, tx, "trimmed", top.Int64); err != nil {
-		return 0, fmt.Errorf("store %s: trim mark: %w", s.name, err)
-	}
-	if err := tx.Commit(); err != nil {
+	if err := s.exec(ctx, []stmt{
+		{`DELETE FROM events WHERE seq <= ?`, []any{top.Int64}},
+		setMetaMax("trimmed", top.Int64),
+	}); err != nil {
 		return 0, fmt.Errorf("store %s: trim: %w", s.name, err)
 	}
-	n, _ := res.RowsAffected()
 	return n, nil
 }
 

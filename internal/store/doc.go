@@ -3,6 +3,11 @@
 // Go) or a remote libsql server (libsql://, https://) such as Turso or
 // sqld, through github.com/tursodatabase/libsql-client-go.
 //
+// Every write is atomic and, on a server, one HTTP round trip: the
+// statements go as a single BEGIN...COMMIT pipeline request (see exec), so
+// the store never relies on a server keeping a stream open between
+// requests.
+//
 // It holds, trailing Redis by about a second: every event of the merged
 // log for the archive retention (default 30 days), each repo's last rev
 // and commit, each account's last status, each replica's cursor as far as

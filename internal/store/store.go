@@ -15,8 +15,9 @@ import (
 
 // Store is the libsql database.
 type Store struct {
-	db   *sql.DB
-	name string // the URL with any secret removed, for messages
+	db     *sql.DB
+	name   string // the URL with any secret removed, for messages
+	remote bool   // a libsql server over HTTP, not an embedded file
 }
 
 // Redact returns the database URL without credentials, for logs.
@@ -51,6 +52,7 @@ func Open(ctx context.Context, raw, authToken string) (*Store, error) {
 			return nil, fmt.Errorf("%w %q: write file:/path or file:relative/path, not file://", ErrBadURL, raw)
 		}
 	case "libsql", "https", "http":
+		s.remote = true
 		if authToken != "" {
 			opts = append(opts, libsql.WithAuthToken(authToken))
 		}
@@ -122,27 +124,58 @@ func (s *Store) migrate(ctx context.Context) error {
 			ErrNewerSchema, s.name, have, SchemaVersion)
 	}
 	for v := have; v < SchemaVersion; v++ {
-		tx, err := s.db.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("store %s: migration %d: %w", s.name, v+1, err)
-		}
-		for _, stmt := range strings.Split(migrations[v], ";") {
-			if strings.TrimSpace(stmt) == "" {
-				continue
-			}
-			if _, err := tx.ExecContext(ctx, stmt); err != nil {
-				tx.Rollback()
-				return fmt.Errorf("store %s: migration %d: %w", s.name, v+1, err)
+		var stmts []stmt
+		for _, q := range strings.Split(migrations[v], ";") {
+			if strings.TrimSpace(q) != "" {
+				stmts = append(stmts, stmt{sql: q})
 			}
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('schema_version', ?)
-			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, strconv.Itoa(v+1)); err != nil {
-			tx.Rollback()
+		stmts = append(stmts, stmt{`INSERT INTO meta (key, value) VALUES ('schema_version', ?)
+			ON CONFLICT (key) DO UPDATE SET value = excluded.value`, []any{strconv.Itoa(v + 1)}})
+		if err := s.exec(ctx, stmts); err != nil {
 			return fmt.Errorf("store %s: migration %d: %w", s.name, v+1, err)
 		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("store %s: migration %d: %w", s.name, v+1, err)
+	}
+	return nil
+}
+
+// stmt is one statement of a write.
+type stmt struct {
+	sql  string
+	args []any
+}
+
+// exec runs stmts atomically. An embedded file uses a transaction. A
+// server gets them as ONE hrana pipeline request (BEGIN, the statements,
+// COMMIT, each step run only if the one before succeeded, ROLLBACK
+// otherwise): a write costs one round trip to Turso whatever its size, and
+// no server-side stream (baton) has to outlive the request.
+func (s *Store) exec(ctx context.Context, stmts []stmt) error {
+	if s.remote {
+		var q strings.Builder
+		var args []any
+		q.WriteString("BEGIN;\n")
+		for _, st := range stmts {
+			q.WriteString(strings.TrimSpace(st.sql))
+			q.WriteString(";\n")
+			args = append(args, st.args...)
 		}
+		q.WriteString("COMMIT")
+		_, err := s.db.ExecContext(ctx, q.String(), args...)
+		return err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	for _, st := range stmts {
+		if _, err := tx.ExecContext(ctx, st.sql, st.args...); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,14 +15,15 @@ import (
 	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/frame"
 	"github.com/pdsmux/pdsmux/internal/store"
+	"github.com/pdsmux/pdsmux/internal/testutil/libsqlserver"
 )
 
-// backends are the databases every store test runs against. The
-// embedded file is the default deployment; no libsql server can be
-// installed on this machine, so remote URLs are covered by Open's URL
-// handling only.
+// backends are the databases every store test runs against: the embedded
+// file (the default deployment) and a real libsql server over HTTP (the
+// Turso/sqld path).
 var backends = map[string]func(t *testing.T) string{
-	"file": func(t *testing.T) string { return "file:" + filepath.Join(t.TempDir(), "pdsmux.db") },
+	"file":   func(t *testing.T) string { return "file:" + filepath.Join(t.TempDir(), "pdsmux.db") },
+	"remote": func(t *testing.T) string { return libsqlserver.Start(t).URL },
 }
 
 func open(t *testing.T, url string) *store.Store {
@@ -124,8 +127,14 @@ func TestStore_BadURLs(t *testing.T) {
 // Frames dropped before they could be archived still advance the
 // checkpoint, and mark the archive as trimmed past them.
 func TestStore_GapKeepsCheckpointAndMarksTrim(t *testing.T) {
+	for name, newURL := range backends {
+		t.Run(name, func(t *testing.T) { gapKeepsCheckpoint(t, newURL(t)) })
+	}
+}
+
+func gapKeepsCheckpoint(t *testing.T, url string) {
 	ctx := context.Background()
-	s := open(t, backends["file"](t))
+	s := open(t, url)
 	now := time.Now()
 	require.NoError(t, s.Write(ctx, []cursor.Entry{entry(5, "c", "did:plc:a", "3aaa", "r1", 50, now, []byte{1})}))
 	require.NoError(t, s.WriteGap(ctx, []cursor.Entry{
@@ -144,4 +153,83 @@ func TestStore_GapKeepsCheckpointAndMarksTrim(t *testing.T) {
 	es, err := s.Range(ctx, 0, 10)
 	require.NoError(t, err)
 	require.Len(t, es, 1, "no frames for the gap")
+}
+
+// A write is all or nothing: when one of its statements fails, none of
+// it lands, on either backend (a transaction for the file, one
+// BEGIN...COMMIT pipeline request with ROLLBACK for a server).
+func TestStore_FailedWriteLeavesNothing(t *testing.T) {
+	for name, newURL := range backends {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			url := newURL(t)
+			s := open(t, url)
+			now := time.Now()
+			require.NoError(t, s.Write(ctx, []cursor.Entry{entry(1, "c", "did:plc:a", "3aaa", "r1", 1, now, []byte{1})}))
+			// Break the accounts table behind the store's back.
+			raw, err := sql.Open("libsql", url)
+			require.NoError(t, err)
+			defer raw.Close()
+			_, err = raw.ExecContext(ctx, `DROP TABLE accounts`)
+			require.NoError(t, err)
+			err = s.Write(ctx, []cursor.Entry{
+				entry(2, "c", "did:plc:a", "3aab", "r1", 2, now, []byte{2}),
+				{Seq: 3, Kind: "a", DID: "did:plc:b", Status: "deactivated", Source: "r1", UpstreamSeq: 3, Time: now, Frame: []byte{3}},
+			})
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "archive seqs 2-3")
+			es, err := s.Range(ctx, 0, 10)
+			require.NoError(t, err)
+			require.Len(t, es, 1, "the failed write's events are not archived")
+			hw, err := s.HighWater(ctx)
+			require.NoError(t, err)
+			require.EqualValues(t, 1, hw, "nor is its high-water mark")
+		})
+	}
+}
+
+// The archiver's largest write (writeChunk entries, several multi-row
+// INSERTs) round-trips every frame byte for byte, on a server too.
+func TestStore_LargeWriteRoundTrips(t *testing.T) {
+	for name, newURL := range backends {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s := open(t, newURL(t))
+			now := time.Now()
+			var es []cursor.Entry
+			for i := range 1000 {
+				f := make([]byte, 100+i%700)
+				for j := range f {
+					f[j] = byte(i + j)
+				}
+				es = append(es, entry(int64(i+1), "c", fmt.Sprintf("did:plc:%03d", i%50), fmt.Sprintf("3r%06d", i), "r1", int64(i+1), now, f))
+			}
+			require.NoError(t, s.Write(ctx, es))
+			got, err := s.Range(ctx, 0, 2000)
+			require.NoError(t, err)
+			require.Len(t, got, len(es))
+			for i := range es {
+				require.Equal(t, es[i].Seq, got[i].Seq)
+				require.Equal(t, es[i].Frame, got[i].Frame, "seq %d", es[i].Seq)
+			}
+			st, err := s.State(ctx, time.Hour)
+			require.NoError(t, err)
+			require.Len(t, st.Repos, 50)
+			require.Equal(t, "3r000999", st.Repos["did:plc:049"].Rev)
+		})
+	}
+}
+
+// A server that went away is an error naming the database, not a hang or
+// a panic; the archiver keeps the entries queued and retries.
+func TestStore_ServerDownIsAClearError(t *testing.T) {
+	ctx := context.Background()
+	srv := libsqlserver.Start(t)
+	s := open(t, srv.URL)
+	srv.Kill()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	err := s.Write(ctx, []cursor.Entry{entry(1, "c", "did:plc:a", "3aaa", "r1", 1, time.Now(), []byte{1})})
+	require.Error(t, err)
+	require.Contains(t, err.Error(), srv.URL)
 }

@@ -39,39 +39,39 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// LoadDeps runs scripts/deps.sh for the named peers (it installs what is
-// missing, once) and builds pdsmux into binDir. Progress of first-time
-// installs goes to progress.
-func LoadDeps(binDir string, progress io.Writer, which ...string) (Deps, error) {
+// Peers runs scripts/deps.sh for the named peers (it installs what is
+// missing, once; progress of first-time installs goes to progress) and
+// returns the KEY=path lines it printed.
+func Peers(progress io.Writer, which ...string) (map[string]string, error) {
 	root := RepoRoot()
-	var d Deps
 	cmd := exec.Command("bash", filepath.Join(root, "scripts", "deps.sh"))
 	cmd.Args = append(cmd.Args, which...)
 	cmd.Dir = root
 	cmd.Stderr = progress
 	out, err := cmd.Output()
 	if err != nil {
-		return d, fmt.Errorf("scripts/deps.sh %s: %w", strings.Join(which, " "), err)
+		return nil, fmt.Errorf("scripts/deps.sh %s: %w", strings.Join(which, " "), err)
 	}
+	paths := map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), "=")
-		if !ok {
-			continue
-		}
-		switch k {
-		case "NODE":
-			d.Node = v
-		case "PDS_MODULES":
-			d.PDSModules = v
-		case "CADDY":
-			d.Caddy = v
-		case "RELAY":
-			d.Relay = v
-		case "RAINBOW":
-			d.Rainbow = v
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			paths[k] = v
 		}
 	}
+	return paths, nil
+}
+
+// LoadDeps installs the named peers (see Peers) and builds pdsmux into
+// binDir.
+func LoadDeps(binDir string, progress io.Writer, which ...string) (Deps, error) {
+	root := RepoRoot()
+	var d Deps
+	p, err := Peers(progress, which...)
+	if err != nil {
+		return d, err
+	}
+	d.Node, d.PDSModules, d.Caddy, d.Relay, d.Rainbow = p["NODE"], p["PDS_MODULES"], p["CADDY"], p["RELAY"], p["RAINBOW"]
 	if d.Redis, err = exec.LookPath("redis-server"); err != nil {
 		return d, fmt.Errorf("redis-server not on PATH (apt-get install redis-server): %w", err)
 	}
