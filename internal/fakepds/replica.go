@@ -41,14 +41,39 @@ type Replica struct {
 
 type sub struct {
 	ch       chan []byte
-	conn     *websocket.Conn
+	mu       sync.Mutex
+	conn     *websocket.Conn // nil until the upgrade; guarded by mu
 	once     sync.Once
 	gone     chan struct{}
 	slowOnce sync.Once
 	slow     chan struct{}
 }
 
-func (s *sub) kill() { s.once.Do(func() { close(s.gone); s.conn.Close() }) }
+func (s *sub) kill() {
+	s.once.Do(func() {
+		close(s.gone)
+		s.mu.Lock()
+		if s.conn != nil {
+			s.conn.Close()
+		}
+		s.mu.Unlock()
+	})
+}
+
+// setConn attaches the upgraded connection; it reports false (and closes
+// conn) when the subscriber was killed before the upgrade finished.
+func (s *sub) setConn(conn *websocket.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.gone:
+		conn.Close()
+		return false
+	default:
+		s.conn = conn
+		return true
+	}
+}
 
 func (s *sub) tooSlow() { s.slowOnce.Do(func() { close(s.slow) }) }
 
@@ -277,32 +302,44 @@ func (r *Replica) handleSubscribe(w http.ResponseWriter, req *http.Request) {
 		}
 		cursor = v
 	}
+	// Register before the upgrade: once the client has its handshake
+	// answer it may be told "connected", and every event from then on must
+	// reach it (a live subscription has no cursor to recover a gap with).
+	s := &sub{ch: make(chan []byte, r.SubscriberBuffer), gone: make(chan struct{}), slow: make(chan struct{})}
+	r.store.mu.Lock()
+	future := cursor >= 0 && cursor > r.store.maxSeqLocked()
+	var backlog [][]byte
+	if cursor >= 0 && !future {
+		backlog = r.store.replay(cursor)
+	}
+	r.mu.Lock()
+	up := r.up
+	if up && !future {
+		r.subs[s] = struct{}{}
+	}
+	r.mu.Unlock()
+	r.store.mu.Unlock()
+	if !up {
+		xrpcError(w, http.StatusServiceUnavailable, "Unavailable", "replica stopped")
+		return
+	}
+	defer func() {
+		r.mu.Lock()
+		delete(r.subs, s)
+		r.mu.Unlock()
+	}()
 	conn, err := upgrader.Upgrade(w, req, nil)
 	if err != nil {
 		return
 	}
-	s := &sub{ch: make(chan []byte, r.SubscriberBuffer), conn: conn, gone: make(chan struct{}), slow: make(chan struct{})}
-	defer s.kill()
-
-	r.store.mu.Lock()
-	var backlog [][]byte
-	if cursor >= 0 {
-		if cursor > r.store.maxSeqLocked() {
-			r.store.mu.Unlock()
-			_ = conn.WriteMessage(websocket.BinaryMessage, frame.ErrorFrame(frame.ErrNameFutureCursor, "cursor in the future"))
-			return
-		}
-		backlog = r.store.replay(cursor)
-	}
-	r.mu.Lock()
-	if !r.up {
-		r.mu.Unlock()
-		r.store.mu.Unlock()
+	if !s.setConn(conn) {
 		return
 	}
-	r.subs[s] = struct{}{}
-	r.mu.Unlock()
-	r.store.mu.Unlock()
+	defer s.kill()
+	if future {
+		_ = conn.WriteMessage(websocket.BinaryMessage, frame.ErrorFrame(frame.ErrNameFutureCursor, "cursor in the future"))
+		return
+	}
 
 	go func() { // read side: notice the client going away
 		for {
@@ -311,11 +348,6 @@ func (r *Replica) handleSubscribe(w http.ResponseWriter, req *http.Request) {
 				return
 			}
 		}
-	}()
-	defer func() {
-		r.mu.Lock()
-		delete(r.subs, s)
-		r.mu.Unlock()
 	}()
 	for _, b := range backlog {
 		if conn.WriteMessage(websocket.BinaryMessage, b) != nil {
