@@ -26,6 +26,13 @@ var backends = map[string]func(t *testing.T) string{
 	"remote": func(t *testing.T) string { return libsqlserver.Start(t).URL },
 }
 
+// forEachBackend runs f as a subtest on a fresh database of each backend.
+func forEachBackend(t *testing.T, f func(t *testing.T, url string)) {
+	for name, newURL := range backends {
+		t.Run(name, func(t *testing.T) { f(t, newURL(t)) })
+	}
+}
+
 func open(t *testing.T, url string) *store.Store {
 	t.Helper()
 	s, err := store.Open(context.Background(), url, "")
@@ -45,52 +52,50 @@ func entry(seq int64, kind, did, rev, src string, useq int64, at time.Time, f []
 }
 
 func TestStore_Conformance(t *testing.T) {
-	for name, newURL := range backends {
-		t.Run(name, func(t *testing.T) {
-			ctx := context.Background()
-			s := open(t, newURL(t))
-			now := time.Now()
-			idf := identityFrame(t, "did:plc:a", "a.test", 100)
-			require.NoError(t, s.Write(ctx, []cursor.Entry{
-				entry(10, "c", "did:plc:a", "3aaa", "r1", 5, now, []byte{1}),
-				entry(11, "c", "did:plc:a", "3aab", "r2", 9, now, []byte{2}),
-				entry(12, "i", "did:plc:a", "", "r1", 6, now, idf),
-				{Seq: 13, Kind: "a", DID: "did:plc:b", Status: "deactivated", Source: "r1", UpstreamSeq: 7, Time: now, Frame: []byte{4}},
-			}))
-			// an overlapping, older write (another pdsmux, or the backfill)
-			require.NoError(t, s.Write(ctx, []cursor.Entry{
-				entry(10, "c", "did:plc:a", "3aaa", "r1", 5, now, []byte{1}),
-				entry(9, "c", "did:plc:a", "3aa9", "r1", 4, now, []byte{0}),
-			}))
-			hw, err := s.HighWater(ctx)
-			require.NoError(t, err)
-			require.EqualValues(t, 13, hw)
-			es, err := s.Range(ctx, 9, 10)
-			require.NoError(t, err)
-			require.Len(t, es, 4)
-			require.Equal(t, []byte{1}, es[0].Frame)
-			require.EqualValues(t, 10, es[0].Seq)
+	forEachBackend(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s := open(t, url)
+		now := time.Now()
+		idf := identityFrame(t, "did:plc:a", "a.test", 100)
+		require.NoError(t, s.Write(ctx, []cursor.Entry{
+			entry(10, "c", "did:plc:a", "3aaa", "r1", 5, now, []byte{1}),
+			entry(11, "c", "did:plc:a", "3aab", "r2", 9, now, []byte{2}),
+			entry(12, "i", "did:plc:a", "", "r1", 6, now, idf),
+			{Seq: 13, Kind: "a", DID: "did:plc:b", Status: "deactivated", Source: "r1", UpstreamSeq: 7, Time: now, Frame: []byte{4}},
+		}))
+		// an overlapping, older write (another pdsmux, or the backfill)
+		require.NoError(t, s.Write(ctx, []cursor.Entry{
+			entry(10, "c", "did:plc:a", "3aaa", "r1", 5, now, []byte{1}),
+			entry(9, "c", "did:plc:a", "3aa9", "r1", 4, now, []byte{0}),
+		}))
+		hw, err := s.HighWater(ctx)
+		require.NoError(t, err)
+		require.EqualValues(t, 13, hw)
+		es, err := s.Range(ctx, 9, 10)
+		require.NoError(t, err)
+		require.Len(t, es, 4)
+		require.Equal(t, []byte{1}, es[0].Frame)
+		require.EqualValues(t, 10, es[0].Seq)
 
-			st, err := s.State(ctx, time.Hour)
-			require.NoError(t, err)
-			require.EqualValues(t, 13, st.HighWater)
-			require.Equal(t, cursor.RepoState{Rev: "3aab", Commit: "bafy-3aab", OK: true}, st.Repos["did:plc:a"], "revs only move forward")
-			require.Equal(t, "deactivated", st.Accounts["did:plc:b"])
-			require.Equal(t, map[string]int64{"r1": 7, "r2": 9}, st.Cursors, "cursors only move forward")
-			h, err := cursor.ContentHash(idf)
-			require.NoError(t, err)
-			require.Contains(t, st.Hashes, h)
+		st, err := s.State(ctx, time.Hour)
+		require.NoError(t, err)
+		require.EqualValues(t, 13, st.HighWater)
+		require.Equal(t, cursor.RepoState{Rev: "3aab", Commit: "bafy-3aab", OK: true}, st.Repos["did:plc:a"], "revs only move forward")
+		require.Equal(t, "deactivated", st.Accounts["did:plc:b"])
+		require.Equal(t, map[string]int64{"r1": 7, "r2": 9}, st.Cursors, "cursors only move forward")
+		h, err := cursor.ContentHash(idf)
+		require.NoError(t, err)
+		require.Contains(t, st.Hashes, h)
 
-			old := now.Add(-48 * time.Hour)
-			require.NoError(t, s.Write(ctx, []cursor.Entry{entry(1, "c", "did:plc:c", "3zzz", "r1", 1, old, []byte{9})}))
-			n, err := s.Trim(ctx, now.Add(-24*time.Hour))
-			require.NoError(t, err)
-			require.EqualValues(t, 1, n)
-			tr, err := s.Trimmed(ctx)
-			require.NoError(t, err)
-			require.EqualValues(t, 1, tr)
-		})
-	}
+		old := now.Add(-48 * time.Hour)
+		require.NoError(t, s.Write(ctx, []cursor.Entry{entry(1, "c", "did:plc:c", "3zzz", "r1", 1, old, []byte{9})}))
+		n, err := s.Trim(ctx, now.Add(-24*time.Hour))
+		require.NoError(t, err)
+		require.EqualValues(t, 1, n)
+		tr, err := s.Trimmed(ctx)
+		require.NoError(t, err)
+		require.EqualValues(t, 1, tr)
+	})
 }
 
 func TestStore_RefusesNewerSchemaNamingTheFile(t *testing.T) {
@@ -127,9 +132,7 @@ func TestStore_BadURLs(t *testing.T) {
 // Frames dropped before they could be archived still advance the
 // checkpoint, and mark the archive as trimmed past them.
 func TestStore_GapKeepsCheckpointAndMarksTrim(t *testing.T) {
-	for name, newURL := range backends {
-		t.Run(name, func(t *testing.T) { gapKeepsCheckpoint(t, newURL(t)) })
-	}
+	forEachBackend(t, gapKeepsCheckpoint)
 }
 
 func gapKeepsCheckpoint(t *testing.T, url string) {
@@ -159,65 +162,60 @@ func gapKeepsCheckpoint(t *testing.T, url string) {
 // it lands, on either backend (a transaction for the file, one
 // BEGIN...COMMIT pipeline request with ROLLBACK for a server).
 func TestStore_FailedWriteLeavesNothing(t *testing.T) {
-	for name, newURL := range backends {
-		t.Run(name, func(t *testing.T) {
-			ctx := context.Background()
-			url := newURL(t)
-			s := open(t, url)
-			now := time.Now()
-			require.NoError(t, s.Write(ctx, []cursor.Entry{entry(1, "c", "did:plc:a", "3aaa", "r1", 1, now, []byte{1})}))
-			// Break the accounts table behind the store's back.
-			raw, err := sql.Open("libsql", url)
-			require.NoError(t, err)
-			defer raw.Close()
-			_, err = raw.ExecContext(ctx, `DROP TABLE accounts`)
-			require.NoError(t, err)
-			err = s.Write(ctx, []cursor.Entry{
-				entry(2, "c", "did:plc:a", "3aab", "r1", 2, now, []byte{2}),
-				{Seq: 3, Kind: "a", DID: "did:plc:b", Status: "deactivated", Source: "r1", UpstreamSeq: 3, Time: now, Frame: []byte{3}},
-			})
-			require.Error(t, err)
-			require.Contains(t, err.Error(), "archive seqs 2-3")
-			es, err := s.Range(ctx, 0, 10)
-			require.NoError(t, err)
-			require.Len(t, es, 1, "the failed write's events are not archived")
-			hw, err := s.HighWater(ctx)
-			require.NoError(t, err)
-			require.EqualValues(t, 1, hw, "nor is its high-water mark")
+	forEachBackend(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s := open(t, url)
+		now := time.Now()
+		require.NoError(t, s.Write(ctx, []cursor.Entry{entry(1, "c", "did:plc:a", "3aaa", "r1", 1, now, []byte{1})}))
+		// Break the accounts table behind the store's back.
+		raw, err := sql.Open("libsql", url)
+		require.NoError(t, err)
+		defer raw.Close()
+		_, err = raw.ExecContext(ctx, `DROP TABLE accounts`)
+		require.NoError(t, err)
+		err = s.Write(ctx, []cursor.Entry{
+			entry(2, "c", "did:plc:a", "3aab", "r1", 2, now, []byte{2}),
+			{Seq: 3, Kind: "a", DID: "did:plc:b", Status: "deactivated", Source: "r1", UpstreamSeq: 3, Time: now, Frame: []byte{3}},
 		})
-	}
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "archive seqs 2-3")
+		es, err := s.Range(ctx, 0, 10)
+		require.NoError(t, err)
+		require.Len(t, es, 1, "the failed write's events are not archived")
+		hw, err := s.HighWater(ctx)
+		require.NoError(t, err)
+		require.EqualValues(t, 1, hw, "nor is its high-water mark")
+	})
 }
 
 // The archiver's largest write (writeChunk entries, several multi-row
 // INSERTs) round-trips every frame byte for byte, on a server too.
 func TestStore_LargeWriteRoundTrips(t *testing.T) {
-	for name, newURL := range backends {
-		t.Run(name, func(t *testing.T) {
-			ctx := context.Background()
-			s := open(t, newURL(t))
-			now := time.Now()
-			var es []cursor.Entry
-			for i := range 1000 {
-				f := make([]byte, 100+i%700)
-				for j := range f {
-					f[j] = byte(i + j)
-				}
-				es = append(es, entry(int64(i+1), "c", fmt.Sprintf("did:plc:%03d", i%50), fmt.Sprintf("3r%06d", i), "r1", int64(i+1), now, f))
+	forEachBackend(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s := open(t, url)
+		now := time.Now()
+		var es []cursor.Entry
+		for i := range 1000 {
+			f := make([]byte, 100+i%700)
+			for j := range f {
+				f[j] = byte(i + j)
 			}
-			require.NoError(t, s.Write(ctx, es))
-			got, err := s.Range(ctx, 0, 2000)
-			require.NoError(t, err)
-			require.Len(t, got, len(es))
-			for i := range es {
-				require.Equal(t, es[i].Seq, got[i].Seq)
-				require.Equal(t, es[i].Frame, got[i].Frame, "seq %d", es[i].Seq)
-			}
-			st, err := s.State(ctx, time.Hour)
-			require.NoError(t, err)
-			require.Len(t, st.Repos, 50)
-			require.Equal(t, "3r000999", st.Repos["did:plc:049"].Rev)
-		})
-	}
+			es = append(es, entry(int64(i+1), "c", fmt.Sprintf("did:plc:%03d", i%50), fmt.Sprintf("3r%06d", i), "r1", int64(i+1), now, f))
+		}
+		require.NoError(t, s.Write(ctx, es))
+		got, err := s.Range(ctx, 0, 2000)
+		require.NoError(t, err)
+		require.Len(t, got, len(es))
+		for i := range es {
+			require.Equal(t, es[i].Seq, got[i].Seq)
+			require.Equal(t, es[i].Frame, got[i].Frame, "seq %d", es[i].Seq)
+		}
+		st, err := s.State(ctx, time.Hour)
+		require.NoError(t, err)
+		require.Len(t, st.Repos, 50)
+		require.Equal(t, "3r000999", st.Repos["did:plc:049"].Rev)
+	})
 }
 
 // A server that went away is an error naming the database, not a hang or
