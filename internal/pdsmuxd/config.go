@@ -67,7 +67,7 @@ type Config struct {
 	ArchiveRetention time.Duration // how long the archive keeps events
 
 	Relays        []string // relays to send requestCrawl to
-	Hostname      string   // the PDS's public hostname, sent in requestCrawl
+	Hostname      string   // the PDS's public hostname, sent in requestCrawl (crawl.CheckHostname)
 	CrawlInterval time.Duration
 	CrawlIdle     time.Duration
 
@@ -240,13 +240,18 @@ func (c Config) validate() (*settings, error) {
 		}
 		s.relays = append(s.relays, &url.URL{Scheme: u.Scheme, Host: u.Host})
 	}
-	if len(s.relays) > 0 {
-		if s.Hostname == "" {
-			return nil, bad("hostname", "", "required with --relay: the public hostname relays should crawl (e.g. pds.example.com)")
+	// Without --relay an empty --hostname means no crawl requests. A
+	// hostname that is set is checked by the rules relays apply to
+	// requestCrawl, so a bad one fails here rather than as HTTP 400 later.
+	if len(s.relays) > 0 && s.Hostname == "" {
+		return nil, bad("hostname", "", "required with --relay: the public hostname relays should crawl (e.g. pds.example.com)")
+	}
+	if s.Hostname != "" {
+		h, err := crawl.CheckHostname(s.Hostname)
+		if err != nil {
+			return nil, bad("hostname", s.Hostname, "%s", err.Error())
 		}
-		if strings.Contains(s.Hostname, "://") || strings.ContainsAny(s.Hostname, "/ ") {
-			return nil, bad("hostname", s.Hostname, "give the bare hostname, without scheme or path")
-		}
+		s.Hostname = h
 	}
 	if s.DBURL == "" {
 		s.DBURL = DefaultDBURL

@@ -67,3 +67,58 @@ func trimSpaces(s string) string {
 	}
 	return s
 }
+
+// --hostname is checked at start-up by the rules relays apply to
+// requestCrawl: the error names the setting, the value and the rule.
+func TestConfig_HostnameFollowsRelayRules(t *testing.T) {
+	cases := []struct {
+		hostname string
+		relays   bool
+		rule     string // "" means accepted
+	}{
+		{"pds.example.com", true, ""},
+		{"PDS.Example.COM", true, ""},
+		{"pds.example.test", true, ""},
+		{"pds.example.com", false, ""},
+		{"", false, ""}, // no relay, no hostname: no crawl requests
+		{"", true, "required with --relay"},
+		{"pds.example.test:8443", true, "must not carry a port (relays refuse requestCrawl for host:port"},
+		{"203.0.113.7", true, "not an IP address"},
+		{"[2001:db8::1]", true, "not an IP address"},
+		{"2001:db8::1", true, "not an IP address"},
+		{"pds", true, "at least two labels"},
+		{"localhost", true, "not localhost"},
+		{"localhost:2583", true, "not localhost"},
+		{"https://pds.example.com", true, "without a scheme"},
+		{"pds.example.com/xrpc", true, "must not carry a path"},
+		{"pds.example.com.", true, "must not end with a dot"},
+		{"pds.home.local", true, ".local is not a public top-level domain"},
+		{"pds..example.com", true, "empty label"},
+		{"pds_1.example.com", true, "only ASCII letters, digits and hyphens"},
+		{"pds", false, "at least two labels"}, // checked even without --relay
+	}
+	for _, c := range cases {
+		name := c.hostname
+		if !c.relays {
+			name += " without relay"
+		}
+		t.Run(name, func(t *testing.T) {
+			cfg := pdsmuxd.Config{Replicas: []string{"r1=http://127.0.0.1:1"}, DBURL: "file:" + t.TempDir() + "/x.db", Hostname: c.hostname}
+			if c.relays {
+				cfg.Relays = []string{"https://bsky.network"}
+			}
+			rt, err := pdsmuxd.Build(context.Background(), cfg, pdsmuxd.Options{Listener: testutil.Listen(t), MetricsListener: testutil.Listen(t)})
+			if c.rule == "" {
+				require.NoError(t, err)
+				require.NoError(t, rt.Close(context.Background()))
+				return
+			}
+			require.Error(t, err)
+			var ce *pdsmuxd.ConfigError
+			require.True(t, errors.As(err, &ce), "a ConfigError: %v", err)
+			require.Equal(t, "hostname", ce.Setting)
+			require.Contains(t, err.Error(), `invalid --hostname "`+c.hostname+`": `)
+			require.Contains(t, err.Error(), c.rule)
+		})
+	}
+}
