@@ -15,8 +15,14 @@
 //   - ModeShared: one seq counter; every live stream carries every event
 //     (the reference PDS with two processes on one data directory).
 //
+// Account creation emits what Cocoon's createAccount emits (#identity,
+// then #sync; no #account), each through the sequencer, so in ModeCocoon
+// a new account can reach no stream at all.
+//
 // It also serves the sync endpoints repair needs (listRepos,
 // getLatestCommit, getBlocks, getRepo without since, getRepoStatus) and a
-// did:plc directory for the accounts. It is test and benchmark support:
-// pdsmux itself never imports it.
+// did:plc directory for the accounts (DID documents and audit logs whose
+// createdAt is Account.Created). Store.Now (or SetNow) moves the store
+// clock, e.g. to make accounts and history "an hour ago". It is test and
+// benchmark support: pdsmux itself never imports it.
 package fakepds

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/repo"
@@ -78,12 +79,10 @@ func TestFakePDS_CommitsVerifyWithIndigo(t *testing.T) {
 func TestFakePDS_CocoonLosesCollidingEvents(t *testing.T) {
 	st := fakepds.NewStore(fakepds.ModeCocoon, 1)
 	r1, r2 := st.NewReplica("r1"), st.NewReplica("r2")
-	require.NoError(t, r1.Start(testutil.Listen(t)))
-	require.NoError(t, r2.Start(testutil.Listen(t)))
-	t.Cleanup(r1.Stop)
-	t.Cleanup(r2.Stop)
+	startPinned(t, st, time.Now(), r1, r2) // one seed for both, whatever the second
 	a, err := r1.CreateAccount("alice.test")
 	require.NoError(t, err)
+	require.Equal(t, 0, st.Lost, "the creation events take the first seqs")
 	lost := 0
 	for i := range 20 {
 		r := r1
@@ -98,4 +97,6 @@ func TestFakePDS_CocoonLosesCollidingEvents(t *testing.T) {
 	}
 	require.Equal(t, 10, lost, "every replica-2 write collides, as in the recording")
 	require.Equal(t, lost, st.Lost)
+	require.Equal(t, 2+10, st.Emitted, "alice's #identity and #sync, and replica 1's writes")
+	require.Equal(t, st.Emitted, len(st.Events()))
 }

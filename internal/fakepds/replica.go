@@ -187,8 +187,15 @@ func (r *Replica) broadcast(b []byte) {
 	}
 }
 
-// CreateAccount makes an account through this replica: an #identity and a
-// #sync event, as Cocoon emits.
+// CreateAccount makes an account through this replica at the store clock
+// (Account.Created, first rev) and emits what Cocoon's createAccount
+// emits (server/handle_server_create_account.go, handleCreateAccount):
+// #identity with the handle, then #sync of the empty repo's signed
+// commit; no #account and no #commit. Each goes through the sequencer on
+// its own, so in ModeCocoon either or both can be lost to a seq
+// collision (counted in Store.Lost) while the account exists all the
+// same. The error is a duplicate handle (the DID derives from it) or a
+// failure to build the repo.
 func (r *Replica) CreateAccount(handle string) (*Account, error) {
 	s := r.store
 	s.mu.Lock()

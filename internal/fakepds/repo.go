@@ -37,15 +37,20 @@ type Account struct {
 	DID    string
 	Handle string
 	Key    *atcrypto.PrivateKeyK256
+	// Created is when the account was made, by the clock passed to
+	// NewAccount (the Store's Now for Replica.CreateAccount). The PLC
+	// audit log reports it as the genesis operation's createdAt.
+	Created time.Time
 
 	Active bool
 	Status string
 
-	tree   mst.Tree
-	clock  *syntax.TIDClock
-	rev    string
-	commit cid.Cid
-	data   cid.Cid
+	tree mst.Tree
+	// lastMicros is the timestamp (unix microseconds) of the last rev.
+	lastMicros int64
+	rev        string
+	commit     cid.Cid
+	data       cid.Cid
 	// all blocks ever written for the repo (Cocoon never collects garbage)
 	blocks *blocks.Set
 	// OmitUpdatePrev makes update ops carry no prev, as Cocoon's do.
@@ -53,6 +58,11 @@ type Account struct {
 	// DiscardHistory keeps no blocks beyond the live tree (load
 	// generation: nothing serves getBlocks or getRepo).
 	DiscardHistory bool
+
+	// plcEntry is the genesis PLC log entry last served, made for
+	// plcEntryKey (endpoint and handle).
+	plcEntry    *plcLogEntry
+	plcEntryKey string
 }
 
 // DIDFor returns a did:plc-shaped DID derived from name.
@@ -63,22 +73,23 @@ func DIDFor(name string) string {
 }
 
 // NewAccount creates an account with a fresh secp256k1 key and an empty,
-// signed repo. The returned #sync event announces it.
+// signed repo, made at now: Created is now and the first rev is the TID
+// of now. The returned #sync event announces it.
 func NewAccount(handle string, now time.Time) (*Account, *comatproto.SyncSubscribeRepos_Sync, error) {
 	key, err := atcrypto.GeneratePrivateKeyK256()
 	if err != nil {
 		return nil, nil, err
 	}
 	a := &Account{
-		DID: DIDFor(handle), Handle: handle, Key: key, Active: true,
-		tree: mst.NewEmptyTree(), clock: syntax.NewTIDClock(0), blocks: blocks.NewSet(),
+		DID: DIDFor(handle), Handle: handle, Key: key, Created: now, Active: true,
+		tree: mst.NewEmptyTree(), blocks: blocks.NewSet(),
 	}
 	diff := blocks.NewSet()
 	root, err := a.tree.WriteDiffBlocks(context.Background(), diff)
 	if err != nil {
 		return nil, nil, err
 	}
-	cc, commitBytes, err := a.sign(*root)
+	cc, commitBytes, err := a.sign(*root, now)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -95,9 +106,22 @@ func NewAccount(handle string, now time.Time) (*Account, *comatproto.SyncSubscri
 	}, nil
 }
 
-// sign makes, signs and stores the commit for data, advancing rev.
-func (a *Account) sign(data cid.Cid) (cid.Cid, []byte, error) {
-	c := repo.Commit{DID: a.DID, Version: repo.ATPROTO_REPO_VERSION, Data: data, Rev: a.clock.Next().String()}
+// nextRev returns the rev for a commit made at now: the TID (clock id 0,
+// as Cocoon's) of now in microseconds, or 1 µs past the previous rev when
+// now is not later than it (a clock set back, or frozen), so a repo's revs
+// always increase whatever the clock does.
+func (a *Account) nextRev(now time.Time) string {
+	us := now.UTC().UnixMicro()
+	if us <= a.lastMicros {
+		us = a.lastMicros + 1
+	}
+	a.lastMicros = us
+	return syntax.NewTID(us, 0).String()
+}
+
+// sign makes, signs and stores the commit for data at now, advancing rev.
+func (a *Account) sign(data cid.Cid, now time.Time) (cid.Cid, []byte, error) {
+	c := repo.Commit{DID: a.DID, Version: repo.ATPROTO_REPO_VERSION, Data: data, Rev: a.nextRev(now)}
 	if err := c.Sign(a.Key); err != nil {
 		return cid.Undef, nil, err
 	}
@@ -125,7 +149,8 @@ func (a *Account) Records() (map[string]cid.Cid, error) {
 	return m, a.tree.WriteToMap(m)
 }
 
-// Apply performs ops in one signed commit and returns its #commit event
+// Apply performs ops in one signed commit made at now (its rev is the TID
+// of now, kept increasing as nextRev says) and returns its #commit event
 // (seq left 0 for the caller to assign).
 func (a *Account) Apply(ops []Op, now time.Time) (*comatproto.SyncSubscribeRepos_Commit, error) {
 	ctx := context.Background()
@@ -176,7 +201,7 @@ func (a *Account) Apply(ops []Op, now time.Time) (*comatproto.SyncSubscribeRepos
 	if err != nil {
 		return nil, err
 	}
-	cc, commitBytes, err := a.sign(*root)
+	cc, commitBytes, err := a.sign(*root, now)
 	if err != nil {
 		return nil, err
 	}

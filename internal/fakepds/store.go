@@ -42,7 +42,20 @@ type Store struct {
 	Overlap float64
 	// OmitUpdatePrev makes new accounts' update ops carry no prev (Cocoon).
 	OmitUpdatePrev bool
-	// Now is the clock used for event times.
+	// Now is the store's clock (time.Now by default). It stamps event
+	// times, account Created times (the PLC audit log's createdAt) and
+	// revs (TIDs of it, kept increasing per repo when it runs backwards or
+	// stands still), and seeds ModeCocoon counters at Replica.Start (unix
+	// seconds). To make history "in the past", point it at an earlier time,
+	// create accounts and write, then restore it:
+	//
+	//	restore := st.SetNow(func() time.Time { return time.Now().Add(-time.Hour) })
+	//	a, _ := r.CreateAccount("old.test") // a.Created an hour ago
+	//	r.Write(a.DID, ops...)             // revs are TIDs of an hour ago
+	//	restore()                          // later writes: revs of now
+	//
+	// Assign the field only while nothing else uses the store; use SetNow
+	// once replicas serve or other goroutines write.
 	Now func() time.Time
 
 	// Lost counts events dropped on a seq collision (ModeCocoon).
@@ -56,6 +69,21 @@ func NewStore(mode Mode, seed uint64) *Store {
 	return &Store{
 		mode: mode, accounts: map[string]*Account{}, events: map[int64][]byte{},
 		rnd: rand.New(rand.NewPCG(seed, 7)), Now: time.Now,
+	}
+}
+
+// SetNow replaces the store clock (see Now) under the store lock, so it is
+// safe while replicas serve, and returns a func that puts the previous
+// clock back.
+func (s *Store) SetNow(now func() time.Time) (restore func()) {
+	s.mu.Lock()
+	prev := s.Now
+	s.Now = now
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.Now = prev
+		s.mu.Unlock()
 	}
 }
 
