@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -47,9 +48,11 @@ func serveFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "repair-grace", Sources: env("repair-grace"), Value: pdsmuxd.DefaultRepairGrace, Category: "repair",
 			Usage: "how long a repo may be ahead of the log before pdsmux repairs it"},
 		&cli.StringFlag{Name: "plc-url", Sources: env("plc-url"), Value: pdsmuxd.DefaultPLCURL, Category: "repair",
-			Usage: "did:plc directory used to check the signature of a replica's head commit before repair publishes it"},
+			Usage: "did:plc directory: signing keys for the commit checks, and account creation times for --new-repos auto"},
 		&cli.BoolFlag{Name: "verify-commit-signatures", Sources: env("verify-commit-signatures"), Value: true, Category: "repair",
-			Usage: "check head commit signatures against the DID document before repairing (set false to trust the replicas)"},
+			Usage: "check every upstream commit's and every repaired head's signature against the DID's current key (set false to trust the replicas)"},
+		&cli.StringFlag{Name: "new-repos", Sources: env("new-repos"), Value: pdsmuxd.DefaultNewRepos, Category: "repair",
+			Usage: "repos whose creation events the replicas lost are announced with their records as one #commit: auto (DIDs created since pdsmux first started, by the PLC audit log), all, or none (#sync only)"},
 		&cli.StringFlag{Name: "db-url", Sources: env("db-url"), Value: pdsmuxd.DefaultDBURL, Category: "durability",
 			Usage: "libsql database for the checkpoint and archive: file:/path/pdsmux.db (embedded), libsql://host or https://host (Turso, sqld)"},
 		&cli.StringFlag{Name: "db-auth-token", Sources: env("db-auth-token"), Category: "durability",
@@ -91,6 +94,7 @@ func configFrom(cmd *cli.Command) pdsmuxd.Config {
 		RepairGrace:        cmd.Duration("repair-grace"),
 		PLCURL:             cmd.String("plc-url"),
 		NoSignatureCheck:   !cmd.Bool("verify-commit-signatures"),
+		NewRepos:           cmd.String("new-repos"),
 		DBURL:              cmd.String("db-url"),
 		DBAuthToken:        cmd.String("db-auth-token"),
 		ArchiveRetention:   cmd.Duration("archive-retention"),
@@ -111,6 +115,14 @@ func serveCommand() *cli.Command {
 		Flags: serveFlags(),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			cfg := configFrom(cmd)
+			// indigo's libraries log through slog's default logger, at
+			// INFO for every legacy commit op they cannot invert (Cocoon's
+			// updates): keep their warnings and errors only, in our format.
+			format := cfg.LogFormat
+			if format == "" {
+				format = pdsmuxd.DefaultLogFormat
+			}
+			slog.SetDefault(pdsmuxd.NewLogger(os.Stderr, format, slog.LevelWarn))
 			rt, err := pdsmuxd.Build(ctx, cfg, pdsmuxd.Options{})
 			if err != nil {
 				return err

@@ -13,7 +13,7 @@
 --      neither place.
 --
 -- KEYS: 1 seq, 2 log stream, 3 did state, 4 replica cursors, 5 hold queue,
---       6 meta, 7 time index, 8 account status
+--       6 meta, 7 time index, 8 account status, 9 repos flagged for repair
 -- ARGV: 1 key prefix, 2 source replica ('' for none), 3 expected cursor
 --       ('' to skip the check), 4 now (unix ms), 5 seq floor minus one,
 --       6 hold ms, 7 dedup ttl s, 8 lowest seq this caller may be given
@@ -22,15 +22,17 @@
 --       kind, did, rev, since, commit, hash, pre, suf, upstream seq, status
 -- kinds: c commit, s sync, i identity, a account, o other; R and Y are a
 --       repair #commit / #sync whose `since` field is the rev the DID must
---       still be at; T adopts the oldest held commit of a DID the log has
---       no state for, as it is (only did is set).
+--       still be at; B is a repair #sync that rolls the repo back to an
+--       older rev (only after the replica's signed head was checked to be
+--       at that rev); F is an upstream event refused at the door (status
+--       carries the reason; nothing but the flag is kept).
 -- Returns: one code per event (seq > 0 appended, 0 duplicate, -1 held,
---       -2 hold conflict, -3 repair lost its race), then the number of
---       held commits released by this call.
+--       -2 hold conflict, -3 repair lost its race, -4 flagged for repair),
+--       then the number of held commits released by this call.
 
 local P = ARGV[1]
-local seqK, logK, didK, curK, holdqK, metaK, tidxK, acctK =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local seqK, logK, didK, curK, holdqK, metaK, tidxK, acctK, fixK =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local replica = ARGV[2]
 local now = tonumber(ARGV[4])
 local nowS = ARGV[4]
@@ -124,6 +126,23 @@ local released = 0
 local function holdKey(did) return P .. ':hold:' .. did end
 local function srcKey(r) return P .. ':hsrc:' .. r end
 
+-- A repo leaves the hold queue once it has neither held commits nor a
+-- repair flag.
+local function unqueue(did)
+  if redis.call('EXISTS', holdKey(did)) == 0 and redis.call('HEXISTS', fixK, did) == 0 then
+    redis.call('ZREM', holdqK, did)
+  end
+end
+
+-- I3: an event refused at the door (or a #sync rolling a repo back) is
+-- replaced by a durable request to repair the repo from the replica's
+-- signed head, due now; the cursor may then move past the event.
+local function flag(did, reason, rev)
+  redis.call('HSET', fixK, did, reason .. ' ' .. rev)
+  redis.call('ZADD', holdqK, 'LT', nowS, did)
+  return -4
+end
+
 -- Append every held commit that now chains onto rev, in chain order.
 local function release(did, rev)
   local hk = holdKey(did)
@@ -138,7 +157,19 @@ local function release(did, rev)
     released = released + 1
     rev = h[1]
   end
-  if redis.call('EXISTS', hk) == 0 then redis.call('ZREM', holdqK, did) end
+  unqueue(did)
+end
+
+-- Forget every held commit of did (its history was replaced).
+local function dropAllHeld(did)
+  local hk = holdKey(did)
+  local all = redis.call('HGETALL', hk)
+  for i = 1, #all, 2 do
+    local h = cmsgpack.unpack(all[i + 1])
+    if h[6] ~= '' then redis.call('ZREM', srcKey(h[6]), did .. ' ' .. all[i]) end
+  end
+  redis.call('DEL', hk)
+  unqueue(did)
 end
 
 -- Forget held commits at or below rev: a #sync or a repair covered them.
@@ -204,38 +235,37 @@ for i = 0, n - 1 do
         code = -1
       end
     end
+  elseif kind == 'F' then
+    code = flag(did, status, rev)
+  elseif kind == 'B' then
+    if (lastRev(did) or '') ~= since then
+      code = -3
+    else
+      code = emit('s', did, rev, commit, pre, suf, replica, useq, '')
+      dropAllHeld(did)
+    end
   elseif kind == 's' or kind == 'R' or kind == 'Y' then
     local last = lastRev(did)
     if (kind == 'R' or kind == 'Y') and (last or '') ~= since then
       code = -3
+    elseif kind == 's' and last and revLess(rev, last) then
+      -- An older rev: a copy of a #sync already appended (replicas replay
+      -- each other's events), or a replica restored from backup
+      -- announcing it; repair checks the latter against the signed head.
+      if hash ~= '' and redis.call('EXISTS', P .. ':h:' .. hash) == 1 then
+        code = 0
+      else
+        code = flag(did, 'sync_rollback', rev)
+      end
     elseif last and not revLess(last, rev) then
       code = 0
     else
       local ek = 's'
       if kind == 'R' then ek = 'c' end
       code = emit(ek, did, rev, commit, pre, suf, replica, useq, '')
+      if kind == 's' and hash ~= '' then redis.call('SET', P .. ':h:' .. hash, '1', 'EX', ttl) end
       dropHeldUpTo(did, rev)
       release(did, rev)
-    end
-  elseif kind == 'T' then
-    if lastRev(did) then
-      code = -3
-    else
-      local all = redis.call('HGETALL', holdKey(did))
-      local pick, pickSince
-      for j = 1, #all, 2 do
-        local h = cmsgpack.unpack(all[j + 1])
-        if (not pick) or revLess(h[1], pick[1]) then pick, pickSince = h, all[j] end
-      end
-      if pick then
-        redis.call('HDEL', holdKey(did), pickSince)
-        if pick[6] ~= '' then redis.call('ZREM', srcKey(pick[6]), did .. ' ' .. pickSince) end
-        code = emit('c', did, pick[1], pick[2], pick[3], pick[4], pick[6], pick[5], '')
-        dropHeldUpTo(did, pick[1])
-        release(did, pick[1])
-      else
-        redis.call('ZREM', holdqK, did)
-      end
     end
   else
     -- #identity, #account and unknown types: dedup by content without seq.

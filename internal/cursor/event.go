@@ -20,11 +20,14 @@ type Event struct {
 	Since  string // #commit; "" means null
 	Commit string // commit CID (#commit) or CAR root (#sync)
 	Status string // #account: "active" or the status
-	// Hash identifies #identity, #account and unknown events by content
-	// (every byte but seq), for dedup across replicas.
+	// Hash identifies #identity, #account, #sync and unknown events by
+	// content (every byte but seq), for dedup across replicas.
 	Hash        string
 	Pre, Suf    []byte
 	UpstreamSeq int64 // the replica's seq; -1 for events pdsmux made
+	// Refused is set (to the reason) for a #commit or #sync the door
+	// refused: it is not appended, and its repo is flagged for repair.
+	Refused string
 }
 
 // NewEvent checks that a parsed frame can be sequenced and builds its
@@ -58,6 +61,11 @@ func NewEvent(b []byte, in *frame.Info) (Event, error) {
 			return Event{}, fmt.Errorf("%w: %s has no commit CID", ErrBadEvent, in.Kind)
 		}
 		ev.Rev, ev.Since, ev.Commit = in.Rev, in.Since, in.Commit
+		if in.Kind == frame.KindSync {
+			// a replayed copy of an older #sync is told from a rollback by
+			// its content
+			ev.Hash = contentHash(pre, suf)
+		}
 	case frame.KindIdentity, frame.KindAccount:
 		if _, err := syntax.ParseDID(in.DID); err != nil {
 			return Event{}, fmt.Errorf("%w: %s did: %v", ErrBadEvent, in.Kind, err)

@@ -20,6 +20,7 @@ type keys struct {
 	meta   string
 	tidx   string
 	acct   string
+	fix    string
 }
 
 func newKeys(name string) (keys, error) {
@@ -37,11 +38,12 @@ func newKeys(name string) (keys, error) {
 		meta:   p + ":meta",
 		tidx:   p + ":tidx",
 		acct:   p + ":acct",
+		fix:    p + ":fix",
 	}, nil
 }
 
 func (k keys) script() []string {
-	return []string{k.seq, k.log, k.did, k.cur, k.holdq, k.meta, k.tidx, k.acct}
+	return []string{k.seq, k.log, k.did, k.cur, k.holdq, k.meta, k.tidx, k.acct, k.fix}
 }
 
 func (k keys) hold(did string) string { return k.prefix + ":hold:" + did }

@@ -156,9 +156,10 @@ const (
 	Held                        // waits in Redis for its missing predecessor
 	HoldConflict                // another held commit claims the same predecessor with a higher rev
 	RepairRace                  // repair only: the repo moved since the event was built
+	Flagged                     // not appended; the repo is queued for repair (refused at the door, or a rollback #sync)
 )
 
-var outcomeNames = [...]string{"appended", "duplicate", "held", "hold_conflict", "repair_race"}
+var outcomeNames = [...]string{"appended", "duplicate", "held", "hold_conflict", "repair_race", "flagged"}
 
 func (o Outcome) String() string { return outcomeNames[o] }
 
@@ -187,8 +188,31 @@ func (l *Log) Append(ctx context.Context, replica string, expect int64, evs []Ev
 	codes := make([]string, len(evs))
 	for i := range evs {
 		codes[i] = kindCode(evs[i].Kind)
+		if evs[i].Refused != "" {
+			codes[i] = "F"
+		}
 	}
 	return l.run(ctx, replica, exp, evs, codes)
+}
+
+// AppendRollback appends a #sync pdsmux built from a replica's signed head
+// whose rev is below the log's (a repo restored from backup), if the repo
+// is still at atRev. Held commits of the repo are dropped: the history
+// they chain onto was replaced. It returns ErrRepairRace if the repo moved.
+func (l *Log) AppendRollback(ctx context.Context, ev Event, atRev string) (Result, error) {
+	if ev.Kind != frame.KindSync {
+		return Result{}, fmt.Errorf("%w: rollback of kind %s", ErrBadEvent, ev.Kind)
+	}
+	ev.Since = atRev
+	ev.UpstreamSeq = -1
+	b, err := l.run(ctx, "", "", []Event{ev}, []string{"B"})
+	if err != nil {
+		return Result{}, err
+	}
+	if b.Results[0].Outcome == RepairRace {
+		return b.Results[0], ErrRepairRace
+	}
+	return b.Results[0], nil
 }
 
 // AppendRepair appends a #commit or #sync pdsmux built to cover missed
@@ -214,24 +238,6 @@ func (l *Log) AppendRepair(ctx context.Context, ev Event, atRev string) (Result,
 		return b.Results[0], ErrRepairRace
 	}
 	return b.Results[0], nil
-}
-
-// AdoptHeld appends the oldest held commit of a repo the log has no state
-// for, as it is, and whatever then chains onto it. It is what a hold
-// timeout does for a repo pdsmux has never seen (a fresh log meeting an
-// old repo): there is no earlier state to repair from. It returns
-// ErrRepairRace if the repo has state by now, and a zero Result if
-// nothing was held.
-func (l *Log) AdoptHeld(ctx context.Context, did string) (Result, error) {
-	b, err := l.run(ctx, "", "", []Event{{Kind: frame.KindCommit, DID: did, UpstreamSeq: -1}}, []string{"T"})
-	if err != nil {
-		return Result{}, err
-	}
-	r := b.Results[0]
-	if r.Outcome == RepairRace {
-		return r, ErrRepairRace
-	}
-	return r, nil
 }
 
 // AppendSynthetic appends an #identity or #account event pdsmux built
@@ -271,7 +277,11 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 		if ev.UpstreamSeq >= 0 {
 			useq = strconv.FormatInt(ev.UpstreamSeq, 10)
 		}
-		args = append(args, codes[i], ev.DID, ev.Rev, ev.Since, ev.Commit, ev.Hash, ev.Pre, ev.Suf, useq, ev.Status)
+		status := ev.Status
+		if codes[i] == "F" {
+			status = ev.Refused
+		}
+		args = append(args, codes[i], ev.DID, ev.Rev, ev.Since, ev.Commit, ev.Hash, ev.Pre, ev.Suf, useq, status)
 	}
 	start := time.Now()
 	res, err := appendScript.Run(ctx, l.rdb, l.k.script(), args...).Int64Slice()
@@ -308,6 +318,8 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 			r.Outcome = HoldConflict
 		case code == -3:
 			r.Outcome = RepairRace
+		case code == -4:
+			r.Outcome = Flagged
 		default:
 			return Batch{}, fmt.Errorf("cursor: append script returned unknown code %d", code)
 		}

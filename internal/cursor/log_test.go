@@ -1,10 +1,12 @@
 package cursor_test
 
 import (
+	"bytes"
 	"context"
 	"testing"
 	"time"
 
+	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
@@ -198,30 +200,108 @@ func TestTrim_DropsEntriesOlderThanRetention(t *testing.T) {
 	require.Equal(t, b.Results[0].Seq-1, bounds.Trimmed)
 }
 
-func TestAdoptHeld_TakesOldestHeldCommitOfUnknownRepoAsIs(t *testing.T) {
+func TestRefusedEvent_FlagsRepoAndMovesCursor(t *testing.T) {
 	ctx := context.Background()
 	l, _ := newLog(t, cursor.Config{})
-	u, _ := newUpstream(t, "alice.test")
-	_, c2, c3 := u.commit(), u.commit(), u.commit()
-	// a fresh log meets a repo mid-chain: nothing to chain onto yet
-	b, err := l.Append(ctx, "r1", -1, events(t, c3, c2))
+	u, s0 := newUpstream(t, "alice.test")
+	c1 := u.commit()
+	refused := event(t, c1)
+	refused.Refused = "bad_signature"
+	b, err := l.Append(ctx, "r1", -1, append(events(t, s0), refused))
 	require.NoError(t, err)
-	require.Equal(t, []cursor.Outcome{H, H}, outcomes(b))
-	due, err := l.DueHolds(ctx, time.Now().Add(time.Minute), 10)
+	require.Equal(t, []cursor.Outcome{A, cursor.Flagged}, outcomes(b))
+	require.Len(t, allEntries(t, l), 1, "a refused event is never appended")
+	rc, err := l.Cursor(ctx, "r1")
 	require.NoError(t, err)
-	require.Equal(t, []string{u.a.DID}, due)
+	require.Equal(t, refused.UpstreamSeq, rc.Stored, "the flag is durable, so the cursor moves past the event")
 
-	res, err := l.AdoptHeld(ctx, u.a.DID)
+	due, err := l.DueHolds(ctx, time.Now(), 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{u.a.DID}, due, "a flagged repo is due for repair at once")
+	holds, err := l.Holds(ctx, u.a.DID)
+	require.NoError(t, err)
+	require.Empty(t, holds)
+	due, err = l.DueHolds(ctx, time.Now(), 10)
+	require.NoError(t, err)
+	require.Equal(t, []string{u.a.DID}, due, "reading holds must not drop a flagged repo from the queue")
+
+	f, ok, err := l.Flagged(ctx, u.a.DID)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, cursor.Flag{Reason: "bad_signature", Rev: refused.Rev}, f)
+	// a second refusal with another rev replaces the flag; clearing the
+	// old one leaves it
+	c2 := event(t, u.commit())
+	c2.Refused = "future_rev"
+	_, err = l.Append(ctx, "r1", -1, []cursor.Event{c2})
+	require.NoError(t, err)
+	require.NoError(t, l.ClearFlag(ctx, u.a.DID, f))
+	_, ok, err = l.Flagged(ctx, u.a.DID)
+	require.NoError(t, err)
+	require.True(t, ok, "a newer flag survives clearing an older one")
+	require.NoError(t, l.ClearFlag(ctx, u.a.DID, cursor.Flag{Reason: "future_rev", Rev: c2.Rev}))
+	n, err := l.HeldRepos(ctx)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing keeps the repo queued")
+}
+
+func TestOlderSync_FlaggedThenRolledBack(t *testing.T) {
+	ctx := context.Background()
+	l, _ := newLog(t, cursor.Config{})
+	u, s0 := newUpstream(t, "alice.test")
+	c1, c2 := u.commit(), u.commit()
+	_, c4 := u.commit(), u.commit() // c3 lost: c4 is held
+	b, err := l.Append(ctx, "r1", -1, events(t, s0, c1, c2, c4))
+	require.NoError(t, err)
+	require.Equal(t, []cursor.Outcome{A, A, A, H}, outcomes(b))
+
+	// a copy of the creation #sync replayed by another replica: duplicate
+	b, err = l.Append(ctx, "r2", -1, events(t, s0))
+	require.NoError(t, err)
+	require.Equal(t, D, b.Results[0].Outcome)
+	// a new #sync at that old rev (a restore from backup): flagged
+	restored := resend(t, s0, "2026-11-30T00:00:00.000Z")
+	old := event(t, restored)
+	b, err = l.Append(ctx, "r1", -1, []cursor.Event{old})
+	require.NoError(t, err)
+	require.Equal(t, cursor.Flagged, b.Results[0].Outcome)
+	f, ok, err := l.Flagged(ctx, u.a.DID)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, cursor.Flag{Reason: cursor.ReasonSyncRollback, Rev: old.Rev}, f)
+	// the same rev as the log's is a plain duplicate
+	b, err = l.Append(ctx, "r1", -1, events(t, c2))
+	require.NoError(t, err)
+	require.Equal(t, D, b.Results[0].Outcome)
+
+	// repair checked the replica's head: roll back
+	_, err = l.AppendRollback(ctx, event(t, restored), event(t, c1).Rev)
+	require.ErrorIs(t, err, cursor.ErrRepairRace, "only from the rev the log is at")
+	res, err := l.AppendRollback(ctx, event(t, restored), event(t, c2).Rev)
 	require.NoError(t, err)
 	require.Equal(t, A, res.Outcome)
-	var revs []string
-	for _, e := range allEntries(t, l) {
-		revs = append(revs, e.Rev)
-	}
-	require.Equal(t, []string{event(t, c2).Rev, event(t, c3).Rev}, revs)
-	_, err = l.AdoptHeld(ctx, u.a.DID)
-	require.ErrorIs(t, err, cursor.ErrRepairRace, "the repo has state now")
+	st, err := l.RepoStates(ctx, u.a.DID)
+	require.NoError(t, err)
+	require.Equal(t, old.Rev, st[0].Rev)
+	holds, err := l.Holds(ctx, u.a.DID)
+	require.NoError(t, err)
+	require.Empty(t, holds, "held commits of the replaced history are dropped")
+	require.NoError(t, l.ClearFlag(ctx, u.a.DID, f))
 	n, err := l.HeldRepos(ctx)
 	require.NoError(t, err)
 	require.Zero(t, n)
+}
+
+// resend re-encodes a #sync frame with another time (another event at the
+// same rev).
+func resend(t *testing.T, b []byte, at string) []byte {
+	t.Helper()
+	in, err := frame.Parse(b, 0)
+	require.NoError(t, err)
+	var ev comatproto.SyncSubscribeRepos_Sync
+	require.NoError(t, ev.UnmarshalCBOR(bytes.NewReader(b[in.BodyStart:])))
+	ev.Time = at
+	out, err := frame.Encode(frame.TypeSync, &ev)
+	require.NoError(t, err)
+	return out
 }

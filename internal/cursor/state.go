@@ -163,7 +163,7 @@ func (l *Log) DeferHolds(ctx context.Context, did string, at time.Time) error {
 // holdsScript unpacks a repo's held commits (stored msgpack-encoded by the
 // append script) into a flat reply: since, rev, commit, replica, useq,
 // deadline per hold. It also drops the repo from the hold queue when it
-// has none left.
+// has none left and no repair flag.
 var holdsScript = redis.NewScript(`
 local all = redis.call('HGETALL', KEYS[1])
 local out = {}
@@ -176,13 +176,13 @@ for i = 1, #all, 2 do
   out[#out + 1] = tostring(h[5])
   out[#out + 1] = string.format('%.0f', h[7])
 end
-if #all == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
+if #all == 0 and redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then redis.call('ZREM', KEYS[2], ARGV[1]) end
 return out
 `)
 
 // Holds returns a repo's held commits.
 func (l *Log) Holds(ctx context.Context, did string) ([]Hold, error) {
-	vals, err := holdsScript.Run(ctx, l.rdb, []string{l.k.hold(did), l.k.holdq}, did).StringSlice()
+	vals, err := holdsScript.Run(ctx, l.rdb, []string{l.k.hold(did), l.k.holdq, l.k.fix}, did).StringSlice()
 	if err != nil {
 		return nil, fmt.Errorf("cursor: read holds of %s: %w", did, err)
 	}
@@ -196,6 +196,63 @@ func (l *Log) Holds(ctx context.Context, did string) ([]Hold, error) {
 		})
 	}
 	return out, nil
+}
+
+// Flag is a durable request to repair a repo from the replica's signed
+// head: an upstream event was refused at the door (Reason is the door's
+// reason), or a #sync announced an older rev (Reason "sync_rollback").
+// Rev is the refused event's rev.
+type Flag struct {
+	Reason string
+	Rev    string
+}
+
+// ReasonSyncRollback is the Flag reason of an upstream #sync whose rev is
+// below the log's.
+const ReasonSyncRollback = "sync_rollback"
+
+// Flagged returns the repair flag of did, if any.
+func (l *Log) Flagged(ctx context.Context, did string) (Flag, bool, error) {
+	v, err := l.rdb.HGet(ctx, l.k.fix, did).Result()
+	if errors.Is(err, redis.Nil) {
+		return Flag{}, false, nil
+	}
+	if err != nil {
+		return Flag{}, false, fmt.Errorf("cursor: read repair flag of %s: %w", did, err)
+	}
+	reason, rev, _ := strings.Cut(v, " ")
+	return Flag{Reason: reason, Rev: rev}, true, nil
+}
+
+// clearFlagScript deletes a repair flag if it is still the one that was
+// read, and drops the repo from the hold queue when nothing else keeps it.
+var clearFlagScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return 0
+`)
+
+// ClearFlag removes f from did once its repair is done (or found
+// impossible). A newer flag set meanwhile stays.
+func (l *Log) ClearFlag(ctx context.Context, did string, f Flag) error {
+	err := clearFlagScript.Run(ctx, l.rdb, []string{l.k.fix, l.k.holdq, l.k.hold(did)}, did, f.Reason+" "+f.Rev).Err()
+	if err != nil {
+		return fmt.Errorf("cursor: clear repair flag of %s: %w", did, err)
+	}
+	return nil
+}
+
+// FlaggedRepos counts repos waiting for a repair flagged at the door.
+func (l *Log) FlaggedRepos(ctx context.Context) (int64, error) {
+	n, err := l.rdb.HLen(ctx, l.k.fix).Result()
+	if err != nil {
+		return 0, fmt.Errorf("cursor: count flagged repos: %w", err)
+	}
+	return n, nil
 }
 
 // Trim drops entries appended before now - Retention (at the one-minute

@@ -1,9 +1,12 @@
 package fakepds
 
 import (
+	"context"
 	"encoding/base64"
+	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atdata"
 	"github.com/bluesky-social/indigo/atproto/identity"
@@ -165,4 +168,17 @@ func (a *Account) plcGenesis(endpoint string) (*plcLogEntry, error) {
 	}
 	a.plcEntryKey = key
 	return a.plcEntry, nil
+}
+
+// Created returns when did's account was created (Account.Created), the
+// value its audit log serves as createdAt; it makes a Store usable as
+// pdsmux's repair.AccountAge in tests.
+func (s *Store) Created(_ context.Context, did string) (time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.accounts[did]
+	if a == nil {
+		return time.Time{}, fmt.Errorf("fakepds: no account %s", did)
+	}
+	return a.Created, nil
 }

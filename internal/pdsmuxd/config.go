@@ -61,6 +61,9 @@ type Config struct {
 	// NoSignatureCheck trusts the replicas' head commits without checking
 	// their signatures against the DID documents.
 	NoSignatureCheck bool
+	// NewRepos: which repos unknown to the log are announced with their
+	// records (repair.NewReposAuto, NewReposAll, NewReposNone).
+	NewRepos string
 
 	DBURL            string        // libsql database: file:..., libsql://..., https://...
 	DBAuthToken      string        // token for a remote libsql server
@@ -226,6 +229,13 @@ func (c Config) validate() (*settings, error) {
 	if s.ScanInterval > 0 && s.ScanInterval < 100*time.Millisecond {
 		return nil, bad("scan-interval", s.ScanInterval.String(), "must be at least 100ms")
 	}
+	switch s.NewRepos {
+	case "":
+		s.NewRepos = DefaultNewRepos
+	case repair.NewReposAuto, repair.NewReposAll, repair.NewReposNone:
+	default:
+		return nil, bad("new-repos", s.NewRepos, "want auto, all or none")
+	}
 	if s.PLCURL == "" {
 		s.PLCURL = DefaultPLCURL
 	}
@@ -343,6 +353,7 @@ var (
 	DefaultHealthInterval   = pool.DefaultInterval
 	DefaultScanInterval     = repair.DefaultScanInterval
 	DefaultRepairGrace      = repair.DefaultGrace
+	DefaultNewRepos         = repair.NewReposAuto
 	DefaultCrawlInterval    = crawl.DefaultInterval
 	DefaultCrawlIdle        = crawl.DefaultIdle
 	DefaultArchiveRetention = store.DefaultRetention

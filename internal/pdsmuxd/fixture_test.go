@@ -41,6 +41,9 @@ func TestFixture_CocoonRecordingRepairedToFinalState(t *testing.T) {
 		ScanInterval:     time.Second,
 		RepairGrace:      time.Second,
 		NoSignatureCheck: true, // the recording's DIDs live only in its PLC mock
+		// every account of the recording was created in it: announce the
+		// repos whose creation events Cocoon lost with their records
+		NewRepos: "all",
 		DBURL:            "file:" + filepath.Join(e.dir, "pdsmux.db"),
 		LogFormat:        "text",
 	}

@@ -100,6 +100,7 @@ func (e *env) start(cfg pdsmuxd.Config, name string) *running {
 		Listener:        testutil.Listen(e.t),
 		MetricsListener: testutil.Listen(e.t),
 		Directory:       e.store.Directory(),
+		Age:             e.store,
 	})
 	require.NoError(e.t, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -29,6 +29,7 @@ import (
 	"github.com/pdsmux/pdsmux/internal/repair"
 	"github.com/pdsmux/pdsmux/internal/store"
 	"github.com/pdsmux/pdsmux/internal/tail"
+	"github.com/pdsmux/pdsmux/internal/verify"
 )
 
 // Options are test seams, kept out of the operator's Config.
@@ -39,6 +40,9 @@ type Options struct {
 	// Directory resolves DIDs for commit signature checks, instead of
 	// Config.PLCURL.
 	Directory identity.Directory
+	// Age dates DIDs to tell new repos from old ones, instead of
+	// Config.PLCURL's audit log.
+	Age repair.AccountAge
 }
 
 // Runtime is a built pdsmux.
@@ -98,12 +102,29 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 		return nil, err
 	}
 
+	// One identity cache for the door and repair: signatures are checked
+	// against the DID's current key.
+	var dir identity.Directory
+	switch {
+	case s.NoSignatureCheck:
+	case opts.Directory != nil:
+		dir = opts.Directory
+	default:
+		dir = identity.NewCacheDirectory(&identity.BaseDirectory{
+			PLCURL:                 s.PLCURL,
+			HTTPClient:             http.Client{Timeout: 10 * time.Second, Transport: newTransport()},
+			SkipHandleVerification: true,
+			UserAgent:              s.UserAgent,
+		}, 100_000, 10*time.Minute, time.Minute, time.Minute)
+	}
+	door := verify.New(dir, verify.NewMetrics(rt.reg), nil)
+
 	tm := tail.NewMetrics(rt.reg)
 	var eps []pool.Endpoint
 	for _, r := range s.replicas {
 		t, err := tail.New(tail.Config{
 			Name: r.Name, URL: r.WS, MaxFrameBytes: s.MaxFrameBytes,
-			ReadTimeout: s.ReplicaReadTimeout, UserAgent: s.UserAgent,
+			ReadTimeout: s.ReplicaReadTimeout, UserAgent: s.UserAgent, Door: door,
 		}, rt.events, tm, logger)
 		if err != nil {
 			return nil, err
@@ -129,20 +150,16 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers}, rt.events, rt.db, rt.bc,
 		func(_ context.Context, b cursor.Bounds) int64 { return rt.events.Head(b) }, fm, logger)
 
-	var dir identity.Directory
-	switch {
-	case s.NoSignatureCheck:
-	case opts.Directory != nil:
-		dir = opts.Directory
-	default:
-		dir = identity.NewCacheDirectory(&identity.BaseDirectory{
-			PLCURL:                 s.PLCURL,
-			HTTPClient:             http.Client{Timeout: 10 * time.Second, Transport: newTransport()},
-			SkipHandleVerification: true,
-			UserAgent:              s.UserAgent,
-		}, 100_000, 10*time.Minute, time.Minute, time.Minute)
+	born, err := rt.db.Born(ctx, time.Now())
+	if err != nil {
+		return nil, bad("db-url", store.Redact(s.DBURL), "%v", err)
 	}
-	rt.repair = repair.New(repair.Config{ScanInterval: s.ScanInterval, Grace: s.RepairGrace, UserAgent: s.UserAgent},
+	age := opts.Age
+	if age == nil {
+		age = repair.PLCAge{URL: s.PLCURL, HTTP: &http.Client{Timeout: 10 * time.Second, Transport: newTransport()}, UserAgent: s.UserAgent}
+	}
+	rt.repair = repair.New(repair.Config{ScanInterval: s.ScanInterval, Grace: s.RepairGrace, UserAgent: s.UserAgent,
+		NewRepos: s.NewRepos, Born: born, Age: age},
 		rt.events, rt.pool, httpClient, dir, repair.NewMetrics(rt.reg), logger)
 	rt.crawl = crawl.New(crawl.Config{Relays: s.relays, Hostname: s.Hostname, Interval: s.CrawlInterval, Idle: s.CrawlIdle, UserAgent: s.UserAgent},
 		httpClient, rt.fan.Subscribers, rt.reg, logger)

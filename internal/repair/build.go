@@ -152,18 +152,34 @@ func diffMaps(old, new map[string]cid.Cid) []treeOp {
 }
 
 // buildCommit synthesizes the #commit from the log's last commit
-// (prevCommit at rev since) to the replica's signed head commit. It
-// returns ErrMissingBlocks or ErrTooBig when a #commit cannot carry the
-// change; any other error is a fetch failure worth retrying.
+// (prevCommit at rev since) to the replica's signed head commit. With
+// prevCommit undefined it builds a repo's first #commit: from the empty
+// tree, every record a create, since null and prevData the empty tree's
+// root (indigo's relay takes a first commit with since null; with
+// prevData set it also checks the inversion, which passes). It returns
+// ErrMissingBlocks or ErrTooBig when a #commit cannot carry the change;
+// any other error is a fetch failure worth retrying.
 func (s *source) buildCommit(ctx context.Context, since string, prevCommit, head cid.Cid, hc *repo.Commit, headBytes []byte, now time.Time) (*comatproto.SyncSubscribeRepos_Commit, int, error) {
 	store := blocks.NewSet()
-	oc, _, err := s.commit(ctx, store, prevCommit)
-	if err != nil {
-		return nil, 0, err
-	}
-	oldTree, err := s.loadTree(ctx, store, oc.Data)
-	if err != nil {
-		return nil, 0, err
+	var oldTree *mst.Tree
+	var prevData cid.Cid
+	var sincePtr *string
+	if prevCommit.Defined() {
+		oc, _, err := s.commit(ctx, store, prevCommit)
+		if err != nil {
+			return nil, 0, err
+		}
+		if oldTree, err = s.loadTree(ctx, store, oc.Data); err != nil {
+			return nil, 0, err
+		}
+		prevData, sincePtr = oc.Data, &since
+	} else {
+		empty := mst.NewEmptyTree()
+		root, err := empty.RootCID()
+		if err != nil {
+			return nil, 0, fmt.Errorf("empty tree root: %w", err)
+		}
+		oldTree, prevData = &empty, *root
 	}
 	newTree, err := s.loadTree(ctx, store, hc.Data)
 	if err != nil {
@@ -243,9 +259,8 @@ func (s *source) buildCommit(ctx context.Context, since string, prevCommit, head
 	if err != nil {
 		return nil, 0, err
 	}
-	prevData := oc.Data
 	ev := &comatproto.SyncSubscribeRepos_Commit{
-		Repo: s.did, Commit: lexutil.LexLink(head), Rev: hc.Rev, Since: &since,
+		Repo: s.did, Commit: lexutil.LexLink(head), Rev: hc.Rev, Since: sincePtr,
 		Blocks: car, Ops: repoOps, PrevData: (*lexutil.LexLink)(&prevData), Blobs: blobs,
 		Time: now.UTC().Format(syntax.AtprotoDatetimeLayout),
 	}

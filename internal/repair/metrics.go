@@ -16,11 +16,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdsmux_repairs_total",
-			Help: "Repairs of writes the replicas made but did not stream, by reason (hold_timeout, scan, status) and kind of event appended (commit, sync, account, none). With stock Cocoon replicas on one database this rises with every lost event; that is pdsmux doing its job.",
+			Help: "Repairs of writes the replicas made but did not stream, by reason (hold_timeout, scan, status, refused: an event refused at the door, sync_rollback) and outcome (commit, sync, rollback, account; none: the log was not behind; inactive: account not active, nothing synthesized; gone: no replica hosts the repo). With stock Cocoon replicas on one database commit repairs rise with every lost event; that is pdsmux doing its job. sync repairs of repos under the commit limits should stay at zero.",
 		}, []string{"reason", "kind"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdsmux_repair_errors_total",
-			Help: "Repair attempts that failed and will be retried, by stage (head, fetch, append, scan). A steady rate means replicas are unreachable or returning bad data.",
+			Help: "Repair attempts that failed, by stage (head, fetch, append, scan, identity, signature: retried; future_rev: the replica's head is dated ahead of the clock, retried when relays would take it; unrepairable: the replica's own signed head fails verification, left to the operator). A steady rate means replicas are unreachable or returning bad data.",
 		}, []string{"stage"}),
 		heldRepos: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pdsmux_held_repos",
@@ -36,13 +36,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 	}
 	reg.MustRegister(m.repairs, m.errors, m.heldRepos, m.behind, m.scans)
-	for _, reason := range []string{"hold_timeout", "scan"} {
-		for _, kind := range []string{"commit", "sync", "none"} {
+	for _, reason := range []string{"hold_timeout", "scan", "refused", "sync_rollback"} {
+		for _, kind := range []string{"commit", "sync", "rollback", "none", "inactive", "gone"} {
 			m.repairs.WithLabelValues(reason, kind)
 		}
 	}
 	m.repairs.WithLabelValues("status", "account")
-	for _, stage := range []string{"head", "fetch", "append", "scan", "identity", "signature"} {
+	for _, stage := range []string{"head", "fetch", "append", "scan", "identity", "signature", "future_rev", "unrepairable"} {
 		m.errors.WithLabelValues(stage)
 	}
 	return m

@@ -18,6 +18,7 @@ import (
 	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/frame"
 	"github.com/pdsmux/pdsmux/internal/pool"
+	"github.com/pdsmux/pdsmux/internal/verify"
 )
 
 // Defaults for Config.
@@ -36,6 +37,15 @@ type Config struct {
 	Poll         time.Duration // how often expired holds are looked for
 	CacheBytes   int           // block cache size
 	UserAgent    string
+	// NewRepos decides which repos unknown to the log are announced with
+	// their records as a #commit of creates (NewReposAuto, NewReposAll,
+	// NewReposNone; "" means auto). See docs/ARCHITECTURE.md.
+	NewRepos string
+	// Born is when this deployment first started; under NewReposAuto a
+	// repo whose DID was created at or after it is new.
+	Born time.Time
+	// Age dates DIDs for NewReposAuto; nil treats every unknown repo as old.
+	Age AccountAge
 }
 
 // Log is what repair needs of the merged log. *cursor.Log is one.
@@ -44,6 +54,9 @@ type Log interface {
 	Holds(ctx context.Context, did string) ([]cursor.Hold, error)
 	HeldRepos(ctx context.Context) (int64, error)
 	DeferHolds(ctx context.Context, did string, at time.Time) error
+	Flagged(ctx context.Context, did string) (cursor.Flag, bool, error)
+	ClearFlag(ctx context.Context, did string, f cursor.Flag) error
+	AppendRollback(ctx context.Context, ev cursor.Event, atRev string) (cursor.Result, error)
 	RepoStates(ctx context.Context, dids ...string) ([]cursor.RepoState, error)
 	AccountStatuses(ctx context.Context, dids ...string) ([]string, error)
 	AppendRepair(ctx context.Context, ev cursor.Event, atRev string) (cursor.Result, error)
@@ -82,6 +95,9 @@ func New(cfg Config, log Log, p *pool.Pool, hc *http.Client, dir identity.Direct
 	if cfg.CacheBytes <= 0 {
 		cfg.CacheBytes = DefaultCacheBytes
 	}
+	if cfg.NewRepos == "" {
+		cfg.NewRepos = NewReposAuto
+	}
 	return &Repairer{
 		cfg: cfg, log: log, pool: p, hc: hc, dir: dir, m: m,
 		lg: logger.With("component", "repair"), cache: newBlockCache(cfg.CacheBytes), now: time.Now,
@@ -110,7 +126,8 @@ func (r *Repairer) Run(ctx context.Context) error {
 	}
 }
 
-// expireHolds repairs every repo whose held commit waited too long.
+// expireHolds repairs every repo whose held commit waited too long, and
+// every repo flagged at the door (due at once).
 func (r *Repairer) expireHolds(ctx context.Context) {
 	if n, err := r.log.HeldRepos(ctx); err == nil {
 		r.m.setHeld(n)
@@ -124,22 +141,66 @@ func (r *Repairer) expireHolds(ctx context.Context) {
 			return
 		}
 		holds, err := r.log.Holds(ctx, did)
-		if err != nil || len(holds) == 0 {
+		if err != nil {
 			continue
 		}
-		earliest := holds[0].Deadline
-		for _, h := range holds[1:] {
-			if h.Deadline.Before(earliest) {
-				earliest = h.Deadline
+		flag, flagged, err := r.log.Flagged(ctx, did)
+		if err != nil {
+			continue
+		}
+		reason := "hold_timeout"
+		var fp *cursor.Flag
+		if flagged {
+			reason, fp = "refused", &flag
+			if flag.Reason == cursor.ReasonSyncRollback {
+				reason = "sync_rollback"
+			}
+		} else {
+			if len(holds) == 0 {
+				continue
+			}
+			earliest := holds[0].Deadline
+			for _, h := range holds[1:] {
+				if h.Deadline.Before(earliest) {
+					earliest = h.Deadline
+				}
+			}
+			if earliest.After(r.now()) { // an earlier hold was released meanwhile
+				_ = r.log.DeferHolds(ctx, did, earliest)
+				continue
 			}
 		}
-		if earliest.After(r.now()) { // an earlier hold was released meanwhile
-			_ = r.log.DeferHolds(ctx, did, earliest)
-			continue
-		}
-		if _, err := r.Repair(ctx, did, "hold_timeout"); err != nil {
-			r.lg.Warn("repair after hold timeout failed; will retry", "did", did, "err", err)
-			_ = r.log.DeferHolds(ctx, did, r.now().Add(r.log.Config().HoldTimeout))
+		kind, err := r.repair(ctx, did, reason, fp)
+		later := r.now().Add(r.log.Config().HoldTimeout)
+		var future *verify.FutureRevError
+		switch {
+		case err == nil:
+			if flagged {
+				_ = r.log.ClearFlag(ctx, did, flag)
+			}
+			if kind != "commit" && kind != "sync" && kind != "rollback" {
+				// Nothing to append now: look again after a hold time, not
+				// at every poll.
+				_ = r.log.DeferHolds(ctx, did, later)
+			}
+		case errors.As(err, &future):
+			r.m.failed("future_rev")
+			r.lg.Warn("the replica's head rev is ahead of the clock; repair waits until relays would take it",
+				"did", did, "rev", future.Rev, "retry_at", future.AcceptableAt())
+			_ = r.log.DeferHolds(ctx, did, future.AcceptableAt())
+		case errors.Is(err, ErrBadCommit):
+			// The replica's own signed head fails the checks: nothing pdsmux
+			// may append would pass a relay. Left to the operator.
+			if flagged {
+				_ = r.log.ClearFlag(ctx, did, flag)
+			}
+			r.m.failed("unrepairable")
+			r.lg.Error("cannot repair the repo: the replica's head commit fails verification; the repo stays at its last good rev until the account writes a valid commit",
+				"did", did, "reason", reason, "err", err)
+			_ = r.log.DeferHolds(ctx, did, later)
+		default:
+			r.lg.Warn("repair failed; will retry", "did", did, "reason", reason, "err", err)
+			_ = r.log.DeferHolds(ctx, did, later)
 		}
 	}
 }
@@ -163,10 +224,18 @@ func (r *Repairer) findHead(ctx context.Context, did string) (*replicaAPI, cid.C
 func revLess(a, b string) bool { return a < b } // TIDs: fixed-width, base32-sortable
 
 // Repair brings the log's view of did up to a replica's head and returns
-// the kind of event appended ("commit", "sync" or "none").
+// what it appended: "commit", "sync", "rollback", or "none" (the log is
+// not behind), "inactive" (the account is not active: relays drop its
+// events), "gone" (no replica hosts the repo). A head rev ahead of the
+// clock returns a *verify.FutureRevError; a head that fails verification
+// an error wrapping ErrBadCommit.
 func (r *Repairer) Repair(ctx context.Context, did, reason string) (string, error) {
+	return r.repair(ctx, did, reason, nil)
+}
+
+func (r *Repairer) repair(ctx context.Context, did, reason string, flag *cursor.Flag) (string, error) {
 	for range repairAttempts {
-		kind, err := r.repairOnce(ctx, did, reason)
+		kind, err := r.repairOnce(ctx, did, reason, flag)
 		if errors.Is(err, cursor.ErrRepairRace) {
 			continue // the repo moved while we built; look again
 		}
@@ -179,22 +248,39 @@ func (r *Repairer) Repair(ctx context.Context, did, reason string) (string, erro
 	return "", fmt.Errorf("repair %s: repo kept moving", did)
 }
 
-func (r *Repairer) repairOnce(ctx context.Context, did, reason string) (string, error) {
+func (r *Repairer) repairOnce(ctx context.Context, did, reason string, flag *cursor.Flag) (string, error) {
 	sts, err := r.log.RepoStates(ctx, did)
 	if err != nil {
 		return "", err
 	}
 	st := sts[0]
+	statuses, err := r.log.AccountStatuses(ctx, did)
+	if err != nil {
+		return "", err
+	}
+	if s := statuses[0]; s != "" && s != "active" {
+		// Relays drop events of inactive accounts; when the account is
+		// active again the scan announces it and brings the repo up.
+		return "inactive", nil
+	}
 	api, head, rev, err := r.findHead(ctx, did)
+	if errors.Is(err, ErrRepoNotFound) {
+		return "gone", nil
+	}
 	if err != nil {
 		r.m.failed("head")
 		return "", err
 	}
-	if st.OK && !revLess(st.Rev, rev) {
+	rollback := flag != nil && flag.Reason == cursor.ReasonSyncRollback
+	if st.OK && !revLess(st.Rev, rev) && !(rollback && rev == flag.Rev && revLess(rev, st.Rev)) {
 		// The replica is not ahead of the log. Held commits above it, if
 		// any, wait for the replica (a lagging replica, or a fork that the
-		// next write will settle).
+		// next write will settle); an older #sync whose rev is not the
+		// replica's head was a stale copy.
 		return "none", nil
+	}
+	if err := r.checkRev(rev); err != nil {
+		return "", err
 	}
 	src := &source{api: api, cache: r.cache, did: did}
 	store := blocks.NewSet()
@@ -211,13 +297,13 @@ func (r *Repairer) repairOnce(ctx context.Context, did, reason string) (string, 
 	}
 	now := r.now()
 
+	if st.OK && revLess(rev, st.Rev) {
+		// A replica restored from backup announced an older rev, and its
+		// signed head is at that rev: relays take a #sync rollback.
+		return r.appendRollback(ctx, did, head, headBytes, rev, st.Rev, now)
+	}
 	if !st.OK {
-		// A repo the log has never seen: announce the account, then its
-		// state. There is no earlier state to diff from.
-		if err := r.appendIdentity(ctx, did, now); err != nil {
-			return "", err
-		}
-		return r.appendSync(ctx, did, head, headBytes, rev, "", now, reason, "repo unknown to the log")
+		return r.announceNew(ctx, src, head, hc, headBytes, now, reason)
 	}
 
 	prev, err := cid.Decode(st.Commit)
@@ -244,6 +330,95 @@ func (r *Repairer) repairOnce(ctx context.Context, did, reason string) (string, 
 	return "commit", nil
 }
 
+// checkRev refuses a head rev relays would refuse as ahead of the clock.
+func (r *Repairer) checkRev(rev string) error {
+	t, err := syntax.ParseTID(rev)
+	if err != nil {
+		return fmt.Errorf("%w: rev %q: %v", ErrBadCommit, rev, err)
+	}
+	if at := t.Time(); at.After(r.now().Add(verify.FutureRevSlack)) {
+		return &verify.FutureRevError{Rev: rev, At: at}
+	}
+	return nil
+}
+
+// announceNew appends a repo the log has never seen. A new repo (see
+// isNew) gets what its creation would have produced: #identity, #account
+// (unless the log has its status) and one #commit carrying every record as
+// a create, from the empty tree to the signed head; where one commit
+// cannot carry it, or for an old repo, #identity and a #sync.
+func (r *Repairer) announceNew(ctx context.Context, src *source, head cid.Cid, hc *repo.Commit, headBytes []byte, now time.Time, reason string) (string, error) {
+	did := src.did
+	isNew, why, err := r.isNew(ctx, did)
+	if err != nil {
+		r.m.failed("identity")
+		return "", err
+	}
+	if err := r.appendIdentity(ctx, did, now); err != nil {
+		return "", err
+	}
+	if !isNew {
+		return r.appendSync(ctx, did, head, headBytes, hc.Rev, "", now, reason, why)
+	}
+	statuses, err := r.log.AccountStatuses(ctx, did)
+	if err != nil {
+		return "", err
+	}
+	if statuses[0] == "" {
+		if err := r.appendSynthetic(ctx, frame.TypeAccount, &comatproto.SyncSubscribeRepos_Account{
+			Did: did, Active: true, Time: now.UTC().Format(syntax.AtprotoDatetimeLayout),
+		}); err != nil {
+			return "", err
+		}
+	}
+	ev, nops, err := src.buildCommit(ctx, "", cid.Undef, head, hc, headBytes, now)
+	switch {
+	case errors.Is(err, ErrMissingBlocks) || errors.Is(err, ErrTooBig) || errors.Is(err, ErrBadCommit):
+		return r.appendSync(ctx, did, head, headBytes, hc.Rev, "", now, reason, "new repo: "+err.Error())
+	case err != nil:
+		r.m.failed("fetch")
+		return "", err
+	}
+	b, err := frame.Encode(frame.TypeCommit, ev)
+	if err != nil {
+		return "", err
+	}
+	if err := r.appendRepair(ctx, b, ""); err != nil {
+		return "", err
+	}
+	r.lg.Info("announced a new repo whose creation events the replicas lost, with its records as one #commit",
+		"did", did, "reason", reason, "rev", hc.Rev, "records", nops, "replica", src.api.rep.Name)
+	return "commit", nil
+}
+
+// isNew tells a repo created since this deployment first started (whose
+// records no consumer has seen) from an old one the log simply never saw
+// (a first start beside an existing PDS, an account migrated in), which
+// must not have years of records re-announced. An error means "ask again
+// later" (PLC unreachable).
+func (r *Repairer) isNew(ctx context.Context, did string) (bool, string, error) {
+	switch r.cfg.NewRepos {
+	case NewReposAll:
+		return true, "", nil
+	case NewReposNone:
+		return false, "repo unknown to the log (new-repos policy none)", nil
+	}
+	if r.cfg.Age == nil || r.cfg.Born.IsZero() {
+		return false, "repo unknown to the log (no way to date it)", nil
+	}
+	created, err := r.cfg.Age.Created(ctx, did)
+	if errors.Is(err, ErrAgeUnknown) {
+		return false, "repo unknown to the log; its DID has no creation time", nil
+	}
+	if err != nil {
+		return false, "", fmt.Errorf("date %s to tell a new repo from an old one: %w", did, err)
+	}
+	if created.Before(r.cfg.Born) {
+		return false, "repo unknown to the log, created before pdsmux first started", nil
+	}
+	return true, "", nil
+}
+
 // verifySignature checks the head commit against the DID's signing key.
 // A replica serving a commit that is not signed by the account's key gets
 // no event appended at all.
@@ -265,6 +440,33 @@ func (r *Repairer) verifySignature(ctx context.Context, did string, hc *repo.Com
 		return fmt.Errorf("%w: head commit of %s rev %s: bad signature: %v", ErrBadCommit, did, hc.Rev, err)
 	}
 	return nil
+}
+
+func (r *Repairer) appendRollback(ctx context.Context, did string, head cid.Cid, headBytes []byte, rev, atRev string, now time.Time) (string, error) {
+	ev, err := syncEvent(did, head, headBytes, rev, now)
+	if err != nil {
+		return "", err
+	}
+	b, err := frame.Encode(frame.TypeSync, ev)
+	if err != nil {
+		return "", err
+	}
+	in, err := frame.Parse(b, 0)
+	if err != nil {
+		return "", fmt.Errorf("repair: built an unparseable frame: %w", err)
+	}
+	cev, err := cursor.NewEvent(b, &in)
+	if err != nil {
+		return "", fmt.Errorf("repair: built an unsequenceable frame: %w", err)
+	}
+	if _, err := r.log.AppendRollback(ctx, cev, atRev); err != nil {
+		if !errors.Is(err, cursor.ErrRepairRace) {
+			r.m.failed("append")
+		}
+		return "", err
+	}
+	r.lg.Warn("the replica's repo went back to an older rev (restored from backup?); announced it with #sync", "did", did, "from_rev", atRev, "to_rev", rev)
+	return "rollback", nil
 }
 
 func (r *Repairer) appendSync(ctx context.Context, did string, head cid.Cid, headBytes []byte, rev, atRev string, now time.Time, reason, why string) (string, error) {

@@ -65,7 +65,10 @@ func (r *Repairer) Scan(ctx context.Context) error {
 			seen[did] = true
 			ri := infos[did]
 			st := states[i]
-			if !st.OK || revLess(st.Rev, ri.Rev) {
+			// Relays drop events of inactive accounts: no repair for them
+			// (repairOnce also checks the log's status) until they are
+			// active again.
+			if ri.Active && (!st.OK || revLess(st.Rev, ri.Rev)) {
 				behind++
 				first, ok := r.ahead[did]
 				if !ok {

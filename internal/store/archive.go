@@ -247,3 +247,19 @@ func (s *Store) State(ctx context.Context, dedupWindow time.Duration) (cursor.Du
 	})
 	return st, err
 }
+
+// Born returns when this pdsmux deployment first started (unix ms in the
+// meta table), recording now the first time it is asked. Repair tells new
+// repos from old ones by it: a repo whose account was created after it is
+// announced with its records (see docs/ARCHITECTURE.md).
+func (s *Store) Born(ctx context.Context, now time.Time) (time.Time, error) {
+	if err := s.exec(ctx, []stmt{{`INSERT INTO meta (key, value) VALUES ('born', ?) ON CONFLICT (key) DO NOTHING`,
+		[]any{strconv.FormatInt(now.UnixMilli(), 10)}}}); err != nil {
+		return time.Time{}, fmt.Errorf("store %s: record start time: %w", s.name, err)
+	}
+	ms, err := s.metaInt(ctx, "born")
+	if err != nil {
+		return time.Time{}, err
+	}
+	return time.UnixMilli(ms), nil
+}

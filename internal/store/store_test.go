@@ -231,3 +231,17 @@ func TestStore_ServerDownIsAClearError(t *testing.T) {
 	require.Error(t, err)
 	require.Contains(t, err.Error(), srv.URL)
 }
+
+func TestStore_BornIsRecordedOnce(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s := open(t, url)
+		first := time.UnixMilli(1_700_000_000_123)
+		got, err := s.Born(ctx, first)
+		require.NoError(t, err)
+		require.True(t, got.Equal(first), "got %v", got)
+		got, err = s.Born(ctx, first.Add(time.Hour))
+		require.NoError(t, err)
+		require.True(t, got.Equal(first), "a later start keeps the first start time, got %v", got)
+	})
+}

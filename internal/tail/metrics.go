@@ -2,6 +2,8 @@ package tail
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pdsmux/pdsmux/internal/verify"
 )
 
 // Metrics of all tailers, labelled by replica name (from config).
@@ -36,7 +38,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"replica", "kind"}),
 		bad: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdsmux_replica_bad_frames_total",
-			Help: "Frames from the replica that were skipped, by reason (malformed, shape, trailing, too_large, unsequenced, text_message). Non-zero means the replica sent something pdsmux could not forward; see the log for the replica and reason.",
+			Help: "Frames from the replica that were not forwarded as they came, by reason: skipped (malformed, shape, trailing, too_large, unsequenced, text_message) or refused at the door because a strict relay would refuse them, their repo then repaired from the replica's signed head (too_big, rebase, bad_blocks, bad_commit, did_mismatch, rev_mismatch, future_rev, no_prev_data, bad_inversion, bad_signature, bad_time). See docs/troubleshooting.md.",
 		}, []string{"replica", "reason"}),
 		errorFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdsmux_replica_error_frames_total",
@@ -88,7 +90,7 @@ type replicaMetrics struct {
 // alerts see zeros rather than nothing.
 var (
 	reconnectReasons = []string{"dial", "read", "stalled", "sink", "error_frame", "future_cursor", "closed"}
-	badReasons       = []string{"malformed", "shape", "trailing", "too_large", "unsequenced", "text_message"}
+	badReasons       = append([]string{"malformed", "shape", "trailing", "too_large", "unsequenced", "text_message"}, verify.Reasons...)
 	frameKinds       = []string{"commit", "sync", "identity", "account", "info", "error", "unknown"}
 )
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/frame"
+	"github.com/pdsmux/pdsmux/internal/verify"
 )
 
 // Defaults for Config.
@@ -46,6 +47,14 @@ type Sink interface {
 	ResetCursor(ctx context.Context, replica string) error
 }
 
+// Door checks an upstream event before it is offered to the log (a
+// *verify.Verifier is one). An error refuses the event: it is not
+// appended, and its repo is flagged for repair from the replica's signed
+// head; verify.ReasonOf(err) labels the refusal.
+type Door interface {
+	Check(ctx context.Context, b []byte, in *frame.Info) error
+}
+
 // Config of one Tailer.
 type Config struct {
 	Name          string // replica name, used in logs and metric labels
@@ -55,6 +64,7 @@ type Config struct {
 	BackoffMin    time.Duration
 	BackoffMax    time.Duration
 	UserAgent     string
+	Door          Door // nil: events are offered as they come
 }
 
 // Tailer follows one replica.
@@ -342,6 +352,22 @@ func (t *Tailer) readLoop(ctx context.Context, conn *websocket.Conn, queue chan<
 		if err != nil {
 			t.bad("unsequenced", err)
 			continue
+		}
+		if t.cfg.Door != nil {
+			if err := t.cfg.Door.Check(ctx, b, &in); err != nil {
+				reason := verify.ReasonOf(err)
+				if reason == "" {
+					reason = verify.ReasonBadCommit
+				}
+				// Never appended as it is: the log keeps a repair flag
+				// instead, in the same step that moves the cursor.
+				ev.Refused, ev.Pre, ev.Suf = reason, nil, nil
+				t.m.badFrame(reason)
+				t.limiter.do("refused:"+reason, func(n int) {
+					t.log.Warn("refused an event a strict relay would refuse; its repo will be repaired from the replica's signed head",
+						"reason", reason, "did", in.DID, "rev", in.Rev, "seq", in.Seq, "err", err, "suppressed", n)
+				})
+			}
 		}
 		select {
 		case queue <- item{ev: ev, time: in.Time}:

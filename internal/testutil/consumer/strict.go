@@ -82,9 +82,11 @@ func (s *Strict) Commit(e *comatproto.SyncSubscribeRepos_Commit) error {
 		return nil
 	}
 	st := s.repos[e.Repo]
+	first := false
 	switch {
 	case st == nil && e.Since == nil:
-		st = &RepoView{Records: map[string]cid.Cid{}}
+		// a repo's first commit: nothing to chain onto
+		st, first = &RepoView{Records: map[string]cid.Cid{}}, true
 		s.repos[e.Repo] = st
 	case st == nil:
 		s.problem("%s rev %s: first event for the repo is a #commit mid-chain (since %s) with no #sync before it", e.Repo, e.Rev, *e.Since)
@@ -94,7 +96,7 @@ func (s *Strict) Commit(e *comatproto.SyncSubscribeRepos_Commit) error {
 		s.stale++
 		return nil
 	}
-	if e.Since == nil || *e.Since != st.Rev {
+	if !first && (e.Since == nil || *e.Since != st.Rev) {
 		since := "null"
 		if e.Since != nil {
 			since = *e.Since

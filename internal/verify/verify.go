@@ -1,0 +1,234 @@
+package verify
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	comatproto "github.com/bluesky-social/indigo/api/atproto"
+	"github.com/bluesky-social/indigo/atproto/identity"
+	"github.com/bluesky-social/indigo/atproto/repo"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+
+	"github.com/pdsmux/pdsmux/internal/frame"
+)
+
+// Limits a relay applies to one event (indigo cmd/relay/relay/verify.go).
+const (
+	MaxOps         = 200
+	MaxBlockBytes  = 2_000_000
+	FutureRevSlack = 5 * time.Minute
+)
+
+// Reasons of refusal; see the package doc.
+const (
+	ReasonTooBig       = "too_big"
+	ReasonRebase       = "rebase"
+	ReasonBadBlocks    = "bad_blocks"
+	ReasonBadCommit    = "bad_commit"
+	ReasonDIDMismatch  = "did_mismatch"
+	ReasonRevMismatch  = "rev_mismatch"
+	ReasonFutureRev    = "future_rev"
+	ReasonNoPrevData   = "no_prev_data"
+	ReasonBadInversion = "bad_inversion"
+	ReasonBadSignature = "bad_signature"
+	ReasonBadTime      = "bad_time"
+)
+
+// Reasons lists every reason, for pre-registering metric labels.
+var Reasons = []string{ReasonTooBig, ReasonRebase, ReasonBadBlocks, ReasonBadCommit, ReasonDIDMismatch,
+	ReasonRevMismatch, ReasonFutureRev, ReasonNoPrevData, ReasonBadInversion, ReasonBadSignature, ReasonBadTime}
+
+// Rejection is the error Check returns for an event a strict relay would
+// refuse.
+type Rejection struct {
+	Reason string // one of the Reason* constants
+	Err    error
+}
+
+func (r *Rejection) Error() string { return "refused (" + r.Reason + "): " + r.Err.Error() }
+func (r *Rejection) Unwrap() error { return r.Err }
+
+func reject(reason, format string, args ...any) error {
+	return &Rejection{Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
+// Verifier checks events. Its zero value is not usable; see New. It is
+// safe for concurrent use if dir is.
+type Verifier struct {
+	dir identity.Directory // nil: signatures are not checked
+	now func() time.Time
+	m   *Metrics
+}
+
+// New returns a Verifier. dir resolves DIDs to their current signing key;
+// nil turns the signature check off. now is the clock future revs are
+// judged by (nil: time.Now). m may be nil.
+func New(dir identity.Directory, m *Metrics, now func() time.Time) *Verifier {
+	if now == nil {
+		now = time.Now
+	}
+	return &Verifier{dir: dir, now: now, m: m}
+}
+
+// Check verifies the frame b, parsed as in. It returns nil for an event
+// that may be appended, a *Rejection for one a strict relay would refuse,
+// and never panics on any input.
+func (v *Verifier) Check(ctx context.Context, b []byte, in *frame.Info) error {
+	switch in.Kind {
+	case frame.KindCommit:
+		var ev comatproto.SyncSubscribeRepos_Commit
+		if err := ev.UnmarshalCBOR(bytes.NewReader(b[in.BodyStart:])); err != nil {
+			return reject(ReasonBadCommit, "decode #commit body: %v", err)
+		}
+		return v.CheckCommit(ctx, &ev)
+	case frame.KindSync:
+		var ev comatproto.SyncSubscribeRepos_Sync
+		if err := ev.UnmarshalCBOR(bytes.NewReader(b[in.BodyStart:])); err != nil {
+			return reject(ReasonBadCommit, "decode #sync body: %v", err)
+		}
+		return v.CheckSync(ctx, &ev)
+	}
+	return nil
+}
+
+// CheckCommit applies the relay's #commit checks to ev.
+func (v *Verifier) CheckCommit(ctx context.Context, ev *comatproto.SyncSubscribeRepos_Commit) error {
+	switch {
+	case ev.TooBig:
+		return reject(ReasonTooBig, "deprecated tooBig flag set")
+	case len(ev.Ops) > MaxOps:
+		return reject(ReasonTooBig, "%d ops (limit %d)", len(ev.Ops), MaxOps)
+	case len(ev.Blocks) > MaxBlockBytes:
+		return reject(ReasonTooBig, "%d bytes of blocks (limit %d)", len(ev.Blocks), MaxBlockBytes)
+	case ev.Rebase:
+		return reject(ReasonRebase, "deprecated rebase flag set")
+	case len(ev.Blocks) == 0:
+		return reject(ReasonBadBlocks, "no blocks")
+	}
+	if _, err := syntax.ParseDatetime(ev.Time); err != nil {
+		return reject(ReasonBadTime, "time %q: %v", ev.Time, err)
+	}
+	if _, err := v.commitObject(ctx, ev.Blocks, ev.Repo, ev.Rev); err != nil {
+		return err
+	}
+	if ev.PrevData == nil {
+		if ev.Since != nil {
+			return reject(ReasonNoPrevData, "#commit with since %s but no prevData", *ev.Since)
+		}
+		// A repo's first commit: the relay checks no inversion either.
+		return nil
+	}
+	if _, err := repo.VerifyCommitMessage(ctx, ev); err != nil {
+		return reject(ReasonBadInversion, "%v", err)
+	}
+	return nil
+}
+
+// CheckSync applies the relay's #sync checks to ev.
+func (v *Verifier) CheckSync(ctx context.Context, ev *comatproto.SyncSubscribeRepos_Sync) error {
+	if len(ev.Blocks) > MaxBlockBytes {
+		return reject(ReasonTooBig, "%d bytes of blocks (limit %d)", len(ev.Blocks), MaxBlockBytes)
+	}
+	if _, err := syntax.ParseDatetime(ev.Time); err != nil {
+		return reject(ReasonBadTime, "time %q: %v", ev.Time, err)
+	}
+	_, err := v.commitObject(ctx, ev.Blocks, ev.Did, ev.Rev)
+	return err
+}
+
+// commitObject loads the signed commit from car and checks it against the
+// event's did and rev, the clock and the DID's key.
+func (v *Verifier) commitObject(ctx context.Context, car []byte, did, rev string) (*repo.Commit, error) {
+	c, _, err := repo.LoadCommitFromCAR(ctx, bytes.NewReader(car))
+	if err != nil {
+		return nil, reject(ReasonBadBlocks, "load signed commit: %v", err)
+	}
+	if err := c.VerifyStructure(); err != nil {
+		return nil, reject(ReasonBadCommit, "%v", err)
+	}
+	if c.DID != did {
+		return nil, reject(ReasonDIDMismatch, "event for %s carries a commit signed for %s", did, c.DID)
+	}
+	if c.Rev != rev {
+		return nil, reject(ReasonRevMismatch, "event rev %s, signed commit rev %s", rev, c.Rev)
+	}
+	if err := v.CheckRev(rev); err != nil {
+		return nil, err
+	}
+	if err := v.checkSignature(ctx, c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// CheckRev refuses a rev more than FutureRevSlack ahead of the clock, the
+// rule relays apply.
+func (v *Verifier) CheckRev(rev string) error {
+	t, err := syntax.ParseTID(rev)
+	if err != nil {
+		return reject(ReasonBadCommit, "rev %q: %v", rev, err)
+	}
+	if at := t.Time(); at.After(v.now().Add(FutureRevSlack)) {
+		return &Rejection{Reason: ReasonFutureRev, Err: &FutureRevError{Rev: rev, At: at}}
+	}
+	return nil
+}
+
+// FutureRevError says a rev is ahead of the clock; At is when it stops
+// being refused minus FutureRevSlack.
+type FutureRevError struct {
+	Rev string
+	At  time.Time
+}
+
+func (e *FutureRevError) Error() string {
+	return fmt.Sprintf("rev %s is dated %s, more than %s ahead of the clock", e.Rev, e.At.UTC().Format(time.RFC3339), FutureRevSlack)
+}
+
+// AcceptableAt is the earliest time at which the rev stops being refused.
+func (e *FutureRevError) AcceptableAt() time.Time { return e.At.Add(-FutureRevSlack) }
+
+func (v *Verifier) checkSignature(ctx context.Context, c *repo.Commit) error {
+	if v.dir == nil {
+		return nil
+	}
+	did, err := syntax.ParseDID(c.DID)
+	if err != nil {
+		return reject(ReasonBadCommit, "did %q: %v", c.DID, err)
+	}
+	for attempt := 0; ; attempt++ {
+		ident, err := v.dir.LookupDID(ctx, did)
+		if err != nil {
+			if ctx.Err() == nil {
+				v.m.countUnverified()
+			}
+			return nil // the relay also lets it through unchecked
+		}
+		pub, err := ident.PublicKey()
+		if err == nil {
+			err = c.VerifySignature(pub)
+		}
+		if err == nil {
+			return nil
+		}
+		if attempt == 0 {
+			// The key may have rotated since it was cached.
+			if perr := v.dir.Purge(ctx, did.AtIdentifier()); perr == nil {
+				continue
+			}
+		}
+		return reject(ReasonBadSignature, "commit %s rev %s: %v", c.DID, c.Rev, err)
+	}
+}
+
+// ReasonOf returns the reason of a *Rejection in err's chain, or "".
+func ReasonOf(err error) string {
+	var r *Rejection
+	if errors.As(err, &r) {
+		return r.Reason
+	}
+	return ""
+}
