@@ -43,9 +43,9 @@ func TestFixture_CocoonRecordingRepairedToFinalState(t *testing.T) {
 		NoSignatureCheck: true, // the recording's DIDs live only in its PLC mock
 		// every account of the recording was created in it: announce the
 		// repos whose creation events Cocoon lost with their records
-		NewRepos: "all",
-		DBURL:            "file:" + filepath.Join(e.dir, "pdsmux.db"),
-		LogFormat:        "text",
+		NewRepos:  "all",
+		DBURL:     "file:" + filepath.Join(e.dir, "pdsmux.db"),
+		LogFormat: "text",
 	}
 	run := e.start(cfg, "pdsmux")
 	base := "http://" + run.rt.Addr()
