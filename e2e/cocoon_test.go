@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -16,15 +17,29 @@ import (
 
 	"github.com/pdsmux/pdsmux/internal/fakepds"
 	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
 )
 
 // Stock Cocoon cannot run here (its module is not installable offline), so
 // its measured behaviour runs as the fake replica: two replicas on one
-// database whose seq counters collide, losing about half the events while
-// every write succeeds. Through pdsmux, the strict relay still ends with
-// every repo at the replicas' rev and no chain warning: repair at work.
-func TestE2E_CocoonModelRepairedForStrictRelay(t *testing.T) {
+// database whose seq counters collide, losing about half of all events,
+// account creations (#identity, #sync) included, while every write
+// succeeds. Through pdsmux and Caddy, the strict indigo relay's own
+// firehose carries every post as a #commit create (counted by did,
+// collection, rkey), every repo ends at the replicas' rev, with no chain
+// warning, and no repair falls back to #sync.
+func TestE2E_CocoonModelEveryPostReachesRelay(t *testing.T) {
+	cocoonModelToRelay(t, false)
+}
+
+// The same with pdsmux SIGKILLed halfway through the writes and started
+// again: every post still reaches the relay as a record.
+func TestE2E_CocoonModelEveryPostReachesRelayAcrossSIGKILL(t *testing.T) {
+	cocoonModelToRelay(t, true)
+}
+
+func cocoonModelToRelay(t *testing.T, kill bool) {
 	env, err := testenv.New(t.TempDir(), deps)
 	require.NoError(t, err)
 	t.Cleanup(func() {
@@ -69,23 +84,55 @@ func TestE2E_CocoonModelRepairedForStrictRelay(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(fh.Close)
 
+	// accounts created through both replicas: the colliding one loses
+	// their creation events
+	const nAccounts, nPosts = 6, 200
 	rnd := rand.New(rand.NewPCG(1, 2))
 	var accounts []*fakepds.Account
-	for i := range 10 {
+	for i := range nAccounts {
 		a, err := reps[i%2].CreateAccount(fmt.Sprintf("user%d.test", i))
 		require.NoError(t, err)
 		accounts = append(accounts, a)
 	}
-	for i := range 500 {
+	want := map[consumer.Record]bool{}
+	for i := range nPosts {
+		if kill && i == nPosts/2 {
+			mux.Kill()
+			require.NoError(t, mux.Restart())
+			require.NoError(t, testenv.WaitHTTP("http://"+mux.Addr+"/xrpc/_health", 30*time.Second, mux.Proc))
+		}
 		a := accounts[rnd.IntN(len(accounts))]
+		rkey := fmt.Sprintf("p%04d", i)
 		_, _, err := reps[i%2].Write(a.DID, fakepds.Op{Action: "create", Collection: "app.bsky.feed.post",
-			Rkey: fmt.Sprintf("p%04d", i), Record: fakepds.Post(fmt.Sprint("post ", i), time.Now())})
+			Rkey: rkey, Record: fakepds.Post(fmt.Sprint("post ", i), time.Now())})
 		require.NoError(t, err)
-		time.Sleep(5 * time.Millisecond)
+		want[consumer.Record{DID: a.DID, Collection: "app.bsky.feed.post", Rkey: rkey}] = true
+		time.Sleep(5 * time.Millisecond) // paces the writes like a person posting; nothing waits on it
 	}
 	t.Logf("the replicas lost %d of %d events", st.Lost, st.Lost+st.Emitted)
-	require.Greater(t, st.Lost, 100)
+	require.Greater(t, st.Lost, nPosts/4, "the Cocoon model must lose events")
+	lostCreations := 0
+	for _, a := range accounts {
+		if !st.Streamed(a.DID, "#sync") {
+			lostCreations++
+		}
+	}
+	t.Logf("accounts whose creation #sync was lost: %d of %d", lostCreations, nAccounts)
+	require.Positive(t, lostCreations, "the model must lose account creations too")
 
+	missing := func() []consumer.Record {
+		got := fh.Records()
+		var out []consumer.Record
+		for r := range want {
+			if got[r] == 0 {
+				out = append(out, r)
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].Rkey < out[j].Rkey })
+		return out
+	}
+	require.Eventually(t, func() bool { return len(missing()) == 0 }, 90*time.Second, 200*time.Millisecond,
+		"posts never delivered to the relay's firehose as #commit creates")
 	rc := testenv.NewClient(relay.URL)
 	for _, a := range accounts {
 		require.Eventually(t, func() bool {
@@ -96,9 +143,23 @@ func TestE2E_CocoonModelRepairedForStrictRelay(t *testing.T) {
 	pd, since, lines, err := relay.ChainWarnings()
 	require.NoError(t, err)
 	require.Zero(t, pd+since, "relay chain warnings:\n%s", strings.Join(lines, "\n"))
-	kinds := map[string]int{}
-	for _, e := range fh.Events() {
-		kinds[e.Kind]++
+
+	m := testutil.Scrape(t, mux.MetricsAddr)
+	byKind := map[string]float64{}
+	for k, v := range m {
+		if strings.HasPrefix(k, "pdsmux_repairs_total{") && v > 0 {
+			byKind[k[len("pdsmux_repairs_total"):]] = v
+		}
 	}
-	t.Logf("every repo at the replicas' rev on the strict relay, no chain warning; relay firehose: %v", kinds)
+	t.Logf("%d/%d posts on the relay's firehose as #commit creates; repairs by reason and kind (this process): %v; relay firehose: %v",
+		len(want)-len(missing()), len(want), byKind, fh.Kinds())
+	syncs := 0.0
+	for k, v := range byKind {
+		if strings.Contains(k, "kind=sync") {
+			syncs += v
+		}
+	}
+	require.Zero(t, syncs, "no repo here is over one commit's limits: no repair may fall back to #sync")
+	require.Equal(t, nAccounts-lostCreations, fh.Kinds()["sync"],
+		"the only #sync events are the account creations the replicas streamed; another one is a repair that fell back")
 }

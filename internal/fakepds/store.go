@@ -263,3 +263,17 @@ func (r *Replica) LastLive() int64 {
 	defer r.store.mu.Unlock()
 	return r.lastLive
 }
+
+// Streamed reports whether the events table holds an event of type typ
+// (e.g. "#sync") for did: false means the replicas lost every such event.
+func (s *Store) Streamed(did, typ string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, b := range s.events {
+		in, err := frame.Parse(b, 0)
+		if err == nil && in.DID == did && in.Type == typ {
+			return true
+		}
+	}
+	return false
+}
