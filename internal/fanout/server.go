@@ -111,6 +111,49 @@ type subscriber struct {
 	// writes to the socket, so raw frame writes never interleave with a
 	// pong.
 	pings chan string
+	// ping ticks from the upgrade on, in replay and live alike.
+	ping *time.Ticker
+	// idle is how long the peer may show no sign of life (no message, no
+	// pong) before it is dropped, plus the time it needs to read what we
+	// sent since it last answered (see alive).
+	idle time.Duration
+	// written counts bytes handed to the socket; read is the count the
+	// peer's latest pong echoed (each ping carries the count at its
+	// sending, so its pong proves the peer read everything before it).
+	written, read atomic.Int64
+}
+
+// minReadRate is the slowest reading speed (bytes/s) at which a subscriber
+// is still presumed alive: its pong queues behind every frame sent before
+// the ping, in both kernels' socket buffers (megabytes on a fast link).
+const minReadRate = 64 << 10
+
+// pong records the peer's answer to a ping sent when written was data.
+func (sub *subscriber) pong(data string) {
+	if n, err := strconv.ParseInt(data, 10, 64); err == nil && n > sub.read.Load() {
+		sub.read.Store(n)
+	}
+	sub.extend()
+}
+
+// wrote records n bytes handed to the socket.
+func (sub *subscriber) wrote(n int64) {
+	sub.written.Add(n)
+	sub.extend()
+}
+
+// pingData is what the next ping carries: the bytes written so far.
+func (sub *subscriber) pingData() []byte {
+	return strconv.AppendInt(nil, sub.written.Load(), 10)
+}
+
+// extend moves the read deadline to idle from now, plus the time a reader
+// at minReadRate needs for the bytes it has not yet shown it read: a peer
+// busy with a long replay answers pings late but is not dropped; a dead
+// one is (and one that stops taking data makes the writes time out).
+func (sub *subscriber) extend() {
+	backlog := time.Duration(max(sub.written.Load()-sub.read.Load(), 0)) * time.Second / minReadRate
+	_ = sub.conn.UnderlyingConn().SetReadDeadline(time.Now().Add(sub.idle + backlog))
 }
 
 func xrpcError(w http.ResponseWriter, status int, name, msg string) {
@@ -154,7 +197,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.m.request("upgrade_failed")
 		return
 	}
-	sub := &subscriber{conn: conn, q: newQueue(s.cfg.QueueLen), done: make(chan struct{}), pings: make(chan string, 1)}
+	sub := &subscriber{conn: conn, q: newQueue(s.cfg.QueueLen), done: make(chan struct{}), pings: make(chan string, 1),
+		ping: time.NewTicker(s.cfg.PingInterval), idle: 2 * s.cfg.PingInterval}
+	defer sub.ping.Stop()
 	s.mu.Lock()
 	s.subs[sub] = struct{}{}
 	s.wg.Add(1)
@@ -194,11 +239,13 @@ func (s *Server) writeFinal(conn *websocket.Conn, b []byte) {
 func (s *Server) readLoop(sub *subscriber, cancel context.CancelFunc) {
 	defer cancel()
 	conn := sub.conn
-	_ = conn.SetReadDeadline(time.Now().Add(2 * s.cfg.PingInterval))
-	conn.SetPongHandler(func(string) error {
-		return conn.SetReadDeadline(time.Now().Add(2 * s.cfg.PingInterval))
+	sub.extend()
+	conn.SetPongHandler(func(data string) error {
+		sub.pong(data)
+		return nil
 	})
 	conn.SetPingHandler(func(data string) error {
+		sub.extend()
 		select {
 		case sub.pings <- data:
 		default: // a pong is already pending
@@ -210,6 +257,7 @@ func (s *Server) readLoop(sub *subscriber, cancel context.CancelFunc) {
 		if _, _, err := conn.NextReader(); err != nil {
 			return
 		}
+		sub.extend()
 	}
 }
 
@@ -278,7 +326,7 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 			return fmt.Errorf("fanout: replay after %d: %w", sub.after, err)
 		}
 		for _, e := range entries {
-			if err := s.write(sub.conn, e.Frame); err != nil {
+			if err := s.send(sub, e.Frame); err != nil {
 				return err
 			}
 			s.m.sent("replay", len(e.Frame))
@@ -306,7 +354,7 @@ func (s *Server) replayArchive(ctx context.Context, sub *subscriber, redisFirst 
 			if redisFirst > 0 && e.Seq >= redisFirst {
 				return nil
 			}
-			if err := s.write(sub.conn, e.Frame); err != nil {
+			if err := s.send(sub, e.Frame); err != nil {
 				return err
 			}
 			s.m.sent("archive", len(e.Frame))
@@ -339,12 +387,35 @@ func (s *Server) write(conn *websocket.Conn, b []byte) error {
 	return conn.WriteMessage(websocket.BinaryMessage, b)
 }
 
+// send writes one replayed frame, and between frames does what the live
+// loop does: a ping when due, a pong for the peer's ping.
+func (s *Server) send(sub *subscriber, b []byte) error {
+	if err := s.control(sub); err != nil {
+		return err
+	}
+	if err := s.write(sub.conn, b); err != nil {
+		return err
+	}
+	sub.wrote(int64(len(b)))
+	return nil
+}
+
+// control sends a due ping or a pending pong, without waiting.
+func (s *Server) control(sub *subscriber) error {
+	select {
+	case <-sub.ping.C:
+		return sub.conn.WriteControl(websocket.PingMessage, sub.pingData(), time.Now().Add(s.cfg.WriteTimeout))
+	case data := <-sub.pings:
+		return sub.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.cfg.WriteTimeout))
+	default:
+		return nil
+	}
+}
+
 // live sends the broadcaster's entries as they are queued. Everything
 // queued is written with one writev of pre-built frames; this goroutine is
 // the socket's only writer (pings and pongs included).
 func (s *Server) live(ctx context.Context, sub *subscriber) error {
-	ping := time.NewTicker(s.cfg.PingInterval)
-	defer ping.Stop()
 	raw := sub.conn.UnderlyingConn()
 	var batch []msg
 	var bufs net.Buffers
@@ -354,8 +425,8 @@ func (s *Server) live(ctx context.Context, sub *subscriber) error {
 			return ctx.Err()
 		case <-s.closing:
 			return errClosed
-		case <-ping.C:
-			if err := sub.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
+		case <-sub.ping.C:
+			if err := sub.conn.WriteControl(websocket.PingMessage, sub.pingData(), time.Now().Add(s.cfg.WriteTimeout)); err != nil {
 				return err
 			}
 		case data := <-sub.pings:
@@ -377,6 +448,7 @@ func (s *Server) live(ctx context.Context, sub *subscriber) error {
 			if err != nil {
 				return err
 			}
+			sub.wrote(n)
 			s.m.sentLive(len(batch), n)
 			clear(batch)
 		}
