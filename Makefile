@@ -38,7 +38,7 @@ e2e: deps ## end to end with real peers: reference PDS replicas, Caddy, the stri
 
 bench: ## pdsmux side by side with indigo's rainbow on the same stream; writes bench/RESULTS.md
 	mkdir -p bench/out
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20000x ./internal/frame ./internal/cursor ./internal/fanout | tee bench/out/micro.txt
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20000x ./internal/frame ./internal/cursor ./internal/fanout ./internal/verify | tee bench/out/micro.txt
 	$(GO) run ./bench -out bench/RESULTS.md -micro bench/out/micro.txt -profile bench/out
 
 deps: ## install the peers (Node 22, @atproto/pds, Caddy, indigo relay) into ~/.cache/pdsmux once
@@ -46,6 +46,7 @@ deps: ## install the peers (Node 22, @atproto/pds, Caddy, indigo relay) into ~/.
 
 fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test ./internal/frame -run '^$$' -fuzz FuzzParsePatch -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/verify -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
 
 $(STATICCHECK):
 	GOBIN=$(dir $(STATICCHECK)) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
