@@ -9,8 +9,9 @@
 //
 //	too_big         tooBig flag, over 200 ops or over 2,000,000 bytes of blocks
 //	rebase          the deprecated rebase flag
-//	bad_blocks      blocks that are not a CAR holding the signed commit
-//	bad_commit      a commit object that fails its structure check
+//	bad_blocks      blocks that are not a CAR holding a well-formed signed
+//	                commit (indigo's LoadCommitFromCAR: repo version, signature present)
+//	bad_commit      an event body that does not decode, or a malformed rev
 //	did_mismatch    the signed commit is for another DID than the event's repo/did
 //	rev_mismatch    the signed commit's rev differs from the event's rev
 //	future_rev      a rev more than 5 minutes ahead of the clock

@@ -142,12 +142,10 @@ func (v *Verifier) CheckSync(ctx context.Context, ev *comatproto.SyncSubscribeRe
 // commitObject loads the signed commit from car and checks it against the
 // event's did and rev, the clock and the DID's key.
 func (v *Verifier) commitObject(ctx context.Context, car []byte, did, rev string) (*repo.Commit, error) {
+	// LoadCommitFromCAR also runs the commit's structure check.
 	c, _, err := repo.LoadCommitFromCAR(ctx, bytes.NewReader(car))
 	if err != nil {
 		return nil, reject(ReasonBadBlocks, "load signed commit: %v", err)
-	}
-	if err := c.VerifyStructure(); err != nil {
-		return nil, reject(ReasonBadCommit, "%v", err)
 	}
 	if c.DID != did {
 		return nil, reject(ReasonDIDMismatch, "event for %s carries a commit signed for %s", did, c.DID)

@@ -1,0 +1,37 @@
+package verify_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/identity"
+
+	"github.com/pdsmux/pdsmux/internal/frame"
+	"github.com/pdsmux/pdsmux/internal/verify"
+)
+
+// BenchmarkCheckCommit is the door's cost for a typical event: a #commit
+// creating one post in a repo of 50 records, with prevData (so the MST
+// inversion runs) and the signature checked (a k256 verify against a key
+// the directory already holds). Frame parsing is not included.
+func BenchmarkCheckCommit(b *testing.B) {
+	dir := identity.NewMockDirectory()
+	a, _ := newAccount(b, dir, "alice.test")
+	apply(b, a, t0.Add(-40*time.Minute), posts("p", 50)...)
+	fr := encode(b, frame.TypeCommit, apply(b, a, t0.Add(-30*time.Minute), create("new")))
+	in, err := frame.Parse(fr, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	v := verify.New(dir, nil, clock)
+	ctx := context.Background()
+	b.SetBytes(int64(len(fr)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := v.Check(ctx, fr, &in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
