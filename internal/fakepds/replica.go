@@ -387,3 +387,36 @@ func (r *Replica) routes(mux *http.ServeMux) {
 
 // Shutdown is Stop for use in t.Cleanup.
 func (r *Replica) Shutdown(context.Context) error { r.Stop(); return nil }
+
+// ForkWrite models two replicas writing to one account at the same moment
+// (Cocoon's repo lock is per process): both commits are built on the same
+// head, r's with first and then other's with second, and other's wins the
+// database, so r's record is not in the final tree although r's event
+// announced it. Each event goes through the sequencer (and may be lost to
+// a collision). It returns the revs of the losing and the winning commit.
+func (r *Replica) ForkWrite(other *Replica, did string, first, second Op) (lost, won string, err error) {
+	s := r.store
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, err := s.lookup(did)
+	if err != nil {
+		return "", "", err
+	}
+	tree, rev, commit, data := a.tree.Copy(), a.rev, a.commit, a.data
+	evA, err := a.Apply([]Op{first}, s.Now())
+	if err != nil {
+		return "", "", err
+	}
+	if _, err := s.emit(r, frame.TypeCommit, commitBody{evA}); err != nil {
+		return "", "", err
+	}
+	a.tree, a.rev, a.commit, a.data = tree, rev, commit, data
+	evB, err := a.Apply([]Op{second}, s.Now())
+	if err != nil {
+		return "", "", err
+	}
+	if _, err := s.emit(other, frame.TypeCommit, commitBody{evB}); err != nil {
+		return "", "", err
+	}
+	return evA.Rev, evB.Rev, nil
+}

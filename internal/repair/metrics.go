@@ -9,6 +9,7 @@ type Metrics struct {
 	heldRepos prometheus.Gauge
 	behind    prometheus.Gauge
 	scans     prometheus.Counter
+	forks     prometheus.Counter
 }
 
 // NewMetrics registers the repair metrics on reg.
@@ -34,8 +35,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pdsmux_repair_scans_total",
 			Help: "Completed listRepos scans of the replicas.",
 		}),
+		forks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pdsmux_repo_forks_total",
+			Help: "Repos found forked: two commits built on the same predecessor, i.e. two replicas wrote to one account at once (Cocoon's repo lock is per process). Each is repaired to the replica's head; a non-zero rate means the proxy does not keep each account on one replica.",
+		}),
 	}
-	reg.MustRegister(m.repairs, m.errors, m.heldRepos, m.behind, m.scans)
+	reg.MustRegister(m.repairs, m.errors, m.heldRepos, m.behind, m.scans, m.forks)
 	for _, reason := range []string{"hold_timeout", "scan", "refused", "sync_rollback"} {
 		for _, kind := range []string{"commit", "sync", "rollback", "none", "inactive", "gone"} {
 			m.repairs.WithLabelValues(reason, kind)
@@ -69,6 +74,12 @@ func (m *Metrics) setHeld(n int64) {
 func (m *Metrics) setBehind(n int) {
 	if m != nil {
 		m.behind.Set(float64(n))
+	}
+}
+
+func (m *Metrics) forked() {
+	if m != nil {
+		m.forks.Inc()
 	}
 }
 

@@ -205,6 +205,27 @@ func (r *Repairer) expireHolds(ctx context.Context) {
 	}
 }
 
+// noticeFork reports a held commit built on a rev the log has already
+// moved past: a second child of one commit, so two replicas wrote to the
+// repo at once. The repair that follows brings the log to the replica's
+// head (whichever write won the database) with one consistent commit.
+// When the losing write arrives last it is dropped as older than the
+// log's rev: consistent too, but not counted.
+func (r *Repairer) noticeFork(ctx context.Context, did string, holds []cursor.Hold) {
+	sts, err := r.log.RepoStates(ctx, did)
+	if err != nil || !sts[0].OK {
+		return
+	}
+	for _, h := range holds {
+		if h.Since != "" && revLess(h.Since, sts[0].Rev) && revLess(sts[0].Rev, h.Rev) {
+			r.m.forked()
+			r.lg.Warn("repo forked: two replicas wrote to one account at once (Cocoon's repo lock is per process); repairing to the replica's head. Route each account to one replica (docs/deploy.md)",
+				"did", did, "log_rev", sts[0].Rev, "held_rev", h.Rev, "held_since", h.Since, "held_from", h.Replica)
+			return
+		}
+	}
+}
+
 // findHead asks healthy replicas, in order, for the repo's head.
 func (r *Repairer) findHead(ctx context.Context, did string) (*replicaAPI, cid.Cid, string, error) {
 	var lastErr error = ErrRepoNotFound
@@ -234,6 +255,9 @@ func (r *Repairer) Repair(ctx context.Context, did, reason string) (string, erro
 }
 
 func (r *Repairer) repair(ctx context.Context, did, reason string, flag *cursor.Flag) (string, error) {
+	if holds, err := r.log.Holds(ctx, did); err == nil && len(holds) > 0 {
+		r.noticeFork(ctx, did, holds)
+	}
 	for range repairAttempts {
 		kind, err := r.repairOnce(ctx, did, reason, flag)
 		if errors.Is(err, cursor.ErrRepairRace) {
