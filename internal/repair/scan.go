@@ -2,6 +2,7 @@ package repair
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/pdsmux/pdsmux/internal/frame"
+	"github.com/pdsmux/pdsmux/internal/verify"
 )
 
 // stateBatch bounds one HMGET of repo states.
@@ -74,10 +76,19 @@ func (r *Repairer) Scan(ctx context.Context) error {
 				if !ok {
 					r.ahead[did] = now
 				} else if now.Sub(first) >= r.cfg.Grace {
-					if _, err := r.Repair(ctx, did, "scan"); err != nil {
-						r.lg.Warn("repair of a repo found behind by the scan failed; will retry", "did", did, "err", err)
-					} else {
+					var future *verify.FutureRevError
+					_, err := r.Repair(ctx, did, "scan")
+					switch {
+					case err == nil:
 						delete(r.ahead, did)
+					case errors.As(err, &future):
+						// not before relays would take the rev
+						r.m.failed("future_rev")
+						r.ahead[did] = future.AcceptableAt().Add(-r.cfg.Grace)
+						r.lg.Warn("the replica's head rev is ahead of the clock; repair waits until relays would take it",
+							"did", did, "rev", future.Rev, "retry_at", future.AcceptableAt())
+					default:
+						r.lg.Warn("repair of a repo found behind by the scan failed; will retry", "did", did, "err", err)
 					}
 				}
 			} else {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
@@ -61,6 +62,29 @@ type Verifier struct {
 	dir identity.Directory // nil: signatures are not checked
 	now func() time.Time
 	m   *Metrics
+
+	mu     sync.Mutex
+	purged map[string]time.Time // DID -> last re-resolution after a bad signature
+}
+
+// PurgeEvery bounds re-resolving a DID after a bad signature: a replica
+// streaming forged commits costs one PLC lookup per DID per PurgeEvery,
+// not one per event.
+const PurgeEvery = time.Minute
+
+// mayPurge reports whether did may be re-resolved now, and records it.
+func (v *Verifier) mayPurge(did string) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.now()
+	if last, ok := v.purged[did]; ok && now.Sub(last) < PurgeEvery {
+		return false
+	}
+	if len(v.purged) >= 10_000 { // bounded: forget old entries wholesale
+		clear(v.purged)
+	}
+	v.purged[did] = now
+	return true
 }
 
 // New returns a Verifier. dir resolves DIDs to their current signing key;
@@ -70,7 +94,7 @@ func New(dir identity.Directory, m *Metrics, now func() time.Time) *Verifier {
 	if now == nil {
 		now = time.Now
 	}
-	return &Verifier{dir: dir, now: now, m: m}
+	return &Verifier{dir: dir, now: now, m: m, purged: map[string]time.Time{}}
 }
 
 // Check verifies the frame b, parsed as in. It returns nil for an event
@@ -212,7 +236,7 @@ func (v *Verifier) checkSignature(ctx context.Context, c *repo.Commit) error {
 		if err == nil {
 			return nil
 		}
-		if attempt == 0 {
+		if attempt == 0 && v.mayPurge(c.DID) {
 			// The key may have rotated since it was cached.
 			if perr := v.dir.Purge(ctx, did.AtIdentifier()); perr == nil {
 				continue
