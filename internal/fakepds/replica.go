@@ -10,9 +10,12 @@ import (
 	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
+	"github.com/bluesky-social/indigo/atproto/repo/mst"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/gorilla/websocket"
+	"github.com/ipfs/go-cid"
 
+	"github.com/pdsmux/pdsmux/internal/blocks"
 	"github.com/pdsmux/pdsmux/internal/frame"
 )
 
@@ -419,4 +422,56 @@ func (r *Replica) ForkWrite(other *Replica, did string, first, second Op) (lost,
 		return "", "", err
 	}
 	return evA.Rev, evB.Rev, nil
+}
+
+// Head is one repo's signed head at a moment, for Restore.
+type Head struct {
+	tree         mst.Tree
+	rev          string
+	commit, data cid.Cid
+}
+
+// Rev is the head's rev.
+func (h Head) Rev() string { return h.rev }
+
+// HeadOf captures did's current head.
+func (s *Store) HeadOf(did string) (Head, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, err := s.lookup(did)
+	if err != nil {
+		return Head{}, err
+	}
+	return Head{tree: a.tree.Copy(), rev: a.rev, commit: a.commit, data: a.data}, nil
+}
+
+// Restore puts did's repo back to h, as a PDS restored from a backup
+// does, and announces it with a #sync of that older signed commit (through
+// the sequencer, unless silent).
+func (r *Replica) Restore(did string, h Head, silent bool) error {
+	s := r.store
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, err := s.lookup(did)
+	if err != nil {
+		return err
+	}
+	a.tree, a.rev, a.commit, a.data = h.tree.Copy(), h.rev, h.commit, h.data
+	if silent {
+		return nil
+	}
+	commitBytes, ok := a.blocks.Lookup(h.commit)
+	if !ok {
+		return errors.New("fakepds: restore: commit block gone")
+	}
+	one := blocks.NewSet()
+	one.Add(h.commit, commitBytes)
+	car, err := blocks.CAR(h.commit, one)
+	if err != nil {
+		return err
+	}
+	_, err = s.emit(r, frame.TypeSync, syncBody{&comatproto.SyncSubscribeRepos_Sync{
+		Did: did, Rev: h.rev, Blocks: car, Time: s.Now().UTC().Format(syntax.AtprotoDatetimeLayout),
+	}})
+	return err
 }

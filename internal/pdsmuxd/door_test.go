@@ -680,3 +680,47 @@ func TestDoor_BurstOfBadFrames(t *testing.T) {
 		m[refusedKey("no_prev_data")], m[refusedKey("did_mismatch")], m[refusedKey("bad_signature")],
 		len(entries), bySource, strings.Join(kinds, " "), d.c.Kinds())
 }
+
+// f (second half). A replica restored from a backup announces its older
+// head with #sync: pdsmux checks the replica's signed head is at that rev
+// and passes the rollback on (relays accept a #sync rollback); the repo's
+// later writes chain onto the restored head.
+func TestDoor_SyncRollbackIsPassedOn(t *testing.T) {
+	d := newDoorEnv(t, 1, 0, nil)
+	r1 := d.replicas[0]
+	a, err := r1.CreateAccount("alice.test")
+	require.NoError(t, err)
+	rev1 := d.write(r1, a.DID, "p1")
+	backup, err := d.store.HeadOf(a.DID)
+	require.NoError(t, err)
+	require.Equal(t, rev1, backup.Rev())
+	d.write(r1, a.DID, "p2")
+	rev3 := d.write(r1, a.DID, "p3")
+	d.waitView(a.DID, rev3, 10*time.Second)
+
+	require.NoError(t, r1.Restore(a.DID, backup, false))
+	d.waitMetric("pdsmux_repairs_total{kind=rollback,reason=sync_rollback}", 1, 10*time.Second)
+	syncs := 0
+	for _, ev := range d.c.Events() {
+		if ev.DID == a.DID && ev.Kind == "sync" && ev.Rev == rev1 {
+			syncs++
+		}
+	}
+	require.Equal(t, 1, syncs, "the rollback #sync reached the consumer once")
+	l := d.reader()
+	st, err := l.RepoStates(context.Background(), a.DID)
+	require.NoError(t, err)
+	require.Equal(t, rev1, st[0].Rev, "the log is back at the restored rev")
+
+	// the account writes again on top of the restored head
+	rev4 := d.write(r1, a.DID, "p4")
+	require.Eventually(t, func() bool {
+		st, err := l.RepoStates(context.Background(), a.DID)
+		return err == nil && st[0].Rev == rev4
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return d.c.Records()[postRec(a.DID, "p4")] == 1 }, 10*time.Second, 20*time.Millisecond,
+		"the next post is delivered as a record")
+	d.waitNotHeld(5 * time.Second)
+	d.waitView(a.DID, rev4, 10*time.Second)
+	d.requireAtHead(a)
+}

@@ -138,7 +138,11 @@ func (s *Strict) Sync(e *comatproto.SyncSubscribeRepos_Sync) error {
 	if commit.Rev != e.Rev {
 		s.problem("%s #sync rev %s carries commit rev %s", e.Did, e.Rev, commit.Rev)
 	}
-	if st := s.repos[e.Did]; st != nil && e.Rev <= st.Rev {
+	// Like indigo's relay, a #sync with an older rev is taken (a PDS
+	// restored from backup); the same rev again is stale. So a stale copy
+	// of an old #sync passed on by pdsmux rolls this consumer back, and
+	// the next commit shows up as a chain break.
+	if st := s.repos[e.Did]; st != nil && e.Rev == st.Rev {
 		s.stale++
 		return nil
 	}
