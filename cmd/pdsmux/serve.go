@@ -129,7 +129,7 @@ func serveCommand() *cli.Command {
 			}
 			runErr := rt.Run(ctx)
 			// a fresh context: ctx is already cancelled by the signal
-			cctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			cctx, cancel := context.WithTimeout(context.Background(), rt.ShutdownTimeout())
 			defer cancel()
 			closeErr := rt.Close(cctx)
 			if runErr != nil || closeErr != nil {

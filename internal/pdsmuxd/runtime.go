@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/identity"
@@ -66,6 +67,12 @@ type Runtime struct {
 	httpSrv    *http.Server
 	metricsSrv *http.Server
 	ln, mln    net.Listener
+
+	// running is Run's cancel and end, so that Close stops Run and waits
+	// for it (the archiver's last flush) before closing the stores.
+	runMu   sync.Mutex
+	stopRun context.CancelFunc
+	runDone chan struct{}
 }
 
 // Build validates cfg and constructs every component. It binds the
@@ -205,6 +212,10 @@ func newTransport() *http.Transport {
 	return t
 }
 
+// ShutdownTimeout is the validated Config.ShutdownTimeout (the default
+// when it was zero): how long Close may take.
+func (rt *Runtime) ShutdownTimeout() time.Duration { return rt.s.ShutdownTimeout }
+
 // Addr is the bound address of the main listener.
 func (rt *Runtime) Addr() string { return rt.ln.Addr().String() }
 
@@ -214,6 +225,17 @@ func (rt *Runtime) MetricsAddr() string { return rt.mln.Addr().String() }
 // Run runs every component until ctx ends or one fails. Cancellation is
 // not an error.
 func (rt *Runtime) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rt.runMu.Lock()
+	if rt.runDone != nil {
+		rt.runMu.Unlock()
+		return errors.New("pdsmux: Run called twice")
+	}
+	rt.stopRun, rt.runDone = cancel, make(chan struct{})
+	done := rt.runDone
+	rt.runMu.Unlock()
+	defer close(done)
 	rt.log.Info("pdsmux starting", "version", Version, "listen", rt.Addr(), "metrics", rt.MetricsAddr(),
 		"redis", rt.s.redisLog, "replicas", len(rt.tailers))
 	g, gctx := errgroup.WithContext(ctx)
@@ -314,6 +336,17 @@ func (rt *Runtime) Close(ctx context.Context) error {
 	var errs []error
 	if err := rt.fan.Close(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("closing subscribers: %w", err))
+	}
+	rt.runMu.Lock()
+	stop, done := rt.stopRun, rt.runDone
+	rt.runMu.Unlock()
+	if done != nil {
+		stop()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("waiting for the components to stop: %w", ctx.Err()))
+		}
 	}
 	if err := rt.httpSrv.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("http server shutdown: %w", err))
