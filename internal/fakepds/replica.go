@@ -15,7 +15,6 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/ipfs/go-cid"
 
-	"github.com/pdsmux/pdsmux/internal/blocks"
 	"github.com/pdsmux/pdsmux/internal/frame"
 )
 
@@ -464,14 +463,10 @@ func (r *Replica) Restore(did string, h Head, silent bool) error {
 	if !ok {
 		return errors.New("fakepds: restore: commit block gone")
 	}
-	one := blocks.NewSet()
-	one.Add(h.commit, commitBytes)
-	car, err := blocks.CAR(h.commit, one)
+	ev, err := syncEvent(did, h.rev, h.commit, commitBytes, s.Now())
 	if err != nil {
 		return err
 	}
-	_, err = s.emit(r, frame.TypeSync, syncBody{&comatproto.SyncSubscribeRepos_Sync{
-		Did: did, Rev: h.rev, Blocks: car, Time: s.Now().UTC().Format(syntax.AtprotoDatetimeLayout),
-	}})
+	_, err = s.emit(r, frame.TypeSync, syncBody{ev})
 	return err
 }

@@ -93,17 +93,24 @@ func NewAccount(handle string, now time.Time) (*Account, *comatproto.SyncSubscri
 	if err != nil {
 		return nil, nil, err
 	}
-	one := blocks.NewSet()
-	one.Add(cc, commitBytes)
-	car, err := blocks.CAR(cc, one)
+	ev, err := syncEvent(a.DID, a.rev, cc, commitBytes, now)
 	if err != nil {
 		return nil, nil, err
 	}
 	a.blocks.Add(cc, commitBytes)
 	a.blocks.Merge(diff)
-	return a, &comatproto.SyncSubscribeRepos_Sync{
-		Did: a.DID, Rev: a.rev, Blocks: car, Time: now.UTC().Format(syntax.AtprotoDatetimeLayout),
-	}, nil
+	return a, ev, nil
+}
+
+// syncEvent is a #sync announcing the signed commit cc (seq left 0).
+func syncEvent(did, rev string, cc cid.Cid, commitBytes []byte, now time.Time) (*comatproto.SyncSubscribeRepos_Sync, error) {
+	one := blocks.NewSet()
+	one.Add(cc, commitBytes)
+	car, err := blocks.CAR(cc, one)
+	if err != nil {
+		return nil, err
+	}
+	return &comatproto.SyncSubscribeRepos_Sync{Did: did, Rev: rev, Blocks: car, Time: now.UTC().Format(syntax.AtprotoDatetimeLayout)}, nil
 }
 
 // nextRev returns the rev for a commit made at now: the TID (clock id 0,

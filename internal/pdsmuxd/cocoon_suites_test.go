@@ -119,80 +119,18 @@ func (w *pacedWriter) Written() int { return int(w.written.Load()) }
 // Wait waits until the writer stops and returns how many it wrote.
 func (w *pacedWriter) Wait() int { w.wg.Wait(); return w.Written() }
 
-// strictFollower is a strict consumer that stays subscribed like a relay:
-// when a stream ends it redials with the last seq it saw as its cursor,
-// trying each base in turn (consumer.Follow with a Strict attached).
-type strictFollower struct {
-	mu       sync.Mutex
-	events   []consumer.Event
-	last     int64
-	sessions int
-}
-
-func followStrict(t *testing.T, s *consumer.Strict, bases ...string) *strictFollower {
+// followStrict is a strict consumer that stays subscribed like a relay
+// (consumer.Follow with the Strict attached), from the start of the log.
+func followStrict(t *testing.T, s *consumer.Strict, bases ...string) *consumer.Follower {
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &strictFollower{}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; ctx.Err() == nil; i++ {
-			f.mu.Lock()
-			cur := f.last
-			f.mu.Unlock()
-			c, _, err := consumer.Dial(ctx, bases[i%len(bases)], cur, s.Attach, func(c *consumer.Consumer) { c.OnEvent = f.add })
-			if err == nil {
-				f.mu.Lock()
-				f.sessions++
-				f.mu.Unlock()
-				select {
-				case <-c.Done():
-				case <-ctx.Done():
-					c.Close()
-					<-c.Done()
-				}
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	f := consumer.Follow(ctx, bases, 0, s.Attach)
+	t.Cleanup(func() { cancel(); <-f.Done() })
 	return f
-}
-
-func (f *strictFollower) add(e consumer.Event) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.events = append(f.events, e)
-	if e.Seq > 0 {
-		f.last = e.Seq
-	}
-}
-
-func (f *strictFollower) Events() []consumer.Event {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]consumer.Event(nil), f.events...)
-}
-
-func (f *strictFollower) Records() map[consumer.Record]int { return consumer.CountRecords(f.Events()) }
-
-func (f *strictFollower) Last() int64 {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.last
-}
-
-func (f *strictFollower) Sessions() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.sessions
 }
 
 // cocoonCheck is what checkCocoon needs besides the env.
 type cocoonCheck struct {
-	f      *strictFollower
+	f      *consumer.Follower
 	strict *consumer.Strict
 	// metrics are the metrics addresses of the pdsmux processes still
 	// running (to see scans go by once everything arrived).

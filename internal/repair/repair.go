@@ -334,24 +334,36 @@ func (r *Repairer) repairOnce(ctx context.Context, did, reason string, flag *cur
 	if err != nil {
 		return r.appendSync(ctx, did, head, headBytes, rev, st.Rev, now, reason, "stored commit cid unreadable")
 	}
-	ev, nops, err := src.buildCommit(ctx, st.Rev, prev, head, hc, headBytes, now)
+	kind, nops, err := r.appendCommitOrSync(ctx, src, st.Rev, prev, head, hc, headBytes, now, reason)
+	if err == nil && kind == "commit" {
+		r.lg.Info("repaired missed writes with a synthesized #commit", "did", did, "reason", reason,
+			"from_rev", st.Rev, "to_rev", rev, "ops", nops, "replica", api.rep.Name)
+	}
+	return kind, err
+}
+
+// appendCommitOrSync builds the #commit from prev at rev atRev (cid.Undef
+// and "": from the empty tree) to the signed head, and appends it if the
+// repo is still at atRev; where one commit cannot carry the change it
+// appends a #sync instead. It returns the kind appended and the ops.
+func (r *Repairer) appendCommitOrSync(ctx context.Context, src *source, atRev string, prev, head cid.Cid, hc *repo.Commit, headBytes []byte, now time.Time, reason string) (string, int, error) {
+	ev, nops, err := src.buildCommit(ctx, atRev, prev, head, hc, headBytes, now)
 	switch {
 	case errors.Is(err, ErrMissingBlocks) || errors.Is(err, ErrTooBig) || errors.Is(err, ErrBadCommit):
-		return r.appendSync(ctx, did, head, headBytes, rev, st.Rev, now, reason, err.Error())
+		kind, err := r.appendSync(ctx, src.did, head, headBytes, hc.Rev, atRev, now, reason, err.Error())
+		return kind, 0, err
 	case err != nil:
 		r.m.failed("fetch")
-		return "", err
+		return "", 0, err
 	}
 	b, err := frame.Encode(frame.TypeCommit, ev)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
-	if err := r.appendRepair(ctx, b, st.Rev); err != nil {
-		return "", err
+	if err := r.appendRepair(ctx, b, atRev); err != nil {
+		return "", 0, err
 	}
-	r.lg.Info("repaired missed writes with a synthesized #commit", "did", did, "reason", reason,
-		"from_rev", st.Rev, "to_rev", rev, "ops", nops, "replica", api.rep.Name)
-	return "commit", nil
+	return "commit", nops, nil
 }
 
 // checkRev refuses a head rev relays would refuse as ahead of the clock.
@@ -395,24 +407,12 @@ func (r *Repairer) announceNew(ctx context.Context, src *source, head cid.Cid, h
 			return "", err
 		}
 	}
-	ev, nops, err := src.buildCommit(ctx, "", cid.Undef, head, hc, headBytes, now)
-	switch {
-	case errors.Is(err, ErrMissingBlocks) || errors.Is(err, ErrTooBig) || errors.Is(err, ErrBadCommit):
-		return r.appendSync(ctx, did, head, headBytes, hc.Rev, "", now, reason, "new repo: "+err.Error())
-	case err != nil:
-		r.m.failed("fetch")
-		return "", err
+	kind, nops, err := r.appendCommitOrSync(ctx, src, "", cid.Undef, head, hc, headBytes, now, reason)
+	if err == nil && kind == "commit" {
+		r.lg.Info("announced a new repo whose creation events the replicas lost, with its records as one #commit",
+			"did", did, "reason", reason, "rev", hc.Rev, "records", nops, "replica", src.api.rep.Name)
 	}
-	b, err := frame.Encode(frame.TypeCommit, ev)
-	if err != nil {
-		return "", err
-	}
-	if err := r.appendRepair(ctx, b, ""); err != nil {
-		return "", err
-	}
-	r.lg.Info("announced a new repo whose creation events the replicas lost, with its records as one #commit",
-		"did", did, "reason", reason, "rev", hc.Rev, "records", nops, "replica", src.api.rep.Name)
-	return "commit", nil
+	return kind, err
 }
 
 // isNew tells a repo created since this deployment first started (whose
@@ -471,17 +471,9 @@ func (r *Repairer) appendRollback(ctx context.Context, did string, head cid.Cid,
 	if err != nil {
 		return "", err
 	}
-	b, err := frame.Encode(frame.TypeSync, ev)
+	cev, err := toEvent(frame.TypeSync, ev)
 	if err != nil {
 		return "", err
-	}
-	in, err := frame.Parse(b, 0)
-	if err != nil {
-		return "", fmt.Errorf("repair: built an unparseable frame: %w", err)
-	}
-	cev, err := cursor.NewEvent(b, &in)
-	if err != nil {
-		return "", fmt.Errorf("repair: built an unsequenceable frame: %w", err)
 	}
 	if _, err := r.log.AppendRollback(ctx, cev, atRev); err != nil {
 		if !errors.Is(err, cursor.ErrRepairRace) {
@@ -512,13 +504,9 @@ func (r *Repairer) appendSync(ctx context.Context, did string, head cid.Cid, hea
 // appendRepair appends a synthesized frame (seq 0) if the repo is still
 // at atRev.
 func (r *Repairer) appendRepair(ctx context.Context, b []byte, atRev string) error {
-	in, err := frame.Parse(b, 0)
+	ev, err := eventOf(b)
 	if err != nil {
-		return fmt.Errorf("repair: built an unparseable frame: %w", err)
-	}
-	ev, err := cursor.NewEvent(b, &in)
-	if err != nil {
-		return fmt.Errorf("repair: built an unsequenceable frame: %w", err)
+		return err
 	}
 	if _, err := r.log.AppendRepair(ctx, ev, atRev); err != nil {
 		if !errors.Is(err, cursor.ErrRepairRace) {
@@ -530,20 +518,34 @@ func (r *Repairer) appendRepair(ctx context.Context, b []byte, atRev string) err
 }
 
 func (r *Repairer) appendSynthetic(ctx context.Context, t string, body frame.Marshaler) error {
-	b, err := frame.Encode(t, body)
-	if err != nil {
-		return err
-	}
-	in, err := frame.Parse(b, 0)
-	if err != nil {
-		return err
-	}
-	ev, err := cursor.NewEvent(b, &in)
+	ev, err := toEvent(t, body)
 	if err != nil {
 		return err
 	}
 	_, err = r.log.AppendSynthetic(ctx, ev)
 	return err
+}
+
+// toEvent encodes a frame pdsmux built and makes it a log event.
+func toEvent(t string, body frame.Marshaler) (cursor.Event, error) {
+	b, err := frame.Encode(t, body)
+	if err != nil {
+		return cursor.Event{}, err
+	}
+	return eventOf(b)
+}
+
+// eventOf makes a frame pdsmux built (seq 0) a log event.
+func eventOf(b []byte) (cursor.Event, error) {
+	in, err := frame.Parse(b, 0)
+	if err != nil {
+		return cursor.Event{}, fmt.Errorf("repair: built an unparseable frame: %w", err)
+	}
+	ev, err := cursor.NewEvent(b, &in)
+	if err != nil {
+		return cursor.Event{}, fmt.Errorf("repair: built an unsequenceable frame: %w", err)
+	}
+	return ev, nil
 }
 
 func (r *Repairer) appendIdentity(ctx context.Context, did string, now time.Time) error {

@@ -3,6 +3,7 @@ package verify
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/identity"
 	"github.com/bluesky-social/indigo/atproto/repo"
 	"github.com/bluesky-social/indigo/atproto/syntax"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/pdsmux/pdsmux/internal/frame"
 )
@@ -65,7 +67,15 @@ type Verifier struct {
 
 	mu     sync.Mutex
 	purged map[string]time.Time // DID -> last re-resolution after a bad signature
+
+	// passed remembers events that passed, by content (every byte but
+	// the seq): replicas replay each other's events (Cocoon's cursor
+	// playback reads the shared table), and a copy is not checked again.
+	passed *lru.Cache[[sha256.Size]byte, struct{}]
 }
+
+// PassedCache is how many passed events are remembered by content.
+const PassedCache = 100_000
 
 // PurgeEvery bounds re-resolving a DID after a bad signature: a replica
 // streaming forged commits costs one PLC lookup per DID per PurgeEvery,
@@ -94,28 +104,47 @@ func New(dir identity.Directory, m *Metrics, now func() time.Time) *Verifier {
 	if now == nil {
 		now = time.Now
 	}
-	return &Verifier{dir: dir, now: now, m: m, purged: map[string]time.Time{}}
+	passed, _ := lru.New[[sha256.Size]byte, struct{}](PassedCache) // only fails for a size <= 0
+	return &Verifier{dir: dir, now: now, m: m, purged: map[string]time.Time{}, passed: passed}
 }
 
 // Check verifies the frame b, parsed as in. It returns nil for an event
 // that may be appended, a *Rejection for one a strict relay would refuse,
 // and never panics on any input.
 func (v *Verifier) Check(ctx context.Context, b []byte, in *frame.Info) error {
+	if in.Kind != frame.KindCommit && in.Kind != frame.KindSync {
+		return nil
+	}
+	var key [sha256.Size]byte
+	if in.HasSeq {
+		pre, suf := frame.SplitSeq(b, in)
+		h := sha256.New()
+		h.Write(pre)
+		h.Write(suf)
+		h.Sum(key[:0])
+		if v.passed.Contains(key) {
+			return nil
+		}
+	}
+	var err error
 	switch in.Kind {
 	case frame.KindCommit:
 		var ev comatproto.SyncSubscribeRepos_Commit
 		if err := ev.UnmarshalCBOR(bytes.NewReader(b[in.BodyStart:])); err != nil {
 			return reject(ReasonBadCommit, "decode #commit body: %v", err)
 		}
-		return v.CheckCommit(ctx, &ev)
+		err = v.CheckCommit(ctx, &ev)
 	case frame.KindSync:
 		var ev comatproto.SyncSubscribeRepos_Sync
 		if err := ev.UnmarshalCBOR(bytes.NewReader(b[in.BodyStart:])); err != nil {
 			return reject(ReasonBadCommit, "decode #sync body: %v", err)
 		}
-		return v.CheckSync(ctx, &ev)
+		err = v.CheckSync(ctx, &ev)
 	}
-	return nil
+	if err == nil && in.HasSeq {
+		v.passed.Add(key, struct{}{})
+	}
+	return err
 }
 
 // CheckCommit applies the relay's #commit checks to ev.

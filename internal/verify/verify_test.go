@@ -38,9 +38,11 @@ func newEnv() *env {
 
 // mustPass checks that the genuine frame a case starts from passes the
 // door, so that the refusal of its mutation is due to the mutation.
+// It uses a verifier of its own: the case's verifier would remember the
+// genuine frame as passed (by content) and let an unchanged copy through.
 func (e *env) mustPass(t *testing.T, b []byte) {
 	t.Helper()
-	require.NoError(t, check(t, e.v, b), "the genuine frame this case mutates must pass")
+	require.NoError(t, check(t, verify.New(e.dir, nil, clock), b), "the genuine frame this case mutates must pass")
 	e.baselines++
 }
 
@@ -481,4 +483,23 @@ func TestCheck_ContextDoneBeforeLookup(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.Equal(t, verify.ReasonBadTime, verify.ReasonOf(e.v.Check(ctx, b, &in)))
+}
+
+// A copy of an event that passed (replicas replay each other's events) is
+// not checked again: the directory is not asked a second time.
+func TestCheck_PassedCopyIsNotCheckedAgain(t *testing.T) {
+	d := newCachingDir()
+	v := verify.New(d, nil, clock)
+	a, _ := newAccount(t, d.docs, "alice.test")
+	ev := apply(t, a, t0.Add(-40*time.Minute), create("p0"))
+	require.NoError(t, check(t, v, encode(t, frame.TypeCommit, ev)))
+	lookups, _ := d.counts()
+	ev.Seq += 1000 // the same event under another replica's seq
+	require.NoError(t, check(t, v, encode(t, frame.TypeCommit, ev)))
+	again, _ := d.counts()
+	require.Equal(t, lookups, again, "a passed copy is not verified again")
+	ev.Time = "2026-06-01T11:00:00.000Z" // different content: checked
+	require.NoError(t, check(t, v, encode(t, frame.TypeCommit, ev)))
+	third, _ := d.counts()
+	require.Greater(t, third, again)
 }

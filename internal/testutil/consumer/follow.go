@@ -18,7 +18,8 @@ type Follower struct {
 }
 
 // Follow subscribes to bases from cursor (< 0: live) until ctx ends.
-func Follow(ctx context.Context, bases []string, cursor int64) *Follower {
+// opts apply to every session's Consumer (e.g. a Strict's Attach).
+func Follow(ctx context.Context, bases []string, cursor int64, opts ...func(*Consumer)) *Follower {
 	f := &Follower{last: cursor, done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
@@ -26,7 +27,7 @@ func Follow(ctx context.Context, bases []string, cursor int64) *Follower {
 			f.mu.Lock()
 			cur := f.last
 			f.mu.Unlock()
-			c, _, err := Dial(ctx, bases[i%len(bases)], cur, func(c *Consumer) { c.OnEvent = f.add })
+			c, _, err := Dial(ctx, bases[i%len(bases)], cur, append(opts[:len(opts):len(opts)], func(c *Consumer) { c.OnEvent = f.add })...)
 			if err == nil {
 				f.mu.Lock()
 				f.sessions++
@@ -72,3 +73,10 @@ func (f *Follower) Sessions() int {
 
 // Done is closed after ctx ended and the last session closed.
 func (f *Follower) Done() <-chan struct{} { return f.done }
+
+// Last is the highest seq seen (the cursor the next session resumes from).
+func (f *Follower) Last() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last
+}
