@@ -87,7 +87,7 @@ func checkConsumer(t *testing.T, f *consumer.Follower, want map[key]bool, within
 func redisLossMidStream(t *testing.T, ro redisserver.Options, seed uint64, dbURL string, lose func(e *env)) {
 	e := newEnv(t, fakepds.ModeOwn, 2, ro)
 	e.store.Overlap = 0.3
-	cfg := e.config()
+	cfg := e.mergeConfig()
 	if dbURL != "" {
 		cfg.DBURL = dbURL
 	}
@@ -156,7 +156,7 @@ func TestFault_NetworkCutsAndLatency(t *testing.T) {
 	e := newEnv(t, fakepds.ModeOwn, 2, redisserver.Options{AppendFsync: "everysec"})
 	rp := faultproxy.Start(t, e.redis.Addr())
 	r1p := faultproxy.Start(t, strings.TrimPrefix(e.replicas[0].URL(), "http://"))
-	cfg := e.config()
+	cfg := e.mergeConfig()
 	cfg.RedisURL = "redis://" + rp.Addr() + "/0"
 	cfg.Replicas[0] = "r1=http://" + r1p.Addr()
 	cfg.HoldTimeout = 5 * time.Minute // commits chained on r1's wait out its outage
@@ -247,7 +247,7 @@ func waitArchived(t *testing.T, maddr string, n int) {
 // days away) gets the libsql archive, then Redis, then live, without a gap.
 func TestFault_OldCursorReplaysArchiveThenRedisThenLive(t *testing.T) {
 	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
-	run := e.start(e.config(), "pdsmux")
+	run := e.start(e.mergeConfig(), "pdsmux")
 	waitConnected(t, run.rt)
 	e.createAccounts(5)
 	e.writeCommits(500, 51)
@@ -289,7 +289,7 @@ func TestFault_OldCursorReplaysArchiveThenRedisThenLive(t *testing.T) {
 // deleted file is rebuilt from Redis, and seq never goes back.
 func TestFault_LibsqlFileCorruptOrDeleted(t *testing.T) {
 	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
-	cfg := e.config()
+	cfg := e.mergeConfig()
 	path := strings.TrimPrefix(cfg.DBURL, "file:")
 
 	run := e.start(cfg, "pdsmux-a")

@@ -45,6 +45,17 @@ func newEnv(t *testing.T, mode fakepds.Mode, n int, ro redisserver.Options) *env
 	return e
 }
 
+// mergeConfig is config for the loss-free merge and fault suites, which
+// push tens of thousands of events: the door's signature check is not
+// their subject (TestDoor_*, TestCocoon_* and the repair tests keep it on,
+// as production does) and under -race one k256 verify costs about 1 ms.
+// The subprocess suites pass --verify-commit-signatures=false likewise.
+func (e *env) mergeConfig() pdsmuxd.Config {
+	cfg := e.config()
+	cfg.NoSignatureCheck = true
+	return cfg
+}
+
 func (e *env) config() pdsmuxd.Config {
 	var reps []string
 	for _, r := range e.replicas {

@@ -14,7 +14,7 @@ import (
 func TestMerge_ThreeReplicasOverlapAndDisconnects(t *testing.T) {
 	e := newEnv(t, fakepds.ModeOwn, 3, redisserver.Options{})
 	e.store.Overlap = 0.3
-	run := e.start(e.config(), "pdsmux")
+	run := e.start(e.mergeConfig(), "pdsmux")
 	waitConnected(t, run.rt)
 
 	e.createAccounts(50)
@@ -34,8 +34,8 @@ func TestMerge_ThreeReplicasOverlapAndDisconnects(t *testing.T) {
 func TestMerge_TwoProcessesOneRedis(t *testing.T) {
 	e := newEnv(t, fakepds.ModeOwn, 3, redisserver.Options{})
 	e.store.Overlap = 0.3
-	a := e.start(e.config(), "pdsmux-a")
-	b := e.start(e.config(), "pdsmux-b")
+	a := e.start(e.mergeConfig(), "pdsmux-a")
+	b := e.start(e.mergeConfig(), "pdsmux-b")
 	waitConnected(t, a.rt)
 	waitConnected(t, b.rt)
 

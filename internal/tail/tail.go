@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -191,6 +192,9 @@ func (t *Tailer) streamURL(rc cursor.ReplicaCursor) string {
 type item struct {
 	ev   cursor.Event
 	time string
+	// the frame and its parse, for the door
+	b  []byte
+	in frame.Info
 }
 
 // session runs one connection. progressed reports whether any event was
@@ -270,6 +274,7 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 				break drain
 			}
 		}
+		t.door(ctx, batch)
 		evs = evs[:0]
 		for _, it := range batch {
 			evs = append(evs, it.ev)
@@ -290,6 +295,50 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 				t.m.lagSeconds.Set(max(now.Sub(ts.Time()).Seconds(), 0))
 			}
 		}
+	}
+}
+
+// door checks a batch's #commit and #sync events, on every core, before
+// they are offered to the log. A refused one is never appended as it is:
+// the log keeps a repair flag instead, in the same step that moves the
+// cursor.
+func (t *Tailer) door(ctx context.Context, batch []item) {
+	if t.cfg.Door == nil {
+		return
+	}
+	errs := make([]error, len(batch))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(batch)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				errs[i] = t.cfg.Door.Check(ctx, batch[i].b, &batch[i].in)
+			}
+		}()
+	}
+	for i := range batch {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	for i, err := range errs {
+		it := &batch[i]
+		it.b = nil
+		if err == nil {
+			continue
+		}
+		reason := verify.ReasonOf(err)
+		if reason == "" {
+			reason = verify.ReasonBadCommit
+		}
+		it.ev.Refused, it.ev.Pre, it.ev.Suf = reason, nil, nil
+		t.m.badFrame(reason)
+		t.limiter.do("refused:"+reason, func(n int) {
+			t.log.Warn("refused an event a strict relay would refuse; its repo will be repaired from the replica's signed head",
+				"reason", reason, "did", it.in.DID, "rev", it.in.Rev, "seq", it.in.Seq, "err", err, "suppressed", n)
+		})
 	}
 }
 
@@ -353,24 +402,8 @@ func (t *Tailer) readLoop(ctx context.Context, conn *websocket.Conn, queue chan<
 			t.bad("unsequenced", err)
 			continue
 		}
-		if t.cfg.Door != nil {
-			if err := t.cfg.Door.Check(ctx, b, &in); err != nil {
-				reason := verify.ReasonOf(err)
-				if reason == "" {
-					reason = verify.ReasonBadCommit
-				}
-				// Never appended as it is: the log keeps a repair flag
-				// instead, in the same step that moves the cursor.
-				ev.Refused, ev.Pre, ev.Suf = reason, nil, nil
-				t.m.badFrame(reason)
-				t.limiter.do("refused:"+reason, func(n int) {
-					t.log.Warn("refused an event a strict relay would refuse; its repo will be repaired from the replica's signed head",
-						"reason", reason, "did", in.DID, "rev", in.Rev, "seq", in.Seq, "err", err, "suppressed", n)
-				})
-			}
-		}
 		select {
-		case queue <- item{ev: ev, time: in.Time}:
+		case queue <- item{ev: ev, time: in.Time, b: b, in: in}:
 		case <-ctx.Done():
 			return nil
 		}
