@@ -60,7 +60,7 @@ func serveFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "archive-retention", Sources: env("archive-retention"), Value: pdsmuxd.DefaultArchiveRetention, Category: "durability",
 			Usage: "how long the archive keeps events for replay to subscribers with old cursors"},
 		&cli.StringSliceFlag{Name: "relay", Sources: env("relay"), Category: "crawl",
-			Usage: "relay base URL to send requestCrawl to, e.g. https://bsky.network (repeat; leave COCOON_RELAYS empty)"},
+			Usage: "relay base URL to send requestCrawl to, e.g. https://bsky.network (repeat; leave COCOON_RELAYS unset on the replicas)"},
 		&cli.StringFlag{Name: "hostname", Sources: env("hostname"), Category: "crawl",
 			Usage: "the PDS's public hostname, sent in requestCrawl (e.g. pds.example.com)"},
 		&cli.DurationFlag{Name: "crawl-interval", Sources: env("crawl-interval"), Value: pdsmuxd.DefaultCrawlInterval, Category: "crawl",

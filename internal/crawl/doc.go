@@ -5,7 +5,7 @@
 // off on failure.
 //
 // pdsmux is the only component that should ask relays to crawl: the
-// replicas' own COCOON_RELAYS must stay empty, or relays are pointed at a
+// replicas' own COCOON_RELAYS must stay unset, or relays are pointed at a
 // single replica's lossy stream.
 //
 // Nothing is ever sent to a host that is not configured. It does not
