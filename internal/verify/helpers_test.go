@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"testing"
 	"time"
 
@@ -176,14 +175,6 @@ func recommit(t testing.TB, car []byte, key atcrypto.PrivateKey, mutate func(*re
 	b, err := blocks.CAR(nc, out)
 	require.NoError(t, err)
 	return b, nc
-}
-
-// rawBody is a hand-written CBOR body.
-type rawBody []byte
-
-func (r rawBody) MarshalCBOR(w io.Writer) error {
-	_, err := w.Write(r)
-	return err
 }
 
 // cborText is the CBOR text string s.
