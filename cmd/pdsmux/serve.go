@@ -123,6 +123,9 @@ func serveCommand() *cli.Command {
 				format = pdsmuxd.DefaultLogFormat
 			}
 			slog.SetDefault(pdsmuxd.NewLogger(os.Stderr, format, slog.LevelWarn))
+			// the standard log package (net/http's panics and accept
+			// errors) then goes through it as warnings, not dropped infos
+			slog.SetLogLoggerLevel(slog.LevelWarn)
 			rt, err := pdsmuxd.Build(ctx, cfg, pdsmuxd.Options{})
 			if err != nil {
 				return err

@@ -13,7 +13,8 @@
 --      neither place.
 --
 -- KEYS: 1 seq, 2 log stream, 3 did state, 4 replica cursors, 5 hold queue,
---       6 meta, 7 time index, 8 account status, 9 repos flagged for repair
+--       6 meta, 7 time index, 8 account status, 9 repos flagged for repair,
+--       10 the rev each rolled-back repo was rolled back from
 -- ARGV: 1 key prefix, 2 source replica ('' for none), 3 expected cursor
 --       ('' to skip the check), 4 now (unix ms), 5 seq floor minus one,
 --       6 hold ms, 7 dedup ttl s, 8 lowest seq this caller may be given
@@ -31,8 +32,8 @@
 --       then the number of held commits released by this call.
 
 local P = ARGV[1]
-local seqK, logK, didK, curK, holdqK, metaK, tidxK, acctK, fixK =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local seqK, logK, didK, curK, holdqK, metaK, tidxK, acctK, fixK, rolledK =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local replica = ARGV[2]
 local now = tonumber(ARGV[4])
 local nowS = ARGV[4]
@@ -160,16 +161,20 @@ local function release(did, rev)
   unqueue(did)
 end
 
--- Forget every held commit of did (its history was replaced).
+-- Forget every held commit of did (its history was replaced); returns
+-- the highest rev among them (nil when none).
 local function dropAllHeld(did)
   local hk = holdKey(did)
   local all = redis.call('HGETALL', hk)
+  local top = nil
   for i = 1, #all, 2 do
     local h = cmsgpack.unpack(all[i + 1])
     if h[6] ~= '' then redis.call('ZREM', srcKey(h[6]), did .. ' ' .. all[i]) end
+    if (not top) or revLess(top, h[1]) then top = h[1] end
   end
   redis.call('DEL', hk)
   unqueue(did)
+  return top
 end
 
 -- Forget held commits at or below rev: a #sync or a repair covered them.
@@ -191,6 +196,13 @@ local function lastRev(did)
   return string.match(st, '^(%S+)')
 end
 
+-- I2 across a rollback: the history a rollback replaced (revs up to the
+-- one it rolled back from) is never appended again, whoever replays it.
+local function replaced(did, rev)
+  local r = redis.call('HGET', rolledK, did)
+  return r and not revLess(r, rev)
+end
+
 local out = {}
 local maxUseq = nil
 for i = 0, n - 1 do
@@ -205,8 +217,8 @@ for i = 0, n - 1 do
   local code = 0
   if kind == 'c' then
     local last = lastRev(did)
-    if last and not revLess(last, rev) then
-      code = 0 -- I2: already appended (or older)
+    if (last and not revLess(last, rev)) or replaced(did, rev) then
+      code = 0 -- I2: already appended (or older, or rolled back)
     elseif (since == '' and not last) or (last and since == last) then
       code = emit('c', did, rev, commit, pre, suf, replica, useq, '')
       release(did, rev)
@@ -238,16 +250,25 @@ for i = 0, n - 1 do
   elseif kind == 'F' then
     code = flag(did, status, rev)
   elseif kind == 'B' then
-    if (lastRev(did) or '') ~= since then
+    local last = lastRev(did)
+    if (last or '') ~= since then
       code = -3
     else
       code = emit('s', did, rev, commit, pre, suf, replica, useq, '')
-      dropAllHeld(did)
+      local floor = last
+      local top = dropAllHeld(did)
+      if top and ((not floor) or revLess(floor, top)) then floor = top end
+      if floor then
+        local r = redis.call('HGET', rolledK, did)
+        if (not r) or revLess(r, floor) then redis.call('HSET', rolledK, did, floor) end
+      end
     end
   elseif kind == 's' or kind == 'R' or kind == 'Y' then
     local last = lastRev(did)
     if (kind == 'R' or kind == 'Y') and (last or '') ~= since then
       code = -3
+    elseif kind == 's' and replaced(did, rev) and rev ~= last then
+      code = 0 -- a copy from the history a rollback replaced
     elseif kind == 's' and last and revLess(rev, last) then
       -- An older rev: a copy of a #sync already appended (replicas replay
       -- each other's events), or a replica restored from backup

@@ -21,6 +21,7 @@ type keys struct {
 	tidx   string
 	acct   string
 	fix    string
+	rolled string
 }
 
 func newKeys(name string) (keys, error) {
@@ -39,11 +40,12 @@ func newKeys(name string) (keys, error) {
 		tidx:   p + ":tidx",
 		acct:   p + ":acct",
 		fix:    p + ":fix",
+		rolled: p + ":rolled",
 	}, nil
 }
 
 func (k keys) script() []string {
-	return []string{k.seq, k.log, k.did, k.cur, k.holdq, k.meta, k.tidx, k.acct, k.fix}
+	return []string{k.seq, k.log, k.did, k.cur, k.holdq, k.meta, k.tidx, k.acct, k.fix, k.rolled}
 }
 
 func (k keys) hold(did string) string { return k.prefix + ":hold:" + did }

@@ -286,6 +286,14 @@ func TestOlderSync_FlaggedThenRolledBack(t *testing.T) {
 	holds, err := l.Holds(ctx, u.a.DID)
 	require.NoError(t, err)
 	require.Empty(t, holds, "held commits of the replaced history are dropped")
+	// a replica replaying the replaced history (c1 chains onto the
+	// restored rev) appends nothing: I2 holds across the rollback
+	b, err = l.Append(ctx, "r2", -1, events(t, c1, c2, c4))
+	require.NoError(t, err)
+	require.Equal(t, []cursor.Outcome{D, D, D}, outcomes(b))
+	st, err = l.RepoStates(ctx, u.a.DID)
+	require.NoError(t, err)
+	require.Equal(t, old.Rev, st[0].Rev)
 	require.NoError(t, l.ClearFlag(ctx, u.a.DID, f))
 	n, err := l.HeldRepos(ctx)
 	require.NoError(t, err)

@@ -198,6 +198,56 @@ func (l *Log) Holds(ctx context.Context, did string) ([]Hold, error) {
 	return out, nil
 }
 
+// dropHoldsScript drops held commits that can never be appended: those
+// built on a rev the repo has moved past (the losing side of a fork, a
+// stale copy), or every one when ARGV[3] is '1' (the repo is gone or its
+// account inactive). It returns how many it dropped.
+//
+// KEYS: 1 the repo's holds, 2 did state, 3 hold queue, 4 repair flags
+// ARGV: 1 did, 2 key prefix, 3 '1' to drop all
+var dropHoldsScript = redis.NewScript(`
+local function revLess(a, b)
+  if a == b then return false end
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local st = redis.call('HGET', KEYS[2], ARGV[1])
+local last = st and string.match(st, '^(%S+)')
+local all = redis.call('HGETALL', KEYS[1])
+local n = 0
+for i = 1, #all, 2 do
+  local since = all[i]
+  if ARGV[3] == '1' or (last and revLess(since, last)) then
+    local h = cmsgpack.unpack(all[i + 1])
+    redis.call('HDEL', KEYS[1], since)
+    if h[6] ~= '' then redis.call('ZREM', ARGV[2] .. ':hsrc:' .. h[6], ARGV[1] .. ' ' .. since) end
+    n = n + 1
+  end
+end
+if redis.call('EXISTS', KEYS[1]) == 0 and redis.call('HEXISTS', KEYS[4], ARGV[1]) == 0 then
+  redis.call('ZREM', KEYS[3], ARGV[1])
+end
+return n
+`)
+
+// DropDeadHolds drops did's held commits that can never be appended (built
+// on a rev the repo has moved past), or all of them, and returns how many.
+// Repair calls it when the replica's head shows nothing left to repair.
+func (l *Log) DropDeadHolds(ctx context.Context, did string, all bool) (int, error) {
+	flag := "0"
+	if all {
+		flag = "1"
+	}
+	n, err := dropHoldsScript.Run(ctx, l.rdb, []string{l.k.hold(did), l.k.did, l.k.holdq, l.k.fix}, did, l.k.prefix, flag).Int()
+	if err != nil {
+		return 0, fmt.Errorf("cursor: drop dead holds of %s: %w", did, err)
+	}
+	return n, nil
+}
+
 // Flag is a durable request to repair a repo from the replica's signed
 // head: an upstream event was refused at the door (Reason is the door's
 // reason), or a #sync announced an older rev (Reason "sync_rollback").

@@ -392,11 +392,13 @@ func (r *Replica) Shutdown(context.Context) error { r.Stop(); return nil }
 
 // ForkWrite models two replicas writing to one account at the same moment
 // (Cocoon's repo lock is per process): both commits are built on the same
-// head, r's with first and then other's with second, and other's wins the
-// database, so r's record is not in the final tree although r's event
-// announced it. Each event goes through the sequencer (and may be lost to
-// a collision). It returns the revs of the losing and the winning commit.
-func (r *Replica) ForkWrite(other *Replica, did string, first, second Op) (lost, won string, err error) {
+// head, r's with first and then other's with second (so second's rev is
+// higher), and one of them wins the database: second's, or first's when
+// keepFirst. The loser's record is not in the final tree although its
+// event announced it. Each event goes through the sequencer (and may be
+// lost to a collision). It returns the revs of the losing and the winning
+// commit.
+func (r *Replica) ForkWrite(other *Replica, did string, first, second Op, keepFirst bool) (lost, won string, err error) {
 	s := r.store
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -412,6 +414,7 @@ func (r *Replica) ForkWrite(other *Replica, did string, first, second Op) (lost,
 	if _, err := s.emit(r, frame.TypeCommit, commitBody{evA}); err != nil {
 		return "", "", err
 	}
+	treeA, revA, commitA, dataA := a.tree.Copy(), a.rev, a.commit, a.data
 	a.tree, a.rev, a.commit, a.data = tree, rev, commit, data
 	evB, err := a.Apply([]Op{second}, s.Now())
 	if err != nil {
@@ -419,6 +422,10 @@ func (r *Replica) ForkWrite(other *Replica, did string, first, second Op) (lost,
 	}
 	if _, err := s.emit(other, frame.TypeCommit, commitBody{evB}); err != nil {
 		return "", "", err
+	}
+	if keepFirst {
+		a.tree, a.rev, a.commit, a.data = treeA, revA, commitA, dataA
+		return evB.Rev, evA.Rev, nil
 	}
 	return evA.Rev, evB.Rev, nil
 }

@@ -32,7 +32,7 @@ const (
 type Config struct {
 	QueueLen       int           // frames a subscriber may fall behind before ConsumerTooSlow
 	MaxSubscribers int           // further subscribers get HTTP 503
-	PingInterval   time.Duration // websocket ping period; two missed pongs close the socket
+	PingInterval   time.Duration // websocket ping period; a subscriber silent for two periods (plus the time to read what it was sent, up to 32 MiB at 64 KiB/s) is closed
 	WriteTimeout   time.Duration // a single frame write may take this long
 }
 
@@ -128,6 +128,11 @@ type subscriber struct {
 // the ping, in both kernels' socket buffers (megabytes on a fast link).
 const minReadRate = 64 << 10
 
+// maxInFlight caps the bytes a subscriber may still be reading when a pong
+// is due: more than both kernels' socket buffers hold is not in flight
+// but unread by a peer that stopped (whose writes then time out).
+const maxInFlight = 32 << 20
+
 // pong records the peer's answer to a ping sent when written was data.
 func (sub *subscriber) pong(data string) {
 	if n, err := strconv.ParseInt(data, 10, 64); err == nil && n > sub.read.Load() {
@@ -152,7 +157,9 @@ func (sub *subscriber) pingData() []byte {
 // busy with a long replay answers pings late but is not dropped; a dead
 // one is (and one that stops taking data makes the writes time out).
 func (sub *subscriber) extend() {
-	backlog := time.Duration(max(sub.written.Load()-sub.read.Load(), 0)) * time.Second / minReadRate
+	// what can be in flight is bounded by both kernels' socket buffers
+	unread := min(max(sub.written.Load()-sub.read.Load(), 0), maxInFlight)
+	backlog := time.Duration(unread) * time.Second / minReadRate
 	_ = sub.conn.UnderlyingConn().SetReadDeadline(time.Now().Add(sub.idle + backlog))
 }
 

@@ -47,7 +47,7 @@ func TestFork_ConcurrentWritesToOneAccountStayConsistent(t *testing.T) {
 	// both events through r1's stream, so the winner arrives second and is
 	// held (from two tailers the loser may arrive second: then it is
 	// dropped as older than the log's rev, consistent but not counted)
-	_, won, err := r1.ForkWrite(r1, a.DID, post("phone"), post("web"))
+	_, won, err := r1.ForkWrite(r1, a.DID, post("phone"), post("web"), false)
 	require.NoError(t, err)
 	require.Equal(t, won, a.Rev())
 	_, _, err = r2.Write(a.DID, post("after"))
@@ -66,4 +66,53 @@ func TestFork_ConcurrentWritesToOneAccountStayConsistent(t *testing.T) {
 	m := testutil.Scrape(t, run.rt.MetricsAddr())
 	require.Equal(t, 1.0, m["pdsmux_repo_forks_total"], "the fork is counted")
 	require.Equal(t, 0.0, repairCounts(t, run.rt.MetricsAddr())["{kind=sync,reason=hold_timeout}"])
+}
+
+// The other way round: the first write wins the database and the second,
+// with the higher rev, loses but arrives last and is held. Repair finds
+// the log already at the replica's head; the dead hold is dropped rather
+// than re-polled forever, and the replica's resume cursor is not pinned.
+func TestFork_LosingWriteHeldIsDropped(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
+	cfg := e.config()
+	cfg.HoldTimeout = 300 * time.Millisecond
+	cfg.ScanInterval = 300 * time.Millisecond
+	cfg.RepairGrace = 300 * time.Millisecond
+	run := e.start(cfg, "pdsmux")
+	waitConnected(t, run.rt)
+	base := "http://" + run.rt.Addr()
+	strict := consumer.NewStrict(base, e.store.Directory())
+	c, _, err := consumer.Dial(context.Background(), base, 0, strict.Attach)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+
+	r1 := e.replicas[0]
+	a, err := r1.CreateAccount("alice.test")
+	require.NoError(t, err)
+	post := func(rkey string) fakepds.Op {
+		return fakepds.Op{Action: "create", Collection: "app.bsky.feed.post", Rkey: rkey, Record: fakepds.Post(rkey, time.Now())}
+	}
+	_, _, err = r1.Write(a.DID, post("before"))
+	require.NoError(t, err)
+	lost, won, err := r1.ForkWrite(r1, a.DID, post("phone"), post("web"), true)
+	require.NoError(t, err)
+	require.Equal(t, won, a.Rev())
+	require.Greater(t, lost, won, "the losing write has the higher rev")
+
+	l := e.reader()
+	require.Eventually(t, func() bool {
+		m := testutil.Scrape(t, run.rt.MetricsAddr())
+		n, err := l.HeldRepos(context.Background())
+		return err == nil && n == 0 && m["pdsmux_repo_forks_total"] == 1
+	}, 20*time.Second, 20*time.Millisecond, "the fork is counted and its dead hold dropped")
+	rc, err := l.Cursor(context.Background(), "r1")
+	require.NoError(t, err)
+	require.Equal(t, rc.Stored, rc.Resume, "no hold pins the replica's resume cursor")
+	v, ok := strict.View(a.DID)
+	require.True(t, ok)
+	require.Equal(t, won, v.Rev)
+	want, err := a.Records()
+	require.NoError(t, err)
+	require.Equal(t, want, v.Records)
+	require.Empty(t, strict.Problems())
 }

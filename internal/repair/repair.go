@@ -55,6 +55,7 @@ type Log interface {
 	HeldRepos(ctx context.Context) (int64, error)
 	DeferHolds(ctx context.Context, did string, at time.Time) error
 	Flagged(ctx context.Context, did string) (cursor.Flag, bool, error)
+	DropDeadHolds(ctx context.Context, did string, all bool) (int, error)
 	ClearFlag(ctx context.Context, did string, f cursor.Flag) error
 	AppendRollback(ctx context.Context, ev cursor.Event, atRev string) (cursor.Result, error)
 	RepoStates(ctx context.Context, dids ...string) ([]cursor.RepoState, error)
@@ -179,8 +180,13 @@ func (r *Repairer) expireHolds(ctx context.Context) {
 				_ = r.log.ClearFlag(ctx, did, flag)
 			}
 			if kind != "commit" && kind != "sync" && kind != "rollback" {
-				// Nothing to append now: look again after a hold time, not
-				// at every poll.
+				// Nothing to append: holds built on a rev the repo moved
+				// past (a fork's losing side) can never chain, and for a
+				// repo gone or inactive none will; drop them. What is left
+				// is looked at again after a hold time, not every poll.
+				if n, err := r.log.DropDeadHolds(ctx, did, kind != "none"); err == nil && n > 0 {
+					r.lg.Info("dropped held commits that can never be appended", "did", did, "held", n, "outcome", kind)
+				}
 				_ = r.log.DeferHolds(ctx, did, later)
 			}
 		case errors.As(err, &future):
@@ -385,7 +391,7 @@ func (r *Repairer) checkRev(rev string) error {
 // cannot carry it, or for an old repo, #identity and a #sync.
 func (r *Repairer) announceNew(ctx context.Context, src *source, head cid.Cid, hc *repo.Commit, headBytes []byte, now time.Time, reason string) (string, error) {
 	did := src.did
-	isNew, why, err := r.isNew(ctx, did)
+	isNew, why, err := r.isNew(ctx, did, hc.Rev)
 	if err != nil {
 		r.m.failed("identity")
 		return "", err
@@ -420,7 +426,7 @@ func (r *Repairer) announceNew(ctx context.Context, src *source, head cid.Cid, h
 // (a first start beside an existing PDS, an account migrated in), which
 // must not have years of records re-announced. An error means "ask again
 // later" (PLC unreachable).
-func (r *Repairer) isNew(ctx context.Context, did string) (bool, string, error) {
+func (r *Repairer) isNew(ctx context.Context, did, headRev string) (bool, string, error) {
 	switch r.cfg.NewRepos {
 	case NewReposAll:
 		return true, "", nil
@@ -429,6 +435,10 @@ func (r *Repairer) isNew(ctx context.Context, did string) (bool, string, error) 
 	}
 	if r.cfg.Age == nil || r.cfg.Born.IsZero() {
 		return false, "repo unknown to the log (no way to date it)", nil
+	}
+	if t, err := syntax.ParseTID(headRev); err == nil && t.Time().Before(r.cfg.Born) {
+		// its last write is older than this deployment: no need to ask PLC
+		return false, "repo unknown to the log, last written before pdsmux first started", nil
 	}
 	created, err := r.cfg.Age.Created(ctx, did)
 	if errors.Is(err, ErrAgeUnknown) {
@@ -455,13 +465,27 @@ func (r *Repairer) verifySignature(ctx context.Context, did string, hc *repo.Com
 		r.m.failed("identity")
 		return fmt.Errorf("resolve %s to check its commit signature: %w", did, err)
 	}
+	err = verifyWith(ident, hc)
+	if err != nil && r.dir.Purge(ctx, syntax.DID(did).AtIdentifier()) == nil {
+		// the key may have rotated since it was cached: resolve again once
+		if ident, lerr := r.dir.LookupDID(ctx, syntax.DID(did)); lerr == nil {
+			err = verifyWith(ident, hc)
+		}
+	}
+	if err != nil {
+		r.m.failed("signature")
+		return fmt.Errorf("%w: head commit of %s rev %s: %v", ErrBadCommit, did, hc.Rev, err)
+	}
+	return nil
+}
+
+func verifyWith(ident *identity.Identity, hc *repo.Commit) error {
 	pub, err := ident.PublicKey()
 	if err != nil {
-		return fmt.Errorf("%w: %s has no usable signing key: %v", ErrBadCommit, did, err)
+		return fmt.Errorf("no usable signing key: %v", err)
 	}
 	if err := hc.VerifySignature(pub); err != nil {
-		r.m.failed("signature")
-		return fmt.Errorf("%w: head commit of %s rev %s: bad signature: %v", ErrBadCommit, did, hc.Rev, err)
+		return fmt.Errorf("bad signature: %v", err)
 	}
 	return nil
 }

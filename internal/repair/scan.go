@@ -9,6 +9,7 @@ import (
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
+	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/frame"
 	"github.com/pdsmux/pdsmux/internal/verify"
 )
@@ -89,6 +90,24 @@ func (r *Repairer) Scan(ctx context.Context) error {
 							"did", did, "rev", future.Rev, "retry_at", future.AcceptableAt())
 					default:
 						r.lg.Warn("repair of a repo found behind by the scan failed; will retry", "did", did, "err", err)
+					}
+				}
+			} else if ri.Active && st.OK && revLess(ri.Rev, st.Rev) {
+				// The replica's head is below the log's: a rollback whose
+				// #sync was lost (or whose flag was), or the log holding
+				// the losing side of a fork. Once past the grace period,
+				// repair announces the replica's head with #sync if it is
+				// still there.
+				first, ok := r.ahead[did]
+				if !ok {
+					r.ahead[did] = now
+				} else if now.Sub(first) >= r.cfg.Grace {
+					behind++
+					flag := &cursor.Flag{Reason: cursor.ReasonSyncRollback, Rev: ri.Rev}
+					if _, err := r.repair(ctx, did, "scan", flag); err != nil {
+						r.lg.Warn("announcing a replica head below the log's failed; will retry", "did", did, "err", err)
+					} else {
+						delete(r.ahead, did)
 					}
 				}
 			} else {

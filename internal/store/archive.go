@@ -179,7 +179,7 @@ func (s *Store) Trim(ctx context.Context, before time.Time) (int64, error) {
 }
 
 // State reads the checkpoint for cursor.Log.Reconcile: repos, accounts,
-// cursors, the high-water mark, and the content hashes of #identity,
+// cursors, the high-water mark, and the content hashes of #sync, #identity,
 // #account and unknown events newer than dedupWindow.
 func (s *Store) State(ctx context.Context, dedupWindow time.Duration) (cursor.DurableState, error) {
 	st := cursor.DurableState{Repos: map[string]cursor.RepoState{}, Accounts: map[string]string{}, Cursors: map[string]int64{}, Hashes: map[string]time.Time{}}
@@ -234,7 +234,7 @@ func (s *Store) State(ctx context.Context, dedupWindow time.Duration) (cursor.Du
 		return st, err
 	}
 	since := time.Now().Add(-dedupWindow).UnixMilli()
-	err = q(`SELECT frame, time_ms FROM events WHERE kind IN ('i', 'a', 'o') AND time_ms > ?`, []any{since}, func(r *sql.Rows) error {
+	err = q(`SELECT frame, time_ms FROM events WHERE kind IN ('i', 'a', 'o', 's') AND time_ms > ?`, []any{since}, func(r *sql.Rows) error {
 		var f []byte
 		var ms int64
 		if err := r.Scan(&f, &ms); err != nil {

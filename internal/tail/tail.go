@@ -314,7 +314,7 @@ func (t *Tailer) door(ctx context.Context, batch []item) {
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				errs[i] = t.cfg.Door.Check(ctx, batch[i].b, &batch[i].in)
+				errs[i] = t.check(ctx, &batch[i])
 			}
 		}()
 	}
@@ -341,6 +341,20 @@ func (t *Tailer) door(ctx context.Context, batch []item) {
 		})
 	}
 }
+
+// check runs the door on one item. A panic inside a decoder on hostile
+// input refuses the event instead of ending the process (which would
+// then read the same frame again after its restart).
+func (t *Tailer) check(ctx context.Context, it *item) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("%w: the check panicked: %v", errDoorPanic, p)
+		}
+	}()
+	return t.cfg.Door.Check(ctx, it.b, &it.in)
+}
+
+var errDoorPanic = errors.New("tail: refused")
 
 // readLoop reads frames until the connection fails or an error frame ends
 // the stream.

@@ -14,6 +14,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/repo"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/ipfs/go-cid"
 
 	"github.com/pdsmux/pdsmux/internal/frame"
 )
@@ -77,6 +78,10 @@ type Verifier struct {
 // PassedCache is how many passed events are remembered by content.
 const PassedCache = 100_000
 
+// LookupTimeout bounds one DID resolution at the door: a PLC that hangs
+// lets events through unchecked (counted) rather than stalling a replica.
+const LookupTimeout = 2 * time.Second
+
 // PurgeEvery bounds re-resolving a DID after a bad signature: a replica
 // streaming forged commits costs one PLC lookup per DID per PurgeEvery,
 // not one per event.
@@ -126,6 +131,7 @@ func (v *Verifier) Check(ctx context.Context, b []byte, in *frame.Info) error {
 			return nil
 		}
 	}
+	ctx, unchecked := withUnverified(ctx)
 	var err error
 	switch in.Kind {
 	case frame.KindCommit:
@@ -133,18 +139,52 @@ func (v *Verifier) Check(ctx context.Context, b []byte, in *frame.Info) error {
 		if err := ev.UnmarshalCBOR(bytes.NewReader(b[in.BodyStart:])); err != nil {
 			return reject(ReasonBadCommit, "decode #commit body: %v", err)
 		}
+		if err := sameAsParsed(in, ev.Repo, ev.Rev, ev.Since, ev.Commit.String()); err != nil {
+			return err
+		}
 		err = v.CheckCommit(ctx, &ev)
 	case frame.KindSync:
 		var ev comatproto.SyncSubscribeRepos_Sync
 		if err := ev.UnmarshalCBOR(bytes.NewReader(b[in.BodyStart:])); err != nil {
 			return reject(ReasonBadCommit, "decode #sync body: %v", err)
 		}
+		if err := sameAsParsed(in, ev.Did, ev.Rev, nil, in.Commit); err != nil {
+			return err
+		}
 		err = v.CheckSync(ctx, &ev)
 	}
-	if err == nil && in.HasSeq {
+	// Only what was checked in full is remembered: an event let through
+	// unsigned-checked (PLC down) is checked again when it comes back.
+	if err == nil && in.HasSeq && !*unchecked {
 		v.passed.Add(key, struct{}{})
 	}
 	return err
+}
+
+// sameAsParsed refuses a body whose fields differ from what frame.Parse
+// read (and the log keys the event by): a frame carrying both `repo` and
+// `did`, or a since/commit the checks would not see.
+func sameAsParsed(in *frame.Info, did, rev string, since *string, commit string) error {
+	switch {
+	case did != in.DID:
+		return reject(ReasonDIDMismatch, "body %q, frame read as %q", did, in.DID)
+	case rev != in.Rev:
+		return reject(ReasonRevMismatch, "body %q, frame read as %q", rev, in.Rev)
+	case (since != nil) != in.HasSince || (since != nil && *since != in.Since):
+		return reject(ReasonBadCommit, "since differs from what the frame was read as")
+	case commit != in.Commit:
+		return reject(ReasonBadCommit, "commit %s, frame read as %s", commit, in.Commit)
+	}
+	return nil
+}
+
+type unverifiedKey struct{}
+
+// withUnverified lets checkSignature report an event it let through
+// without a signature check.
+func withUnverified(ctx context.Context) (context.Context, *bool) {
+	b := new(bool)
+	return context.WithValue(ctx, unverifiedKey{}, b), b
 }
 
 // CheckCommit applies the relay's #commit checks to ev.
@@ -164,8 +204,12 @@ func (v *Verifier) CheckCommit(ctx context.Context, ev *comatproto.SyncSubscribe
 	if _, err := syntax.ParseDatetime(ev.Time); err != nil {
 		return reject(ReasonBadTime, "time %q: %v", ev.Time, err)
 	}
-	if _, err := v.commitObject(ctx, ev.Blocks, ev.Repo, ev.Rev); err != nil {
+	root, err := v.commitObject(ctx, ev.Blocks, ev.Repo, ev.Rev)
+	if err != nil {
 		return err
+	}
+	if root.String() != ev.Commit.String() {
+		return reject(ReasonBadCommit, "commit field %s is not the signed commit %s", ev.Commit, root)
 	}
 	if ev.PrevData == nil {
 		if ev.Since != nil {
@@ -194,25 +238,25 @@ func (v *Verifier) CheckSync(ctx context.Context, ev *comatproto.SyncSubscribeRe
 
 // commitObject loads the signed commit from car and checks it against the
 // event's did and rev, the clock and the DID's key.
-func (v *Verifier) commitObject(ctx context.Context, car []byte, did, rev string) (*repo.Commit, error) {
+func (v *Verifier) commitObject(ctx context.Context, car []byte, did, rev string) (cid.Cid, error) {
 	// LoadCommitFromCAR also runs the commit's structure check.
-	c, _, err := repo.LoadCommitFromCAR(ctx, bytes.NewReader(car))
+	c, root, err := repo.LoadCommitFromCAR(ctx, bytes.NewReader(car))
 	if err != nil {
-		return nil, reject(ReasonBadBlocks, "load signed commit: %v", err)
+		return cid.Undef, reject(ReasonBadBlocks, "load signed commit: %v", err)
 	}
 	if c.DID != did {
-		return nil, reject(ReasonDIDMismatch, "event for %s carries a commit signed for %s", did, c.DID)
+		return cid.Undef, reject(ReasonDIDMismatch, "event for %s carries a commit signed for %s", did, c.DID)
 	}
 	if c.Rev != rev {
-		return nil, reject(ReasonRevMismatch, "event rev %s, signed commit rev %s", rev, c.Rev)
+		return cid.Undef, reject(ReasonRevMismatch, "event rev %s, signed commit rev %s", rev, c.Rev)
 	}
 	if err := v.CheckRev(rev); err != nil {
-		return nil, err
+		return cid.Undef, err
 	}
 	if err := v.checkSignature(ctx, c); err != nil {
-		return nil, err
+		return cid.Undef, err
 	}
-	return c, nil
+	return *root, nil
 }
 
 // CheckRev refuses a rev more than FutureRevSlack ahead of the clock, the
@@ -251,10 +295,15 @@ func (v *Verifier) checkSignature(ctx context.Context, c *repo.Commit) error {
 		return reject(ReasonBadCommit, "did %q: %v", c.DID, err)
 	}
 	for attempt := 0; ; attempt++ {
-		ident, err := v.dir.LookupDID(ctx, did)
+		lctx, cancel := context.WithTimeout(ctx, LookupTimeout)
+		ident, err := v.dir.LookupDID(lctx, did)
+		cancel()
 		if err != nil {
 			if ctx.Err() == nil {
 				v.m.countUnverified()
+			}
+			if u, ok := ctx.Value(unverifiedKey{}).(*bool); ok {
+				*u = true
 			}
 			return nil // the relay also lets it through unchecked
 		}

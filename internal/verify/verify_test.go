@@ -402,6 +402,9 @@ func cases() []vcase {
 		}),
 
 		// bad_time
+		onCommit("commit field is not the signed commit", verify.ReasonBadCommit, func(t *testing.T, e *env, a *fakepds.Account, ev *comatproto.SyncSubscribeRepos_Commit) {
+			ev.Commit = lexutil.LexLink(cid.Cid(*ev.PrevData)) // a real CID, but not the CAR's root
+		}),
 		onCommit("time not an atproto datetime", verify.ReasonBadTime, func(t *testing.T, e *env, a *fakepds.Account, ev *comatproto.SyncSubscribeRepos_Commit) {
 			ev.Time = "2026-06-01 12:00:00"
 		}),
