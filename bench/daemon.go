@@ -23,7 +23,10 @@ func startPdsmux(env *testenv.Env, name string, ups []*upstream) (*daemon, error
 	if err != nil {
 		return nil, err
 	}
+	// repair is not measured here: no PLC (a closed loopback port), no
+	// dating of new repos
 	args := []string{"--redis-url", redisURL, "--log-level", "warn", "--verify-commit-signatures=false",
+		"--plc-url", "http://127.0.0.1:1", "--new-repos", "none",
 		"--scan-interval", "1h", "--subscriber-queue", "20000", "--max-subscribers", "5000"}
 	for i, u := range ups {
 		args = append(args, "--replica", fmt.Sprintf("replica%d=%s", i+1, u.URL()))

@@ -44,6 +44,7 @@ func TestFixture_CocoonRecordingRepairedToFinalState(t *testing.T) {
 		// every account of the recording was created in it: announce the
 		// repos whose creation events Cocoon lost with their records
 		NewRepos:  "all",
+		PLCURL:    "http://127.0.0.1:1", // never the real PLC
 		DBURL:     "file:" + filepath.Join(e.dir, "pdsmux.db"),
 		LogFormat: "text",
 	}

@@ -73,6 +73,7 @@ func (e *env) config() pdsmuxd.Config {
 		ScanInterval:       time.Hour,
 		DBURL:              "file:" + filepath.Join(e.dir, "pdsmux.db"),
 		LogFormat:          "text",
+		PLCURL:             "http://127.0.0.1:1", // never the real PLC; Options carry the store's directory and ages
 	}
 }
 
@@ -81,7 +82,10 @@ func (e *env) args(listen, metrics string) []string {
 	a := []string{"serve", "--redis-url", e.redis.URL(), "--listen", listen, "--metrics-listen", metrics,
 		"--db-url", "file:" + filepath.Join(e.dir, "pdsmux.db"),
 		"--replica-read-timeout", "5s", "--log-format", "text", "--hold-timeout", "1m", "--scan-interval", "1h",
-		"--verify-commit-signatures=false"}
+		"--verify-commit-signatures=false",
+		// never the real PLC from a test: a closed loopback port (tests
+		// that need PLC pass their own --plc-url after these)
+		"--plc-url", "http://127.0.0.1:1"}
 	for _, r := range e.replicas {
 		a = append(a, "--replica", r.Name+"="+r.URL())
 	}
