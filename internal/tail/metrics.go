@@ -58,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"replica"}),
 		lagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pdsmux_replica_lag_seconds",
-			Help: "How far behind the replica the merged log is: time of the append minus the event's `time`, for the last appended batch. Growing values mean pdsmux or Redis cannot keep up.",
+			Help: "How far behind the replica the merged log is: while frames read from the replica wait to be appended, time of the last append minus that batch's event `time`; 0 once nothing waits. Growing values mean pdsmux or Redis cannot keep up.",
 		}, []string{"replica"}),
 		lagEvents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pdsmux_replica_lag_events",

@@ -289,9 +289,18 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 		now := time.Now()
 		t.lastEvent.Store(now.UnixMilli())
 		if t.m != nil {
-			t.m.lagEvents.Set(float64(len(queue)))
-			if ts, err := syntax.ParseDatetimeLenient(batch[len(batch)-1].time); err == nil {
+			pending := len(queue)
+			t.m.lagEvents.Set(float64(pending))
+			ts, err := syntax.ParseDatetimeLenient(batch[len(batch)-1].time)
+			if err == nil {
 				t.m.lastEventTime.Set(float64(ts.Time().UnixMilli()) / 1000)
+			}
+			switch {
+			case pending == 0:
+				// caught up with all the replica sent: nothing waits, even
+				// if what was just appended is old (a replay after downtime)
+				t.m.lagSeconds.Set(0)
+			case err == nil:
 				t.m.lagSeconds.Set(max(now.Sub(ts.Time()).Seconds(), 0))
 			}
 		}
