@@ -22,3 +22,10 @@ func BuildCommitForTest(ctx context.Context, rep *pool.Replica, did, since strin
 	}
 	return src.buildCommit(ctx, since, prevCommit, head, hc, hb, time.Now())
 }
+
+// BackOffForTest records a failed repair of did (test seam).
+func BackOffForTest(r *Repairer, did string, now time.Time) (time.Duration, bool) {
+	r.now = func() time.Time { return now }
+	at, loud := r.backOff(did)
+	return at.Sub(now), loud
+}

@@ -79,6 +79,7 @@ type Repairer struct {
 
 	ahead       map[string]time.Time // did -> first scan that saw it ahead of the log
 	statusAhead map[string]time.Time // did -> first scan that saw an unannounced status
+	failures    map[string]int       // did -> repairs failed in a row (hold queue)
 }
 
 // New returns a Repairer. dir verifies the replicas' head commit
@@ -102,7 +103,7 @@ func New(cfg Config, log Log, p *pool.Pool, hc *http.Client, dir identity.Direct
 	return &Repairer{
 		cfg: cfg, log: log, pool: p, hc: hc, dir: dir, m: m,
 		lg: logger.With("component", "repair"), cache: newBlockCache(cfg.CacheBytes), now: time.Now,
-		ahead: map[string]time.Time{}, statusAhead: map[string]time.Time{},
+		ahead: map[string]time.Time{}, statusAhead: map[string]time.Time{}, failures: map[string]int{},
 	}
 }
 
@@ -201,14 +202,40 @@ func (r *Repairer) expireHolds(ctx context.Context) {
 				_ = r.log.ClearFlag(ctx, did, flag)
 			}
 			r.m.failed("unrepairable")
-			r.lg.Error("cannot repair the repo: the replica's head commit fails verification; the repo stays at its last good rev until the account writes a valid commit",
-				"did", did, "reason", reason, "err", err)
-			_ = r.log.DeferHolds(ctx, did, later)
+			at, loud := r.backOff(did)
+			if loud {
+				r.lg.Error("cannot repair the repo: the replica's head commit fails verification; the repo stays at its last good rev until the account writes a valid commit",
+					"did", did, "reason", reason, "err", err, "failures", r.failures[did], "retry_at", at)
+			}
+			_ = r.log.DeferHolds(ctx, did, at)
 		default:
-			r.lg.Warn("repair failed; will retry", "did", did, "reason", reason, "err", err)
-			_ = r.log.DeferHolds(ctx, did, later)
+			at, loud := r.backOff(did)
+			if loud {
+				r.lg.Warn("repair failed; will retry", "did", did, "reason", reason, "err", err, "failures", r.failures[did], "retry_at", at)
+			}
+			_ = r.log.DeferHolds(ctx, did, at)
+		}
+		if err == nil {
+			delete(r.failures, did)
 		}
 	}
+}
+
+// MaxBackoff bounds the wait before a failing repair is tried again.
+const MaxBackoff = 5 * time.Minute
+
+// backOff records one more failed repair of did and returns when to try
+// again (the hold time, doubled per failure, at most MaxBackoff) and
+// whether to log it (the 1st, 2nd, 4th, 8th, ... failure), so a PLC or
+// replica outage neither hammers them nor floods the log.
+func (r *Repairer) backOff(did string) (time.Time, bool) {
+	if len(r.failures) >= 100_000 { // bounded: forget wholesale
+		clear(r.failures)
+	}
+	n := r.failures[did] + 1
+	r.failures[did] = n
+	d := min(r.log.Config().HoldTimeout<<min(n-1, 16), MaxBackoff)
+	return r.now().Add(d), n&(n-1) == 0
 }
 
 // noticeFork reports a held commit built on a rev the log has already
