@@ -332,7 +332,17 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 		if err != nil {
 			return fmt.Errorf("fanout: replay after %d: %w", sub.after, err)
 		}
+		if s.arch != nil && len(entries) > 0 && entries[0].Seq > sub.after+1 {
+			// Redis trimmed entries this subscriber has not had yet (a
+			// long replay, a trim under it): the archive has them.
+			if err := s.replayArchive(ctx, sub, entries[0].Seq); err != nil {
+				return err
+			}
+		}
 		for _, e := range entries {
+			if e.Seq <= sub.after {
+				continue
+			}
 			if err := s.send(sub, e.Frame); err != nil {
 				return err
 			}

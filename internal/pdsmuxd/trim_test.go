@@ -1,0 +1,77 @@
+package pdsmuxd_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pdsmux/pdsmux/internal/fakepds"
+	"github.com/pdsmux/pdsmux/internal/frame"
+	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
+)
+
+// A consumer replaying a long backlog from Redis while Redis trims under
+// it (retention) gets the trimmed entries from the archive: no gap, no
+// repeat, counted by seq and by (did, rev).
+func TestReplay_TrimUnderAReplayLeavesNoGap(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
+	run := e.start(e.mergeConfig(), "pdsmux")
+	waitConnected(t, run.rt)
+	e.createAccounts(3)
+	big := strings.Repeat("x", 8000) // ~8 KB a frame: the backlog outgrows the socket buffers
+	for i := range 1500 {
+		a := e.accounts[i%len(e.accounts)]
+		_, _, err := e.replicas[0].Write(a.DID, fakepds.Op{Action: "create", Collection: "app.bsky.feed.post",
+			Rkey: fmt.Sprintf("t%05d", i), Record: fakepds.Post(big, time.Now())})
+		require.NoError(t, err)
+	}
+	want, total := e.expected()
+	l := e.reader()
+	waitLog(t, l, int64(total), 30*time.Second)
+	waitArchived(t, run.rt.MetricsAddr(), total)
+	all := allEntries(t, l)
+
+	conn, _, err := websocket.DefaultDialer.Dial("ws://"+run.rt.Addr()+"/xrpc/com.atproto.sync.subscribeRepos?cursor=0", nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	var seqs []int64
+	got := map[key]int{}
+	read := func() {
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(30*time.Second)))
+		_, b, err := conn.ReadMessage()
+		require.NoError(t, err)
+		in, err := frame.Parse(b, 0)
+		require.NoError(t, err)
+		seqs = append(seqs, in.Seq)
+		if in.Kind == frame.KindCommit || in.Kind == frame.KindSync {
+			got[key{in.DID, in.Rev}]++
+		}
+	}
+	for range 50 {
+		read()
+	}
+	// retention drops everything before the 1200th entry while the
+	// consumer is at about the 50th
+	ctx := context.Background()
+	require.NoError(t, e.redis.Client().ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: all[1200].Seq, Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
+	n, err := l.Trim(ctx, time.Now())
+	require.NoError(t, err)
+	require.Positive(t, n)
+	for len(seqs) < len(all) {
+		read()
+	}
+	var wantSeqs []int64
+	for _, en := range all {
+		wantSeqs = append(wantSeqs, en.Seq)
+	}
+	require.Equal(t, wantSeqs, seqs, "no gap, no repeat")
+	for k := range want {
+		require.Equal(t, 1, got[k], "(did, rev) %v delivered once", k)
+	}
+}
