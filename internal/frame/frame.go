@@ -181,11 +181,21 @@ func parseBody(s *scanner, in *Info) error {
 		return fmt.Errorf("body: %w", err)
 	}
 	var blocks []byte
+	var seen [24]string // keys so far; a body has about a dozen
+	keys := seen[:0]
 	for range n {
 		key, err := s.text()
 		if err != nil {
 			return fmt.Errorf("body key: %w", err)
 		}
+		// DAG-CBOR maps have unique keys; a duplicate would let the bytes
+		// say one thing to pdsmux and another to a subscriber's decoder.
+		for _, k := range keys {
+			if k == key {
+				return fmt.Errorf("%w: duplicate body key %q", ErrShape, key)
+			}
+		}
+		keys = append(keys, key)
 		switch key {
 		case "seq":
 			start := s.pos
@@ -198,7 +208,14 @@ func parseBody(s *scanner, in *Info) error {
 			}
 			in.HasSeq, in.Seq, in.SeqStart, in.SeqEnd = true, int64(arg), start, s.pos
 		case "repo", "did":
-			in.DID, err = s.text()
+			// #commit names its account in `repo`, the other kinds in
+			// `did`; the other key, if present, is an unknown field.
+			known := in.Op == OpMessage && (in.Type == TypeCommit || in.Type == TypeSync || in.Type == TypeIdentity || in.Type == TypeAccount)
+			if known && (key == "repo") != (in.Type == TypeCommit) {
+				err = s.skip()
+			} else {
+				in.DID, err = s.text()
+			}
 		case "rev":
 			in.Rev, err = s.text()
 		case "since":

@@ -180,3 +180,46 @@ func TestBuiltFrames_Parse(t *testing.T) {
 	require.Equal(t, frame.InfoOutdatedCursor, in.Name)
 	require.False(t, in.HasSeq)
 }
+
+// A body that names two accounts is read by its kind's own key only, and a
+// duplicate key is refused: pdsmux and a subscriber's decoder must not read
+// different accounts out of the same bytes.
+func TestParse_AccountKeyByKindAndNoDuplicateKeys(t *testing.T) {
+	enc := func(typ string, kv ...any) []byte {
+		t.Helper()
+		var b []byte
+		b = append(b, 0xa2) // header {op: 1, t: typ}
+		b = append(b, cborText("op")...)
+		b = append(b, 0x01)
+		b = append(b, cborText("t")...)
+		b = append(b, cborText(typ)...)
+		b = append(b, byte(0xa0+len(kv)/2))
+		for i := 0; i < len(kv); i += 2 {
+			b = append(b, cborText(kv[i].(string))...)
+			switch v := kv[i+1].(type) {
+			case string:
+				b = append(b, cborText(v)...)
+			case int:
+				b = append(b, byte(v))
+			}
+		}
+		return b
+	}
+	in, err := frame.Parse(enc(frame.TypeCommit, "did", "did:plc:bbb", "repo", "did:plc:aaa", "seq", 7), 0)
+	require.NoError(t, err)
+	require.Equal(t, "did:plc:aaa", in.DID, "#commit: repo")
+	in, err = frame.Parse(enc(frame.TypeCommit, "repo", "did:plc:aaa", "did", "did:plc:bbb", "seq", 7), 0)
+	require.NoError(t, err)
+	require.Equal(t, "did:plc:aaa", in.DID, "#commit: repo, whatever comes last")
+	in, err = frame.Parse(enc(frame.TypeIdentity, "did", "did:plc:aaa", "repo", "did:plc:bbb", "seq", 7), 0)
+	require.NoError(t, err)
+	require.Equal(t, "did:plc:aaa", in.DID, "#identity: did")
+	_, err = frame.Parse(enc(frame.TypeCommit, "repo", "did:plc:bbb", "repo", "did:plc:aaa", "seq", 7), 0)
+	require.ErrorIs(t, err, frame.ErrShape)
+}
+
+func cborText(s string) []byte {
+	b := frame.AppendUint(nil, uint64(len(s)))
+	b[0] |= 3 << 5
+	return append(b, s...)
+}

@@ -162,8 +162,9 @@ func (v *Verifier) Check(ctx context.Context, b []byte, in *frame.Info) error {
 }
 
 // sameAsParsed refuses a body whose fields differ from what frame.Parse
-// read (and the log keys the event by): a frame carrying both `repo` and
-// `did`, or a since/commit the checks would not see.
+// read (and the log keys the event by). frame.Parse reads the account
+// from the kind's own key (`repo` for #commit) and refuses duplicate keys,
+// so this is a second line: any disagreement on did, rev, since or commit.
 func sameAsParsed(in *frame.Info, did, rev string, since *string, commit string) error {
 	switch {
 	case did != in.DID:
