@@ -51,3 +51,16 @@ func (k keys) script() []string {
 func (k keys) hold(did string) string { return k.prefix + ":hold:" + did }
 
 func (k keys) holdSrc(replica string) string { return k.prefix + ":hsrc:" + replica }
+
+// luaRevLess is revLess(a, b) for the small scripts: TIDs are fixed-width
+// and base32-sortable, so rev order is byte order (not strcoll's).
+// append.lua has the same function of its own.
+const luaRevLess = `local function revLess(a, b)
+  if a == b then return false end
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+`

@@ -61,15 +61,7 @@ func (l *Log) Incarnation(ctx context.Context) (string, error) {
 // ARGV: prefix, then groups: "r" did rev commit | "a" did status |
 //
 //	"c" replica cursor | "h" hash ttl-seconds
-var mergeScript = redis.NewScript(`
-local function revLess(a, b)
-  if a == b then return false end
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
+var mergeScript = redis.NewScript(luaRevLess + `
 local changed = 0
 local i = 2
 while i <= #ARGV do

@@ -205,15 +205,7 @@ func (l *Log) Holds(ctx context.Context, did string) ([]Hold, error) {
 //
 // KEYS: 1 the repo's holds, 2 did state, 3 hold queue, 4 repair flags
 // ARGV: 1 did, 2 key prefix, 3 '1' to drop all
-var dropHoldsScript = redis.NewScript(`
-local function revLess(a, b)
-  if a == b then return false end
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
+var dropHoldsScript = redis.NewScript(luaRevLess + `
 local st = redis.call('HGET', KEYS[2], ARGV[1])
 local last = st and string.match(st, '^(%S+)')
 local all = redis.call('HGETALL', KEYS[1])

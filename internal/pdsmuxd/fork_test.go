@@ -21,25 +21,11 @@ import (
 // post is announced, then deleted by the repair), no chain break, and the
 // fork is counted and logged.
 func TestFork_ConcurrentWritesToOneAccountStayConsistent(t *testing.T) {
-	e := newEnv(t, fakepds.ModeOwn, 2, redisserver.Options{})
-	cfg := e.config()
-	cfg.HoldTimeout = 300 * time.Millisecond
-	cfg.ScanInterval = 300 * time.Millisecond
-	cfg.RepairGrace = 300 * time.Millisecond
-	run := e.start(cfg, "pdsmux")
-	waitConnected(t, run.rt)
-	base := "http://" + run.rt.Addr()
-	strict := consumer.NewStrict(base, e.store.Directory())
-	c, _, err := consumer.Dial(context.Background(), base, 0, strict.Attach)
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	e, run, _, strict := forkEnv(t, 2)
 
 	r1, r2 := e.replicas[0], e.replicas[1]
 	a, err := r1.CreateAccount("alice.test")
 	require.NoError(t, err)
-	post := func(rkey string) fakepds.Op {
-		return fakepds.Op{Action: "create", Collection: "app.bsky.feed.post", Rkey: rkey, Record: fakepds.Post(rkey, time.Now())}
-	}
 	for i := range 3 {
 		_, _, err := r1.Write(a.DID, post(fmt.Sprint("before", i)))
 		require.NoError(t, err)
@@ -47,10 +33,10 @@ func TestFork_ConcurrentWritesToOneAccountStayConsistent(t *testing.T) {
 	// both events through r1's stream, so the winner arrives second and is
 	// held (from two tailers the loser may arrive second: then it is
 	// dropped as older than the log's rev, consistent but not counted)
-	_, won, err := r1.ForkWrite(r1, a.DID, post("phone"), post("web"), false)
+	_, won, err := r1.ForkWrite(r1, a.DID, postOp("phone"), postOp("web"), false)
 	require.NoError(t, err)
 	require.Equal(t, won, a.Rev())
-	_, _, err = r2.Write(a.DID, post("after"))
+	_, _, err = r2.Write(a.DID, postOp("after"))
 	require.NoError(t, err)
 
 	want, err := a.Records()
@@ -73,28 +59,14 @@ func TestFork_ConcurrentWritesToOneAccountStayConsistent(t *testing.T) {
 // the log already at the replica's head; the dead hold is dropped rather
 // than re-polled forever, and the replica's resume cursor is not pinned.
 func TestFork_LosingWriteHeldIsDropped(t *testing.T) {
-	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
-	cfg := e.config()
-	cfg.HoldTimeout = 300 * time.Millisecond
-	cfg.ScanInterval = 300 * time.Millisecond
-	cfg.RepairGrace = 300 * time.Millisecond
-	run := e.start(cfg, "pdsmux")
-	waitConnected(t, run.rt)
-	base := "http://" + run.rt.Addr()
-	strict := consumer.NewStrict(base, e.store.Directory())
-	c, _, err := consumer.Dial(context.Background(), base, 0, strict.Attach)
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
+	e, run, _, strict := forkEnv(t, 1)
 
 	r1 := e.replicas[0]
 	a, err := r1.CreateAccount("alice.test")
 	require.NoError(t, err)
-	post := func(rkey string) fakepds.Op {
-		return fakepds.Op{Action: "create", Collection: "app.bsky.feed.post", Rkey: rkey, Record: fakepds.Post(rkey, time.Now())}
-	}
-	_, _, err = r1.Write(a.DID, post("before"))
+	_, _, err = r1.Write(a.DID, postOp("before"))
 	require.NoError(t, err)
-	lost, won, err := r1.ForkWrite(r1, a.DID, post("phone"), post("web"), true)
+	lost, won, err := r1.ForkWrite(r1, a.DID, postOp("phone"), postOp("web"), true)
 	require.NoError(t, err)
 	require.Equal(t, won, a.Rev())
 	require.Greater(t, lost, won, "the losing write has the higher rev")
@@ -115,4 +87,22 @@ func TestFork_LosingWriteHeldIsDropped(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, want, v.Records)
 	require.Empty(t, strict.Problems())
+}
+
+// forkEnv runs pdsmux with repair on over n replicas, and a strict
+// consumer from the start of the log.
+func forkEnv(t *testing.T, n int) (*env, *running, *consumer.Consumer, *consumer.Strict) {
+	e := newEnv(t, fakepds.ModeOwn, n, redisserver.Options{})
+	cfg := e.config()
+	cfg.HoldTimeout = 300 * time.Millisecond
+	cfg.ScanInterval = 300 * time.Millisecond
+	cfg.RepairGrace = 300 * time.Millisecond
+	run := e.start(cfg, "pdsmux")
+	waitConnected(t, run.rt)
+	base := "http://" + run.rt.Addr()
+	strict := consumer.NewStrict(base, e.store.Directory())
+	c, _, err := consumer.Dial(context.Background(), base, 0, strict.Attach)
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	return e, run, c, strict
 }
