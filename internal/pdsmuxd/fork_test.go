@@ -27,7 +27,7 @@ func TestFork_ConcurrentWritesToOneAccountStayConsistent(t *testing.T) {
 	a, err := r1.CreateAccount("alice.test")
 	require.NoError(t, err)
 	for i := range 3 {
-		_, _, err := r1.Write(a.DID, post(fmt.Sprint("before", i)))
+		_, _, err := r1.Write(a.DID, postOp(fmt.Sprint("before", i)))
 		require.NoError(t, err)
 	}
 	// both events through r1's stream, so the winner arrives second and is
