@@ -32,7 +32,8 @@ func BenchmarkFanoutWrite(b *testing.B) {
 		if err != nil {
 			return
 		}
-		sub := &subscriber{conn: conn, q: newQueue(1 << 20), done: make(chan struct{}), pings: make(chan string, 1)}
+		sub := srv.newSubscriber(conn)
+		defer sub.ping.Stop()
 		bc.joinLive(sub, 0)
 		_ = srv.live(context.Background(), sub)
 	})

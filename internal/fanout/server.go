@@ -123,6 +123,13 @@ type subscriber struct {
 	written, read atomic.Int64
 }
 
+// newSubscriber is the state of one upgraded connection; its ping ticker
+// runs from now on (stop it when the subscriber leaves).
+func (s *Server) newSubscriber(conn *websocket.Conn) *subscriber {
+	return &subscriber{conn: conn, q: newQueue(s.cfg.QueueLen), done: make(chan struct{}), pings: make(chan string, 1),
+		ping: time.NewTicker(s.cfg.PingInterval), idle: 2 * s.cfg.PingInterval}
+}
+
 // minReadRate is the slowest reading speed (bytes/s) at which a subscriber
 // is still presumed alive: its pong queues behind every frame sent before
 // the ping, in both kernels' socket buffers (megabytes on a fast link).
@@ -204,8 +211,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.m.request("upgrade_failed")
 		return
 	}
-	sub := &subscriber{conn: conn, q: newQueue(s.cfg.QueueLen), done: make(chan struct{}), pings: make(chan string, 1),
-		ping: time.NewTicker(s.cfg.PingInterval), idle: 2 * s.cfg.PingInterval}
+	sub := s.newSubscriber(conn)
 	defer sub.ping.Stop()
 	s.mu.Lock()
 	s.subs[sub] = struct{}{}
