@@ -22,8 +22,8 @@ demo: ## run two PDS replicas, pdsmux and Caddy on loopback and print the merged
 test: lint test-unit fuzz e2e ## everything CI runs: lint, unit + integration tests with -race, a short fuzz, end to end
 	@echo "make test: all checks passed"
 
-test-unit: ## go test -race over every package (real redis-server and libsql server, fake replicas), then the timing checks without -race
-	bash scripts/deps.sh turso >/dev/null
+test-unit: ## go test -race over every package (real redis-server, libsql server and Caddy, fake replicas), then the timing checks without -race
+	bash scripts/deps.sh turso caddy >/dev/null
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -run 'TestSubscribe_SlowConsumer' ./internal/fanout
 

@@ -28,6 +28,7 @@ import (
 	"github.com/pdsmux/pdsmux/internal/pool"
 	"github.com/pdsmux/pdsmux/internal/proxy"
 	"github.com/pdsmux/pdsmux/internal/repair"
+	"github.com/pdsmux/pdsmux/internal/route"
 	"github.com/pdsmux/pdsmux/internal/store"
 	"github.com/pdsmux/pdsmux/internal/tail"
 	"github.com/pdsmux/pdsmux/internal/verify"
@@ -174,6 +175,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	mux := http.NewServeMux()
 	mux.Handle("GET /xrpc/com.atproto.sync.subscribeRepos", rt.fan)
 	mux.HandleFunc("GET /xrpc/_health", rt.handleHealth)
+	mux.Handle(route.Path, route.New(route.NewMetrics(rt.reg))) // Caddy's forward_auth: the account's DID
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/xrpc/com.atproto.sync.") {
 			px.ServeHTTP(w, r)
