@@ -45,7 +45,16 @@ type Options struct {
 	// Age dates DIDs to tell new repos from old ones, instead of
 	// Config.PLCURL's audit log.
 	Age repair.AccountAge
+	// IdleTimeout replaces DefaultIdleTimeout on the main listener.
+	IdleTimeout time.Duration
 }
+
+// DefaultIdleTimeout closes a keep-alive connection idle this long on the
+// main listener: longer than the 2 min Caddy keeps idle upstream
+// connections, so Caddy closes first and never sends on a connection
+// pdsmux is closing. Websockets (subscribeRepos) are hijacked connections,
+// which net/http no longer times out.
+const DefaultIdleTimeout = 150 * time.Second
 
 // Runtime is a built pdsmux.
 type Runtime struct {
@@ -183,7 +192,11 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 		}
 		xrpcError(w, http.StatusNotFound, "MethodNotImplemented", "pdsmux serves com.atproto.sync.* only; route other paths to the replicas")
 	})
-	rt.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	idle := opts.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	rt.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idle}
 
 	mmux := http.NewServeMux()
 	mmux.Handle("GET /metrics", promhttp.HandlerFor(rt.reg, promhttp.HandlerOpts{Registry: rt.reg}))

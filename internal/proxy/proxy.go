@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -26,6 +27,7 @@ type Proxy struct {
 	pool      *pool.Pool
 	transport http.RoundTripper
 	log       *slog.Logger
+	errLog    *log.Logger
 	requests  *prometheus.CounterVec
 	retries   prometheus.Counter
 }
@@ -33,6 +35,7 @@ type Proxy struct {
 // New returns a proxy over p. reg may be nil.
 func New(p *pool.Pool, transport http.RoundTripper, reg prometheus.Registerer, logger *slog.Logger) *Proxy {
 	px := &Proxy{pool: p, transport: transport, log: logger.With("component", "proxy")}
+	px.errLog = slog.NewLogLogger(px.log.Handler(), slog.LevelWarn)
 	px.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "pdsmux_proxy_requests_total",
 		Help: "Proxied sync requests by replica and response status class (2xx, 3xx, 4xx, 5xx, error). replica=\"none\" means no replica could answer.",
@@ -57,10 +60,34 @@ func New(p *pool.Pool, transport http.RoundTripper, reg prometheus.Registerer, l
 type retryable struct {
 	status int
 	header http.Header
-	body   []byte
+	body   []byte // a not-found answer, kept to replay
+	down   bool   // 502/503/504: the replica is not serving
 }
 
 func (r *retryable) Error() string { return "replica answered HTTP " + strconv.Itoa(r.status) }
+
+// forwarded sets the X-Forwarded-* headers for the replica. pdsmux's
+// listener is an internal hop behind Caddy, which replaces whatever a client
+// sent in X-Forwarded-For/-Proto/-Host with what it saw (Caddy's
+// reverse_proxy, no trusted_proxies). So the chain that arrives is kept:
+// the peer's address is appended to X-Forwarded-For (client first, each
+// hop appending), X-Forwarded-Proto and X-Forwarded-Host pass as
+// received (set from this hop only when absent), and Forwarded passes
+// unchanged. X-Real-IP, which no hop here sets, is dropped: a client's
+// value must not reach the replica.
+func forwarded(pr *httputil.ProxyRequest) {
+	in := pr.In.Header
+	if v := in["X-Forwarded-For"]; len(v) > 0 {
+		pr.Out.Header["X-Forwarded-For"] = v // SetXForwarded appends the peer
+	}
+	pr.SetXForwarded()
+	for _, k := range []string{"X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"} {
+		if v := in[k]; len(v) > 0 {
+			pr.Out.Header[k] = v
+		}
+	}
+	pr.Out.Header.Del("X-Real-Ip")
+}
 
 func xrpcError(w http.ResponseWriter, status int, name, msg string) {
 	w.Header().Set("Content-Type", "application/json")
@@ -91,7 +118,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		xrpcError(w, http.StatusServiceUnavailable, "NoReplica", "no replica is configured")
 		return
 	}
-	idempotent := r.Method == http.MethodGet || r.Method == http.MethodHead
+	// Only a request without a body can be sent again.
+	idempotent := (r.Method == http.MethodGet || r.Method == http.MethodHead) && (r.Body == nil || r.Body == http.NoBody)
 	var kept *retryable // first not-found answer, replayed if nobody has it
 	var lastErr error
 	for i, rep := range reps {
@@ -101,7 +129,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Transport: p.transport,
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				pr.SetURL(rep.URL)
-				pr.SetXForwarded()
+				forwarded(pr)
 			},
 			ModifyResponse: func(resp *http.Response) error {
 				used := func() error {
@@ -112,6 +140,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				case !more:
 					return used()
 				case resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout:
+					resp.Body.Close()
+					return &retryable{status: resp.StatusCode, down: true}
+				case resp.StatusCode >= 500:
+					// this request failed there; the replica may still be up
 					resp.Body.Close()
 					return &retryable{status: resp.StatusCode}
 				case resp.StatusCode == http.StatusBadRequest || resp.StatusCode == http.StatusNotFound:
@@ -128,6 +160,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				return used()
 			},
 			ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) { failed = err },
+			ErrorLog:     p.errLog, // a body cut mid-copy, in the JSON log
 		}
 		rp.ServeHTTP(w, r)
 		if failed == nil {
@@ -139,7 +172,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if rt.body != nil && kept == nil {
 				kept = rt
 			}
-			if rt.body == nil {
+			if rt.down {
 				p.pool.ReportFailure(rep, failed)
 			}
 		} else {

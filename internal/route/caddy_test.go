@@ -61,6 +61,8 @@ func startReplica(t *testing.T, name string, accountOf map[string]string, routin
 		case routing.Load() && acct != "anonymous" && acct != "unknown" && req.Header.Get(route.Header) != acct,
 			(!routing.Load() || acct == "anonymous" || acct == "unknown") && req.Header.Get(route.Header) != "":
 			r.bad = append(r.bad, fmt.Sprintf("%s: %s=%q for %s", req.URL.Path, route.Header, req.Header.Get(route.Header), acct))
+		case req.Header.Get("X-Real-Ip") != "" || req.Header.Get("X-Forwarded-For") != "127.0.0.1":
+			r.bad = append(r.bad, fmt.Sprintf("%s: X-Real-IP %q, X-Forwarded-For %q", req.URL.Path, req.Header.Get("X-Real-Ip"), req.Header.Get("X-Forwarded-For")))
 		case req.Method == http.MethodPost && string(body) != `{"for":"`+acct+`"}`:
 			r.bad = append(r.bad, fmt.Sprintf("%s: body %q for %s", req.URL.Path, body, acct))
 		}
@@ -153,6 +155,9 @@ func TestCaddyfile_AccountAffineRouting(t *testing.T) {
 		}
 		// a client cannot choose its replica
 		req.Header.Set(route.Header, "did:plc:chosenbytheclient")
+		// nor claim its address
+		req.Header.Set("X-Real-IP", "6.6.6.6")
+		req.Header.Set("X-Forwarded-For", "6.6.6.6")
 		resp, err := client.Do(req)
 		require.NoError(t, err)
 		defer resp.Body.Close()
