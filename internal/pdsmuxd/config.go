@@ -16,6 +16,7 @@ import (
 	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/fanout"
 	"github.com/pdsmux/pdsmux/internal/pool"
+	"github.com/pdsmux/pdsmux/internal/redact"
 	"github.com/pdsmux/pdsmux/internal/repair"
 	"github.com/pdsmux/pdsmux/internal/store"
 	"github.com/pdsmux/pdsmux/internal/tail"
@@ -97,8 +98,30 @@ var ErrConfig = errors.New("invalid configuration")
 func (e *ConfigError) Unwrap() error { return ErrConfig }
 
 func bad(setting, value, reason string, args ...any) error {
+	if r := secretSettings[setting]; r != nil {
+		value = r(value)
+	}
 	return &ConfigError{Setting: setting, Value: value, Reason: fmt.Sprintf(reason, args...)}
 }
+
+// secretSettings redacts the value of every setting that may carry a
+// credential, wherever it is shown: in a ConfigError (bad applies it, so
+// no caller can forget) and in /debug/pprof/cmdline. URL-valued settings
+// keep everything but their userinfo password and secret query values.
+var secretSettings = map[string]func(string) string{
+	"redis-url":     redact.URL,
+	"db-url":        redact.URL,
+	"db-auth-token": redact.All,
+	"replica":       redact.URL,
+	"relay":         redact.URL,
+	"plc-url":       redact.URL,
+	"metrics-url":   redact.URL, // pdsmux status
+	"url":           redact.URL, // pdsmux health
+}
+
+// RedactArgs returns a command line (os.Args) with the value of every
+// secret-carrying flag redacted.
+func RedactArgs(args []string) []string { return redact.Args(args, secretSettings) }
 
 // replica is a validated replica endpoint.
 type replica struct {
@@ -267,7 +290,7 @@ func (c Config) validate() (*settings, error) {
 		s.DBURL = DefaultDBURL
 	}
 	if u, err := url.Parse(s.DBURL); err != nil || (u.Scheme != "file" && u.Scheme != "libsql" && u.Scheme != "https" && u.Scheme != "http") {
-		return nil, bad("db-url", store.Redact(s.DBURL), "want file:/path/pdsmux.db, libsql://host or https://host")
+		return nil, bad("db-url", s.DBURL, "want file:/path/pdsmux.db, libsql://host or https://host")
 	}
 	if s.ArchiveRetention > 0 && s.ArchiveRetention < time.Hour {
 		return nil, bad("archive-retention", s.ArchiveRetention.String(), "must be at least 1h")
@@ -315,25 +338,33 @@ func parseReplica(spec string) (replica, error) {
 	}, nil
 }
 
+// redisClient checks a Redis URL and returns a constructor for its client
+// and the URL with its password redacted. Errors never show the password,
+// not even a part of one that net/url took for a port or a path.
 func redisClient(raw string) (func() redis.UniversalClient, string, error) {
+	redacted := redact.URL(raw)
 	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, "", bad("redis-url", raw, "not a URL: %v", err)
+	if err != nil || redact.Misparsed(u) {
+		return nil, "", bad("redis-url", raw, "not a URL: write redis://[user:password@]host:port/db, with / ? # @ %% : in the password percent-encoded (/ as %%2F)")
 	}
-	redacted := u.Redacted()
 	if u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix" {
-		return nil, "", bad("redis-url", redacted, "scheme must be redis://, rediss:// or unix://")
+		return nil, "", bad("redis-url", raw, "scheme must be redis://, rediss:// or unix://")
+	}
+	password, _ := u.User.Password()
+	// go-redis's messages quote parts of the URL: keep the password out
+	scrub := func(err error) string {
+		return redact.Strip(err.Error(), password, url.PathEscape(password), url.QueryEscape(password))
 	}
 	if u.Query().Has("master_name") {
 		opts, err := redis.ParseFailoverURL(raw)
 		if err != nil {
-			return nil, "", bad("redis-url", redacted, "sentinel URL: %v", err)
+			return nil, "", bad("redis-url", raw, "sentinel URL: %s", scrub(err))
 		}
 		return func() redis.UniversalClient { return redis.NewFailoverClient(opts) }, redacted, nil
 	}
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
-		return nil, "", bad("redis-url", redacted, "%v", err)
+		return nil, "", bad("redis-url", raw, "%s", scrub(err))
 	}
 	return func() redis.UniversalClient { return redis.NewClient(opts) }, redacted, nil
 }

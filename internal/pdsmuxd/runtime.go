@@ -154,7 +154,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	px := proxy.New(rt.pool, httpClient.Transport, rt.reg, logger)
 
 	if rt.db, err = store.Open(ctx, s.DBURL, s.DBAuthToken); err != nil {
-		return nil, bad("db-url", store.Redact(s.DBURL), "%v", err)
+		return nil, bad("db-url", s.DBURL, "%v", err)
 	}
 	sm := store.NewMetrics(rt.reg)
 	rt.arch = store.NewArchiver(rt.db, s.ArchiveRetention, sm, logger)
@@ -169,7 +169,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 
 	born, err := rt.db.Born(ctx, time.Now())
 	if err != nil {
-		return nil, bad("db-url", store.Redact(s.DBURL), "%v", err)
+		return nil, bad("db-url", s.DBURL, "%v", err)
 	}
 	age := opts.Age
 	if age == nil {
@@ -201,7 +201,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	mmux := http.NewServeMux()
 	mmux.Handle("GET /metrics", promhttp.HandlerFor(rt.reg, promhttp.HandlerOpts{Registry: rt.reg}))
 	mmux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mmux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mmux.HandleFunc("GET /debug/pprof/cmdline", redactedCmdline)
 	mmux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mmux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mmux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)

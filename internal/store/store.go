@@ -5,12 +5,17 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/tursodatabase/libsql-client-go/libsql"
 	_ "modernc.org/sqlite" // the "sqlite" driver libsql-client-go uses for file: URLs
+
+	"github.com/pdsmux/pdsmux/internal/redact"
 )
 
 // Store is the libsql database.
@@ -20,39 +25,31 @@ type Store struct {
 	remote bool   // a libsql server over HTTP, not an embedded file
 }
 
-// Redact returns the database URL without credentials, for logs.
-func Redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	q := u.Query()
-	for k := range q {
-		if strings.Contains(strings.ToLower(k), "token") || strings.Contains(strings.ToLower(k), "key") {
-			q.Set(k, "xxxxx")
-		}
-	}
-	u.RawQuery = q.Encode()
-	return u.Redacted()
-}
-
 // Open opens (and creates, for file: URLs) the database and brings its
 // schema up to date. authToken is for libsql:// and https:// servers.
 // Errors name the database.
 func Open(ctx context.Context, raw, authToken string) (*Store, error) {
+	s := &Store{name: redact.URL(raw)}
 	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%w %q: %v", ErrBadURL, raw, err)
+	if err != nil || redact.Misparsed(u) {
+		return nil, fmt.Errorf("%w %q: not a URL (characters such as /?#@%% in a token must be percent-encoded)", ErrBadURL, s.name)
 	}
-	s := &Store{name: Redact(raw)}
 	var opts []libsql.Option
 	switch u.Scheme {
 	case "file":
 		if strings.HasPrefix(raw, "file://") && !strings.HasPrefix(raw, "file:///") {
-			return nil, fmt.Errorf("%w %q: write file:/path or file:relative/path, not file://", ErrBadURL, raw)
+			return nil, fmt.Errorf("%w %q: write file:/path or file:relative/path, not file://", ErrBadURL, s.name)
+		}
+		if err := checkFile(u); err != nil {
+			return nil, fmt.Errorf("store %s: %w", s.name, err)
 		}
 	case "libsql", "https", "http":
 		s.remote = true
+		if u.RawQuery != "" {
+			// libsql refuses ?authToken= but sends a malformed query on,
+			// and its errors then print the URL with the token
+			return nil, fmt.Errorf("%w %q: a server URL takes no query parameters (give the token as the auth token setting)", ErrBadURL, s.name)
+		}
 		if authToken != "" {
 			opts = append(opts, libsql.WithAuthToken(authToken))
 		}
@@ -80,6 +77,48 @@ func Open(ctx context.Context, raw, authToken string) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// checkFile tells why an embedded database file cannot be opened for
+// writing (its directory missing, not a directory, not writable; the file
+// not a regular file or not writable), which SQLite reports only as an
+// error on the first pragma.
+func checkFile(u *url.URL) error {
+	path := u.Opaque
+	if path == "" {
+		path = u.Path
+	}
+	if path == "" || path == ":memory:" {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	fi, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("directory %s does not exist (create it, or point the database URL elsewhere)", dir)
+	case err != nil:
+		return fmt.Errorf("directory %s: %w", dir, err)
+	case !fi.IsDir():
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	if fi, err := os.Stat(path); err == nil {
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s is not a regular file", path)
+		}
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("database file %s is not writable: %w", path, err)
+		}
+		f.Close()
+	}
+	// SQLite writes a -wal and a -shm file beside the database
+	f, err := os.CreateTemp(dir, ".pdsmux-write-check-*")
+	if err != nil {
+		return fmt.Errorf("directory %s is not writable: %w", dir, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return nil
 }
 
 // Close closes the database.
@@ -113,7 +152,10 @@ var SchemaVersion = len(migrations)
 
 func (s *Store) migrate(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`); err != nil {
-		return fmt.Errorf("store %s: cannot create the meta table: %w (is it a SQLite/libsql database?)", s.name, err)
+		if s.remote {
+			return fmt.Errorf("store %s: cannot create the meta table: %w", s.name, err)
+		}
+		return fmt.Errorf("store %s: cannot create the meta table: %w (is it a SQLite database?)", s.name, err)
 	}
 	have, err := s.version(ctx)
 	if err != nil {

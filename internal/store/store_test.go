@@ -121,12 +121,35 @@ func TestStore_CorruptFileIsAClearError(t *testing.T) {
 	require.Contains(t, err.Error(), path)
 }
 
+// A database file that cannot be written says why: its directory is
+// missing, not a directory or not writable (not "is it a SQLite database?").
+func TestStore_UnusableDirectoryIsNamed(t *testing.T) {
+	tmp := t.TempDir()
+	notDir := filepath.Join(tmp, "plain")
+	require.NoError(t, os.WriteFile(notDir, nil, 0o644))
+	readOnly := filepath.Join(tmp, "ro")
+	require.NoError(t, os.Mkdir(readOnly, 0o500))
+	if os.Geteuid() == 0 {
+		readOnly = "/proc" // root writes any mode 0500 directory; nobody writes /proc
+	}
+	for _, c := range []struct{ path, want string }{
+		{filepath.Join(tmp, "missing", "pdsmux.db"), "directory " + filepath.Join(tmp, "missing") + " does not exist"},
+		{filepath.Join(notDir, "pdsmux.db"), notDir + " is not a directory"},
+		{filepath.Join(readOnly, "pdsmux.db"), "directory " + readOnly + " is not writable"},
+	} {
+		_, err := store.Open(context.Background(), "file:"+c.path, "")
+		require.Error(t, err, c.path)
+		require.Contains(t, err.Error(), c.want)
+		require.NotContains(t, err.Error(), "SQLite")
+	}
+}
+
 func TestStore_BadURLs(t *testing.T) {
-	for _, u := range []string{"postgres://x/y", "file://host/path", "::"} {
+	for _, u := range []string{"postgres://x/y", "file://host/path", "::", "libsql://:t0k/en@127.0.0.1:1", "http://127.0.0.1:1?authToken=t0k%zzen"} {
 		_, err := store.Open(context.Background(), u, "")
 		require.ErrorIs(t, err, store.ErrBadURL, u)
+		require.NotContains(t, err.Error(), "t0k", "the error shows no part of a secret")
 	}
-	require.Equal(t, "libsql://db.example.com?authToken=xxxxx", store.Redact("libsql://db.example.com?authToken=secret"))
 }
 
 // Frames dropped before they could be archived still advance the

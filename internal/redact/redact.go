@@ -1,0 +1,131 @@
+package redact
+
+import (
+	"net/url"
+	"regexp"
+	"strings"
+)
+
+// Mask replaces a secret.
+const Mask = "xxxxx"
+
+// secretKey matches query parameter names that carry credentials:
+// libsql's authToken, go-redis's password (Sentinel URLs), api keys.
+var secretKey = regexp.MustCompile(`(?i)pass|token|key|secret|auth|cred`)
+
+// rawQueryParam matches one name=value pair of a query string that may not
+// parse; group 1 is "name=".
+var rawQueryParam = regexp.MustCompile(`([?&;][^=&;#]*=)([^&;#]*)`)
+
+// URL returns raw with its credentials replaced by Mask: the password of
+// the userinfo (scheme://user:password@host keeps user; a userinfo
+// without ":" is masked whole, as it is often a password) and the value of every query parameter whose
+// name contains pass, token, key, secret, auth or cred.
+//
+// When raw does not parse as a URL with a host, everything between the
+// "//" (or the start) and the last "@" is masked instead (the user name
+// before a ":" is kept), and query values are masked by name as above, so
+// no part of a password survives whatever its characters.
+func URL(raw string) string {
+	u, err := url.Parse(raw)
+	// An "@" outside the userinfo (":12/34@host" parses as port 12 and
+	// path "/34@host") means the password did not parse as one.
+	if err != nil || Misparsed(u) {
+		return unparsed(raw)
+	}
+	if u.RawQuery != "" {
+		q := u.Query()
+		for k := range q {
+			if secretKey.MatchString(k) {
+				q[k] = []string{Mask}
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
+	if u.User != nil {
+		if _, hasPass := u.User.Password(); !hasPass {
+			// a lone userinfo is often a password written without the ":"
+			u.User = url.User(Mask)
+		}
+	}
+	return u.Redacted()
+}
+
+// unparsed masks a string net/url cannot take apart: the userinfo ends at
+// the last "@"; its user part (before the first ":") is kept.
+func unparsed(raw string) string {
+	prefix, rest := "", raw
+	if i := strings.Index(raw, "//"); i >= 0 {
+		prefix, rest = raw[:i+2], raw[i+2:]
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		user, _, hasPass := strings.Cut(rest[:at], ":")
+		if hasPass {
+			rest = user + ":" + Mask + rest[at:]
+		} else {
+			rest = Mask + rest[at:]
+		}
+	}
+	rest = rawQueryParam.ReplaceAllStringFunc(rest, func(p string) string {
+		m := rawQueryParam.FindStringSubmatch(p)
+		if secretKey.MatchString(m[1]) {
+			return m[1] + Mask
+		}
+		return p
+	})
+	return prefix + rest
+}
+
+// Args returns a copy of a command line (os.Args) in which the value of
+// every flag named in secret is replaced by secret[name](value). Flags may
+// be written -name=value, --name=value, -name value or --name value, as
+// Go's flag parsing (and urfave/cli) accept them.
+func Args(args []string, secret map[string]func(string) string) []string {
+	out := make([]string, len(args))
+	copy(out, args)
+	for i := 0; i < len(out); i++ {
+		a := out[i]
+		if !strings.HasPrefix(a, "-") || a == "--" {
+			continue
+		}
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		f := secret[name]
+		if f == nil {
+			continue
+		}
+		if hasValue {
+			out[i] = a[:len(a)-len(value)] + f(value)
+		} else if i+1 < len(out) {
+			out[i+1] = f(out[i+1])
+			i++
+		}
+	}
+	return out
+}
+
+// All masks the whole value: for tokens and passwords given on their own.
+func All(v string) string {
+	if v == "" {
+		return ""
+	}
+	return Mask
+}
+
+// Strip replaces every occurrence of each non-empty secret in text with
+// Mask: for messages of libraries that may echo part of a credential.
+func Strip(text string, secrets ...string) string {
+	for _, s := range secrets {
+		if s != "" {
+			text = strings.ReplaceAll(text, s, Mask)
+		}
+	}
+	return text
+}
+
+// Misparsed reports whether u, parsed from a URL, holds an "@" outside its
+// userinfo: a password with an unescaped "/", "?" or "#" that net/url took
+// for a port and path ("redis://:12/34@host" is host ":12", path
+// "/34@host"), so that parts of it would show in messages about the path.
+func Misparsed(u *url.URL) bool {
+	return strings.Contains(u.Opaque+u.Path+u.RawQuery+u.Fragment, "@")
+}

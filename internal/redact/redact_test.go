@@ -1,0 +1,56 @@
+package redact_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pdsmux/pdsmux/internal/redact"
+)
+
+func TestURL(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"},
+		{"redis://:s3cret@127.0.0.1:6379/0", "redis://:xxxxx@127.0.0.1:6379/0"},
+		{"redis://alice:s3cret@127.0.0.1:6379/0", "redis://alice:xxxxx@127.0.0.1:6379/0"},
+		{"redis://s3cret@127.0.0.1:6379/0", "redis://xxxxx@127.0.0.1:6379/0"},
+		// passwords net/url cannot parse
+		{"redis://:pa/ss@127.0.0.1:1/0", "redis://:xxxxx@127.0.0.1:1/0"},
+		{"redis://:12/34@127.0.0.1:1/0", "redis://:xxxxx@127.0.0.1:1/0"},
+		{"redis://:pa%zzss@127.0.0.1:1/0", "redis://:xxxxx@127.0.0.1:1/0"},
+		{"redis://:pa#ss@127.0.0.1:1/0", "redis://:xxxxx@127.0.0.1:1/0"},
+		{"redis://:pa?ss@127.0.0.1:1/0", "redis://:xxxxx@127.0.0.1:1/0"},
+		{"redis://u:p@h/a/b@c:1", "redis://u:xxxxx@c:1"},
+		// scheme typos
+		{"rediss//:pw9q@127.0.0.1:1/0", "rediss//:xxxxx@127.0.0.1:1/0"},
+		{"redis:/:pw9q@127.0.0.1:1/0", "redis:xxxxx@127.0.0.1:1/0"},
+		{"redis:pw9q@127.0.0.1:1/0", "redis:xxxxx@127.0.0.1:1/0"},
+		{"pw9q@127.0.0.1", "xxxxx@127.0.0.1"},
+		// query secrets
+		{"libsql://db.example.com?authToken=s3cret", "libsql://db.example.com?authToken=xxxxx"},
+		{"redis://h:1?master_name=m&password=s3cret&addr=h2:2", "redis://h:1?addr=h2%3A2&master_name=m&password=xxxxx"},
+		{"libsql://db.example.com/%zz?authToken=s3cret&x=1", "libsql://db.example.com/%zz?authToken=xxxxx&x=1"},
+		{"file:pdsmux.db", "file:pdsmux.db"},
+		{"file:/var/lib/pdsmux/pdsmux.db?_pragma=x", "file:/var/lib/pdsmux/pdsmux.db?_pragma=x"},
+		{"", ""},
+	} {
+		got := redact.URL(c.in)
+		require.Equal(t, c.want, got, "redact.URL(%q)", c.in)
+		for _, s := range []string{"s3cret", "pw9q", "pa/ss", "12/34", "pa%zz", "zzss", "pa#ss", "pa?ss"} {
+			if strings.Contains(c.in, s) {
+				require.NotContains(t, got, s, c.in)
+			}
+		}
+	}
+}
+
+func TestArgs(t *testing.T) {
+	secret := map[string]func(string) string{"redis-url": redact.URL, "db-auth-token": redact.All}
+	in := []string{"pdsmux", "serve", "--redis-url", "redis://:s3cret@h:1", "-db-auth-token=tok3n", "--replica", "http://r:1",
+		"-redis-url=redis://:pa/ss@h:1", "--db-auth-token", "tok3n", "--log-level", "debug", "--db-auth-token"}
+	got := redact.Args(in, secret)
+	require.Equal(t, []string{"pdsmux", "serve", "--redis-url", "redis://:xxxxx@h:1", "-db-auth-token=xxxxx", "--replica", "http://r:1",
+		"-redis-url=redis://:xxxxx@h:1", "--db-auth-token", "xxxxx", "--log-level", "debug", "--db-auth-token"}, got)
+	require.Equal(t, "redis://:s3cret@h:1", in[3], "the input is not modified")
+}
