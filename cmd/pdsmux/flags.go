@@ -31,5 +31,5 @@ func rejectUnknownEnv(environ []string) error {
 		return nil
 	}
 	sort.Strings(unknown)
-	return fmt.Errorf("unknown environment variable(s) %s: every setting is --flag or its PDSMUX_ variable; see pdsmux serve --help", strings.Join(unknown, ", "))
+	return &usageError{msg: fmt.Sprintf("unknown environment variable(s) %s: every setting is --flag or its PDSMUX_ variable; see pdsmux serve --help", strings.Join(unknown, ", "))}
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -18,13 +17,14 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := app().Run(ctx, os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "pdsmux:", err)
-		var ce *pdsmuxd.ConfigError
-		if errors.As(err, &ce) {
-			os.Exit(2)
+	cmd := app()
+	if err := cmd.Run(ctx, os.Args); err != nil {
+		if envValueRE.MatchString(err.Error()) {
+			err = explainUsage(cmd, err)
 		}
-		os.Exit(1)
+		fmt.Fprintln(os.Stderr, "pdsmux:", err)
+		stop()
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -36,6 +36,13 @@ func app() *cli.Command {
 		Before: func(ctx context.Context, _ *cli.Command) (context.Context, error) {
 			return ctx, rejectUnknownEnv(os.Environ())
 		},
-		Commands: []*cli.Command{serveCommand(), statusCommand(), healthCommand()},
+		Commands:     []*cli.Command{serveCommand(), statusCommand(), healthCommand()},
+		OnUsageError: onUsageError,
+		Action: func(_ context.Context, cmd *cli.Command) error {
+			if cmd.Args().Present() {
+				return &usageError{msg: fmt.Sprintf("unknown command %q: want serve, status or health (see pdsmux --help)", cmd.Args().First())}
+			}
+			return cli.ShowRootCommandHelp(cmd)
+		},
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v3"
 
 	"github.com/pdsmux/pdsmux/internal/pdsmuxd"
@@ -110,9 +111,10 @@ func configFrom(cmd *cli.Command) pdsmuxd.Config {
 
 func serveCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "serve",
-		Usage: "tail every replica, merge into Redis, serve subscribeRepos",
-		Flags: serveFlags(),
+		Name:         "serve",
+		OnUsageError: onUsageError,
+		Usage:        "tail every replica, merge into Redis, serve subscribeRepos",
+		Flags:        serveFlags(),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			cfg := configFrom(cmd)
 			// indigo's libraries log through slog's default logger, at
@@ -123,6 +125,11 @@ func serveCommand() *cli.Command {
 				format = pdsmuxd.DefaultLogFormat
 			}
 			slog.SetDefault(pdsmuxd.NewLogger(os.Stderr, format, slog.LevelWarn))
+			// go-redis has one process-wide logger, not one per client:
+			// set it once here, before any client exists, so its lines
+			// (a pool that cannot dial while Redis is down) are JSON
+			// warnings with component=redis, one per 10 s at most.
+			redis.SetLogger(pdsmuxd.NewRedisLogger(pdsmuxd.NewLogger(os.Stderr, format, slog.LevelWarn), 10*time.Second, nil, cfg.Secrets()...))
 			// the standard log package (net/http's panics and accept
 			// errors) then goes through it as warnings, not dropped infos
 			slog.SetLogLoggerLevel(slog.LevelWarn)
@@ -145,8 +152,9 @@ func serveCommand() *cli.Command {
 
 func healthCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "health",
-		Usage: "exit 0 if the pdsmux at --url answers /xrpc/_health with 200 (for container health checks)",
+		Name:         "health",
+		OnUsageError: onUsageError,
+		Usage:        "exit 0 if the pdsmux at --url answers /xrpc/_health with 200 (for container health checks)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "url", Sources: env("health-url"), Value: "http://" + pdsmuxd.DefaultListen, Usage: "base URL of pdsmux"},
 			&cli.DurationFlag{Name: "timeout", Value: 3 * time.Second, Usage: "give up after this long"},
@@ -157,7 +165,7 @@ func healthCommand() *cli.Command {
 				return err
 			}
 			if h.Status != "ok" {
-				return fmt.Errorf("unhealthy: %s", h.Reason)
+				return fmt.Errorf("unhealthy: %s (replicas: %v, redis: %s)", h.Reason, h.Replicas, h.Redis)
 			}
 			fmt.Println("ok")
 			return nil
@@ -167,8 +175,9 @@ func healthCommand() *cli.Command {
 
 func statusCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "status",
-		Usage: "print the replicas (connected, cursor, lag), the log head, retention and subscribers of a running pdsmux",
+		Name:         "status",
+		OnUsageError: onUsageError,
+		Usage:        "print the replicas (connected, cursor, lag), the log head, retention and subscribers of a running pdsmux",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "redis-url", Sources: env("redis-url"), Value: pdsmuxd.DefaultRedisURL, Usage: "the Redis pdsmux uses"},
 			&cli.StringFlag{Name: "redis-prefix", Sources: env("redis-prefix"), Value: pdsmuxd.DefaultPrefix, Usage: "pdsmux's key prefix"},
@@ -176,6 +185,9 @@ func statusCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
+			// go-redis's process-wide logger would print each failed
+			// dial; status reports what went wrong with Redis itself
+			redis.SetLogger(pdsmuxd.NewRedisLogger(slog.New(slog.DiscardHandler), 0, nil))
 			st, err := pdsmuxd.ReadStatus(ctx, cmd.String("redis-url"), cmd.String("redis-prefix"), cmd.String("metrics-url"))
 			if err != nil {
 				return err

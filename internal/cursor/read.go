@@ -130,17 +130,23 @@ func (l *Log) Bounds(ctx context.Context) (Bounds, error) {
 		trimmed = p.HGet(ctx, l.k.meta, "trimmed")
 		return nil
 	})
+	// A pipeline that never ran (Redis refused the connection or the
+	// password) leaves its commands without a value and without an error:
+	// its own error comes first, or it reads as an empty trim mark.
+	noStream := err != nil && strings.Contains(err.Error(), "no such key")
+	if err != nil && !errors.Is(err, redis.Nil) && !noStream {
+		return Bounds{}, fmt.Errorf("cursor: stream info: %w", err)
+	}
 	var b Bounds
 	if s, terr := trimmed.Result(); terr == nil {
 		if b.Trimmed, terr = strconv.ParseInt(s, 10, 64); terr != nil {
 			return Bounds{}, fmt.Errorf("cursor: stored trim mark %q: %w", s, terr)
 		}
+	} else if !errors.Is(terr, redis.Nil) {
+		return Bounds{}, fmt.Errorf("cursor: trim mark: %w", terr)
 	}
-	if err != nil && !errors.Is(err, redis.Nil) {
-		if strings.Contains(err.Error(), "no such key") {
-			return b, nil
-		}
-		return Bounds{}, fmt.Errorf("cursor: stream info: %w", err)
+	if noStream {
+		return b, nil
 	}
 	xi := info.Val()
 	b.Length = xi.Length

@@ -104,6 +104,13 @@ func bad(setting, value, reason string, args ...any) error {
 	return &ConfigError{Setting: setting, Value: value, Reason: fmt.Sprintf(reason, args...)}
 }
 
+// BadSetting is the ConfigError for a setting whose value is wrong, for
+// checks made outside Config (the command line's own parsing). The value
+// of a secret-carrying setting is redacted.
+func BadSetting(setting, value, reason string, args ...any) error {
+	return bad(setting, value, reason, args...)
+}
+
 // secretSettings redacts the value of every setting that may carry a
 // credential, wherever it is shown: in a ConfigError (bad applies it, so
 // no caller can forget) and in /debug/pprof/cmdline. URL-valued settings
@@ -203,7 +210,7 @@ func (c Config) validate() (*settings, error) {
 			return nil, bad(l.name, l.v, "want host:port: %v", err)
 		}
 	}
-	if s.Listen == s.MetricsListen {
+	if s.Listen == s.MetricsListen && !strings.HasSuffix(s.Listen, ":0") {
 		return nil, bad("metrics-listen", s.MetricsListen, "must differ from --listen")
 	}
 	// zero means "the default" everywhere; negative is always a mistake

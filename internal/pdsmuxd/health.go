@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/pdsmux/pdsmux/internal/redact"
 )
 
 // Health is the /xrpc/_health body.
@@ -28,6 +30,9 @@ func (rt *Runtime) CheckHealth(ctx context.Context) (Health, bool) {
 	if err := rt.events.Ping(ctx); err != nil {
 		h.Redis = err.Error()
 		h.Status, h.Reason = "unavailable", "redis does not answer"
+		if isRedisAuth(err) {
+			h.Reason = "redis refused the credentials of --redis-url"
+		}
 	}
 	tailed := 0
 	for _, t := range rt.tailers {
@@ -59,22 +64,47 @@ func xrpcError(w http.ResponseWriter, status int, name, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": name, "message": msg})
 }
 
-// FetchHealth asks a running pdsmux for its health.
+// FetchHealth asks a running pdsmux for its health. An answer that is not
+// pdsmux's (a replica's own /xrpc/_health, a proxy's error page) is an
+// error saying what answered; an unhealthy pdsmux's Health always has a
+// Reason.
 func FetchHealth(ctx context.Context, baseURL string, timeout time.Duration) (Health, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	shown := redact.URL(baseURL)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(baseURL, "/")+"/xrpc/_health", nil)
 	if err != nil {
-		return Health{}, err
+		return Health{}, BadSetting("url", baseURL, "want pdsmux's base URL, e.g. http://127.0.0.1:2480")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return Health{}, fmt.Errorf("health check: %w", err)
+		return Health{}, fmt.Errorf("health check of %s: %w", shown, err)
 	}
 	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return Health{}, fmt.Errorf("health check of %s: HTTP %d, reading the body: %w", shown, resp.StatusCode, err)
+	}
 	var h Health
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&h); err != nil {
-		return Health{}, fmt.Errorf("health check: HTTP %d with an unreadable body: %w", resp.StatusCode, err)
+	if err := json.Unmarshal(body, &h); err != nil || h.Status == "" || h.Redis == "" {
+		return Health{}, fmt.Errorf("health check of %s: HTTP %d %s is not pdsmux's health answer (a replica or a proxy answered? --url must be pdsmux's --listen address)",
+			shown, resp.StatusCode, quoteBody(body))
+	}
+	if h.Status != "ok" && h.Reason == "" {
+		h.Reason = fmt.Sprintf("status %q, HTTP %d", h.Status, resp.StatusCode)
 	}
 	return h, nil
+}
+
+// quoteBody shows the start of an answer's body.
+func quoteBody(b []byte) string {
+	const n = 120
+	s := strings.TrimSpace(string(b))
+	if len(s) > n {
+		s = s[:n] + "..."
+	}
+	if s == "" {
+		return "with an empty body"
+	}
+	return fmt.Sprintf("%q", s)
 }

@@ -111,6 +111,9 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	buildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
 
 	rt.rdb = s.newRedis()
+	if err = checkRedis(ctx, rt.rdb, s.redisLog, logger); err != nil {
+		return nil, err
+	}
 	rt.events, err = cursor.New(rt.rdb, cursor.Config{
 		Prefix: s.RedisPrefix, HoldTimeout: s.HoldTimeout, DedupTTL: s.DedupTTL,
 		Retention: s.Retention, MaxEntries: s.MaxEntries,
@@ -301,6 +304,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		return nil
 	})
 	run("health checks", rt.pool.Run)
+	run("replica names", rt.publishReplicas)
 	run("trimmer", rt.trimLoop)
 	run("repair", afterReconcile(rt.repair.Run))
 	run("crawl", rt.crawl.Run)

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/redact"
 )
 
 // Status is what `pdsmux status` reports, from Redis and from the
@@ -41,20 +42,26 @@ type LogStatus struct {
 	MaxEntries       int64   `json:"max_entries,omitempty"`
 }
 
-// ReplicaStatus describes one replica.
+// ReplicaStatus describes one replica. Connected, Healthy, LagSeconds
+// and LagEvents come from the metrics listener: null (unknown) when it
+// does not answer, with Status.MetricsError saying why.
 type ReplicaStatus struct {
 	Name       string    `json:"name"`
-	Connected  bool      `json:"connected"`
-	Healthy    bool      `json:"healthy"`
+	Connected  *bool     `json:"connected"`
+	Healthy    *bool     `json:"healthy"`
 	Cursor     int64     `json:"cursor"`
 	HasCursor  bool      `json:"has_cursor"`
-	LagSeconds float64   `json:"lag_seconds"`
-	LagEvents  float64   `json:"lag_events"`
+	LagSeconds *float64  `json:"lag_seconds"`
+	LagEvents  *float64  `json:"lag_events"`
 	LastEvent  time.Time `json:"last_event,omitempty"`
 }
 
 // ReadStatus gathers the status. A metrics endpoint that does not answer
-// is reported, not fatal; Redis that does not answer is an error.
+// is reported (MetricsError; the figures only it knows are unknown), not
+// fatal. Redis that does not answer is an error saying so; Redis refusing
+// the credentials is a ConfigError for redis-url (wrapping ErrRedisAuth).
+// Every replica pdsmux was started with is listed, with or without a
+// cursor.
 func ReadStatus(ctx context.Context, redisURL, prefix, metricsURL string) (Status, error) {
 	newRedis, redacted, err := redisClient(redisURL)
 	if err != nil {
@@ -62,11 +69,17 @@ func ReadStatus(ctx context.Context, redisURL, prefix, metricsURL string) (Statu
 	}
 	rdb := newRedis()
 	defer rdb.Close()
+	st := Status{Redis: redacted, MetricsURL: redact.URL(metricsURL)}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	err = rdb.Ping(pctx).Err()
+	cancel()
+	if err != nil {
+		return st, explainRedis(err, redacted)
+	}
 	l, err := cursor.New(rdb, cursor.Config{Prefix: prefix}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
-		return Status{}, err
+		return st, err
 	}
-	st := Status{Redis: redacted, MetricsURL: metricsURL}
 	b, err := l.Bounds(ctx)
 	if err != nil {
 		return st, err
@@ -79,6 +92,10 @@ func ReadStatus(ctx context.Context, redisURL, prefix, metricsURL string) (Statu
 	if err != nil {
 		return st, err
 	}
+	names, err := l.Replicas(ctx)
+	if err != nil {
+		return st, err
+	}
 	reps := map[string]*ReplicaStatus{}
 	rep := func(name string) *ReplicaStatus {
 		if reps[name] == nil {
@@ -86,12 +103,15 @@ func ReadStatus(ctx context.Context, redisURL, prefix, metricsURL string) (Statu
 		}
 		return reps[name]
 	}
+	for _, name := range names {
+		rep(name)
+	}
 	for name, c := range cursors {
 		r := rep(name)
 		r.Cursor, r.HasCursor = c, true
 	}
 	if fams, err := scrapeMetrics(ctx, metricsURL); err != nil {
-		st.MetricsError = err.Error()
+		st.MetricsError = redact.Strip(err.Error(), redact.Secrets(metricsURL)...)
 	} else {
 		get := func(name string, each func(labels map[string]string, v float64)) {
 			f := fams[name]
@@ -110,13 +130,18 @@ func ReadStatus(ctx context.Context, redisURL, prefix, metricsURL string) (Statu
 				each(labels, v)
 			}
 		}
+		known := func(v bool) *bool { return &v }
+		num := func(v float64) *float64 { return &v }
+		for _, r := range reps { // a replica the metrics do not mention is not connected
+			r.Connected, r.Healthy = known(false), known(false)
+		}
 		get("pdsmux_subscribers", func(_ map[string]string, v float64) { st.Subscribers = int(v) })
 		get("pdsmux_log_retention_seconds", func(_ map[string]string, v float64) { st.Log.RetentionSeconds = v })
 		get("pdsmux_log_max_entries", func(_ map[string]string, v float64) { st.Log.MaxEntries = int64(v) })
-		get("pdsmux_replica_connected", func(l map[string]string, v float64) { rep(l["replica"]).Connected = v == 1 })
-		get("pdsmux_replica_healthy", func(l map[string]string, v float64) { rep(l["replica"]).Healthy = v == 1 })
-		get("pdsmux_replica_lag_seconds", func(l map[string]string, v float64) { rep(l["replica"]).LagSeconds = v })
-		get("pdsmux_replica_lag_events", func(l map[string]string, v float64) { rep(l["replica"]).LagEvents = v })
+		get("pdsmux_replica_connected", func(l map[string]string, v float64) { rep(l["replica"]).Connected = known(v == 1) })
+		get("pdsmux_replica_healthy", func(l map[string]string, v float64) { rep(l["replica"]).Healthy = known(v == 1) })
+		get("pdsmux_replica_lag_seconds", func(l map[string]string, v float64) { rep(l["replica"]).LagSeconds = num(v) })
+		get("pdsmux_replica_lag_events", func(l map[string]string, v float64) { rep(l["replica"]).LagEvents = num(v) })
 		get("pdsmux_replica_last_event_timestamp_seconds", func(l map[string]string, v float64) {
 			if v > 0 {
 				rep(l["replica"]).LastEvent = time.UnixMilli(int64(v * 1000)).UTC()
@@ -128,6 +153,29 @@ func ReadStatus(ctx context.Context, redisURL, prefix, metricsURL string) (Statu
 	}
 	sort.Slice(st.Replicas, func(i, j int) bool { return st.Replicas[i].Name < st.Replicas[j].Name })
 	return st, nil
+}
+
+// publishReplicas records the configured replica names in Redis for
+// `pdsmux status`, retrying while Redis does not answer.
+func (rt *Runtime) publishReplicas(ctx context.Context) error {
+	names := make([]string, len(rt.s.replicas))
+	for i, r := range rt.s.replicas {
+		names[i] = r.Name
+	}
+	wait := 500 * time.Millisecond
+	for {
+		err := rt.events.SetReplicas(ctx, names)
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		rt.log.Debug("cannot record the replica names in redis yet; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
 }
 
 func scrapeMetrics(ctx context.Context, url string) (map[string]*dto.MetricFamily, error) {
@@ -162,24 +210,41 @@ func (st Status) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(w, "held repos:  %d\n", st.Log.HeldRepos)
 	if st.MetricsError != "" {
-		fmt.Fprintf(w, "metrics:     unavailable (%s): connection and lag unknown\n", st.MetricsError)
+		fmt.Fprintf(w, "metrics:     %s does not answer (%s): connection, health, lag and subscribers unknown\n", st.MetricsURL, st.MetricsError)
 	} else {
 		fmt.Fprintf(w, "subscribers: %d\n", st.Subscribers)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "REPLICA\tCONNECTED\tHEALTHY\tCURSOR\tLAG\tBEHIND (EVENTS)\tLAST EVENT")
-	yes := map[bool]string{true: "yes", false: "no"}
+	yesNo := func(b *bool) string {
+		switch {
+		case b == nil:
+			return "unknown"
+		case *b:
+			return "yes"
+		}
+		return "no"
+	}
+	figure := func(v *float64, format string) string {
+		if v == nil {
+			return "unknown"
+		}
+		return fmt.Sprintf(format, *v)
+	}
 	for _, r := range st.Replicas {
-		cur := "-"
+		cur := "none yet"
 		if r.HasCursor {
 			cur = fmt.Sprint(r.Cursor)
 		}
 		last := "-"
 		if !r.LastEvent.IsZero() {
 			last = time.Since(r.LastEvent).Round(time.Second).String() + " ago"
+		} else if st.MetricsError != "" {
+			last = "unknown"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.2fs\t%.0f\t%s\n", r.Name, yes[r.Connected], yes[r.Healthy], cur, r.LagSeconds, r.LagEvents, last)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, yesNo(r.Connected), yesNo(r.Healthy), cur,
+			figure(r.LagSeconds, "%.2fs"), figure(r.LagEvents, "%.0f"), last)
 	}
 	return tw.Flush()
 }

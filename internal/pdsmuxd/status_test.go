@@ -46,10 +46,13 @@ func TestStatus_ReportsARunningSetup(t *testing.T) {
 	require.Len(t, st.Replicas, 2)
 	for i, r := range st.Replicas {
 		require.Equal(t, e.replicas[i].Name, r.Name)
-		require.True(t, r.Connected)
-		require.True(t, r.Healthy)
+		require.NotNil(t, r.Connected)
+		require.True(t, *r.Connected)
+		require.NotNil(t, r.Healthy)
+		require.True(t, *r.Healthy)
 		require.Equal(t, e.replicas[i].LastLive(), r.Cursor)
-		require.Less(t, r.LagSeconds, 5.0)
+		require.NotNil(t, r.LagSeconds)
+		require.Less(t, *r.LagSeconds, 5.0)
 		require.False(t, r.LastEvent.IsZero())
 	}
 

@@ -129,3 +129,38 @@ func Strip(text string, secrets ...string) string {
 func Misparsed(u *url.URL) bool {
 	return strings.Contains(u.Opaque+u.Path+u.RawQuery+u.Fragment, "@")
 }
+
+// Secrets returns the credentials URL would mask in raw (the userinfo
+// password, or a lone userinfo, and secret query values), raw and
+// decoded, for Strip.
+func Secrets(raw string) []string {
+	var out []string
+	add := func(s string) {
+		if s == "" {
+			return
+		}
+		out = append(out, s)
+		if d, err := url.PathUnescape(s); err == nil && d != s {
+			out = append(out, d)
+		}
+	}
+	rest := raw
+	if i := strings.Index(raw, "//"); i >= 0 {
+		rest = raw[i+2:]
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		user, pass, hasPass := strings.Cut(rest[:at], ":")
+		if hasPass {
+			add(pass)
+		} else {
+			add(user)
+		}
+		rest = rest[at:]
+	}
+	for _, m := range rawQueryParam.FindAllStringSubmatch(rest, -1) {
+		if secretKey.MatchString(m[1]) {
+			add(m[2])
+		}
+	}
+	return out
+}

@@ -5,6 +5,7 @@ package redisserver
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,8 @@ type Options struct {
 	// AppendFsync enables the AOF with this policy ("everysec", "always",
 	// "no"); "" leaves persistence off.
 	AppendFsync string
+	// Password is set as requirepass; URL and Client carry it.
+	Password string
 }
 
 // Server is one redis-server process.
@@ -65,6 +68,9 @@ func (s *Server) start(bin string) {
 		"--logfile", s.logPath(),
 		"--protected-mode", "yes",
 	}
+	if s.opts.Password != "" {
+		args = append(args, "--requirepass", s.opts.Password)
+	}
 	if s.opts.AppendFsync != "" {
 		args = append(args, "--appendonly", "yes", "--appendfsync", s.opts.AppendFsync)
 	} else {
@@ -82,7 +88,7 @@ func (s *Server) start(bin string) {
 	s.mu.Unlock()
 	go func() { _ = cmd.Wait(); close(done) }()
 
-	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.opts.Password, MaxRetries: -1})
 	defer c.Close()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -102,15 +108,20 @@ func (s *Server) start(bin string) {
 // Addr is host:port.
 func (s *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
 
-// URL is a redis:// URL for the server.
-func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
+// URL is a redis:// URL for the server, with its password if it has one.
+func (s *Server) URL() string {
+	if s.opts.Password != "" {
+		return "redis://" + url.UserPassword("", s.opts.Password).String() + "@" + s.Addr() + "/0"
+	}
+	return "redis://" + s.Addr() + "/0"
+}
 
 // Dir is the server's data directory (holds the AOF).
 func (s *Server) Dir() string { return s.dir }
 
 // Client returns a go-redis client closed at cleanup.
 func (s *Server) Client() *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.opts.Password})
 	s.t.Cleanup(func() { c.Close() })
 	return c
 }
