@@ -6,8 +6,10 @@ var (
 	// ErrCursorRegressed means Redis holds an older cursor for a replica
 	// than this process last wrote: Redis lost acknowledged writes (a
 	// restart that replayed an AOF missing its last second, a failover to
-	// a lagging replica). The caller must re-read the cursor and re-fetch
-	// from the replica; dedup keeps that from doubling anything.
+	// a lagging replica). The caller (a tailer) ends what it is doing; the
+	// daemon restores Redis from the durable checkpoint; then the cursor is
+	// re-read and the replica re-fetched, and dedup keeps that from
+	// doubling anything. The log never calls up into its callers.
 	ErrCursorRegressed = errors.New("cursor: stored replica cursor regressed")
 	// ErrRepairRace means a repair event was built against a rev the repo
 	// is no longer at; rebuild it.

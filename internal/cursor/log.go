@@ -73,15 +73,7 @@ type Log struct {
 	// seen is the highest seq this process has appended or read; the
 	// counter is never allowed below it (Redis losing recent writes).
 	seen atomic.Int64
-	// onLostWrites runs when Redis is caught losing acknowledged writes,
-	// before Append returns ErrCursorRegressed.
-	onLostWrites func(context.Context)
 }
-
-// OnLostWrites sets a hook run (synchronously) when Redis is caught losing
-// acknowledged writes, before the caller re-reads its cursor. Set it
-// before the log is used.
-func (l *Log) OnLostWrites(f func(context.Context)) { l.onLostWrites = f }
 
 // New returns a Log over rdb. It does not talk to Redis.
 func New(rdb redis.UniversalClient, cfg Config, m *Metrics, logger *slog.Logger) (*Log, error) {
@@ -293,9 +285,6 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 		if strings.HasPrefix(err.Error(), "CURSOR_REGRESSED") {
 			if berr := l.bumpAfterLoss(ctx); berr != nil {
 				return Batch{}, berr
-			}
-			if l.onLostWrites != nil {
-				l.onLostWrites(ctx)
 			}
 			return Batch{}, fmt.Errorf("%w: replica %s: %v", ErrCursorRegressed, replica, err)
 		}

@@ -110,6 +110,41 @@ func TestCrash_RedisRestartMidStream(t *testing.T) {
 	checkLog(t, allEntries(t, l), want)
 }
 
+// Redis loses writes it acknowledged while keeping its state (an AOF that
+// missed its last second, a failover to a lagging replica), shown here by
+// moving a replica's stored cursor back: the next append from that replica
+// fails with cursor.ErrCursorRegressed, its tailer ends the session,
+// pdsmuxd restores Redis from the durable checkpoint before the tailer
+// reads its cursor again (the lost_writes reconcile), and the log still
+// holds every (did, rev) once.
+func TestCrash_RedisLosesAcknowledgedWrites(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 2, redisserver.Options{})
+	run := e.start(e.mergeConfig(), "pdsmux")
+	waitConnected(t, run.rt)
+	e.createAccounts(6)
+	e.writeCommits(200, 7)
+	_, total := e.expected()
+	l := e.reader()
+	waitLog(t, l, int64(total), 30*time.Second)
+	ctx := context.Background()
+	before := testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_redis_reconciles_total{restored=true,trigger=lost_writes}"]
+	stored, err := l.Cursor(ctx, e.replicas[0].Name)
+	require.NoError(t, err)
+	require.True(t, stored.OK)
+	require.NoError(t, e.redis.Client().HSet(ctx, "{pdsmux}:cur", e.replicas[0].Name, stored.Stored/2).Err())
+
+	e.writeCommits(100, 8) // replica r1's next append finds its cursor regressed
+	want, total := e.expected()
+	waitLog(t, l, int64(total), 30*time.Second)
+	checkLog(t, allEntries(t, l), want)
+	require.Eventually(t, func() bool {
+		m := testutil.Scrape(t, run.rt.MetricsAddr())
+		return m["pdsmux_redis_reconciles_total{restored=true,trigger=lost_writes}"]+
+			m["pdsmux_redis_reconciles_total{restored=false,trigger=lost_writes}"] > before
+	}, 10*time.Second, 50*time.Millisecond, "the tailer's regression error led to a reconcile")
+	require.Contains(t, readLog(t, "pdsmux"), "restoring it before reconnecting")
+}
+
 // SIGTERM: pdsmux stops accepting, tells subscribers it is going away
 // (close 1001), flushes the archive and exits 0 well within a compose stop
 // grace period.

@@ -105,9 +105,9 @@ func (r *reconciler) run(ctx context.Context) error {
 	}
 }
 
-// lostWrites is cursor.Log's hook for a regressed replica cursor.
-func (r *reconciler) lostWrites(ctx context.Context) {
-	if err := r.reconcile(ctx, "lost_writes", true); err != nil {
-		r.lg.Error("restoring Redis after it lost writes failed", "err", err)
-	}
+// regressed is the tailers' hook (tail.Config.Regressed): a session ended
+// on cursor.ErrCursorRegressed, and Redis is restored before the tailer
+// reads its cursor again.
+func (r *reconciler) regressed(ctx context.Context) error {
+	return r.reconcile(ctx, "lost_writes", true)
 }

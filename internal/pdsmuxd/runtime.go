@@ -145,6 +145,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 		t, err := tail.New(tail.Config{
 			Name: r.Name, URL: r.WS, MaxFrameBytes: s.MaxFrameBytes,
 			ReadTimeout: s.ReplicaReadTimeout, UserAgent: s.UserAgent, Door: door,
+			Regressed: func(ctx context.Context) error { return rt.rec.regressed(ctx) },
 		}, rt.events, tm, logger)
 		if err != nil {
 			return nil, err
@@ -163,7 +164,6 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	rt.arch = store.NewArchiver(rt.db, s.ArchiveRetention, sm, logger)
 	rt.rec = &reconciler{log: rt.events, st: rt.db, arch: rt.arch, m: sm, lg: logger.With("component", "reconcile"),
 		dedupTTL: rt.events.Config().DedupTTL, ready: make(chan struct{})}
-	rt.events.OnLostWrites(rt.rec.lostWrites)
 
 	fm := fanout.NewMetrics(rt.reg)
 	rt.bc = fanout.NewBroadcaster(rt.events, rt.arch.Add, fm, logger)

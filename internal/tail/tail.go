@@ -66,6 +66,12 @@ type Config struct {
 	BackoffMax    time.Duration
 	UserAgent     string
 	Door          Door // nil: events are offered as they come
+	// Regressed, if set, runs after a session ended because the log
+	// found Redis had lost acknowledged writes (cursor.ErrCursorRegressed),
+	// before the next session reads its cursor: the daemon restores Redis
+	// from its durable checkpoint there. An error is logged, and the next
+	// session goes ahead (the log's own checks stop it again if needed).
+	Regressed func(context.Context) error
 }
 
 // Tailer follows one replica.
@@ -159,6 +165,12 @@ func (t *Tailer) Run(ctx context.Context) error {
 		t.m.reconnect(reason)
 		if progressed || time.Since(start) > time.Minute {
 			backoff = t.cfg.BackoffMin
+		}
+		if errors.Is(err, cursor.ErrCursorRegressed) && t.cfg.Regressed != nil {
+			t.log.Warn("Redis lost writes acknowledged for this replica; restoring it before reconnecting", "err", err)
+			if rerr := t.cfg.Regressed(ctx); rerr != nil {
+				t.log.Error("restoring Redis after it lost writes failed", "err", rerr)
+			}
 		}
 		if errors.Is(err, ErrFutureCursor) {
 			t.log.Warn("replica refused our cursor as in the future (its event table was reset); resetting the stored cursor and resuming live", "err", err)
