@@ -99,18 +99,33 @@ local function nextSeq()
   return seq
 end
 
+local function srcKey(r) return P .. ':hsrc:' .. r end
+
+-- I3 for the durable checkpoint: the upstream seq of the oldest event
+-- from src still held (only in Redis) when an entry with useq is
+-- appended, or nil. The checkpoint keeps src's cursor below it, so a
+-- restore after Redis loses its holds re-reads them.
+local function oldestHeld(src, useq)
+  if src == '' or useq == '' then return nil end
+  local low = redis.call('ZRANGE', srcKey(src), 0, 0, 'WITHSCORES')
+  if #low == 2 and tonumber(low[2]) <= tonumber(useq) then return num(tonumber(low[2])) end
+  return nil
+end
+
 -- The entry holds the frame as the bytes before ('p') and after ('q') its
 -- seq value, which the reader fills in from the entry id, and, packed in
 -- one field ('m'), what the durable archive needs besides it: kind, did,
--- rev, commit CID, source replica, its seq, account status and the append
--- time, separated by spaces (none of them contains one).
+-- rev, commit CID, source replica, its seq, account status, the append
+-- time and, when there is one, oldestHeld, separated by spaces (none of
+-- them contains one).
 local bucket = num(math.floor(now / 60000))
 local bucketDone = redis.call('HGET', metaK, 'bucket') == bucket
 local function emit(kind, did, rev, commit, pre, suf, src, useq, status)
   local seq = nextSeq()
   local id = num(seq)
-  redis.call('XADD', logK, id .. '-0', 'p', pre, 'q', suf,
-    'm', table.concat({kind, did, rev, commit, src, useq, status, nowS}, ' '))
+  local m = {kind, did, rev, commit, src, useq, status, nowS}
+  m[9] = oldestHeld(src, useq)
+  redis.call('XADD', logK, id .. '-0', 'p', pre, 'q', suf, 'm', table.concat(m, ' '))
   if kind == 'c' or kind == 's' then
     redis.call('HSET', didK, did, rev .. ' ' .. commit)
   end
@@ -125,7 +140,6 @@ end
 
 local released = 0
 local function holdKey(did) return P .. ':hold:' .. did end
-local function srcKey(r) return P .. ':hsrc:' .. r end
 
 -- A repo leaves the hold queue once it has neither held commits nor a
 -- repair flag.

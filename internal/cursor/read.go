@@ -24,7 +24,25 @@ type Entry struct {
 	Status      string // account status (#account)
 	Source      string // replica name, "" for events pdsmux made
 	UpstreamSeq int64  // the source replica's seq, -1 if none
-	Time        time.Time
+	// Held is the upstream seq of the oldest event from Source still held
+	// (in Redis only) when this one was appended, 0 if none: the durable
+	// checkpoint keeps Source's cursor below it (I3), so a restore after
+	// Redis lost its holds re-reads the held event. See CheckpointCursor.
+	Held int64
+	Time time.Time
+}
+
+// CheckpointCursor is the cursor of e.Source the durable checkpoint may
+// keep once e is archived: e.UpstreamSeq, or just below e.Held. -1 when e
+// has no source seq.
+func (e Entry) CheckpointCursor() int64 {
+	if e.Source == "" || e.UpstreamSeq < 0 {
+		return -1
+	}
+	if e.Held > 0 && e.Held <= e.UpstreamSeq {
+		return e.Held - 1
+	}
+	return e.UpstreamSeq
 }
 
 func streamID(seq int64) string { return strconv.FormatInt(seq, 10) + "-0" }
@@ -49,10 +67,10 @@ func toEntry(m redis.XMessage) (Entry, error) {
 	f = frame.AppendUint(f, uint64(seq))
 	f = append(f, suf...)
 	meta, _ := m.Values["m"].(string)
-	// kind did rev commit source useq status time; empty fields are
-	// empty between the spaces
+	// kind did rev commit source useq status time [held]; empty fields
+	// are empty between the spaces
 	p := strings.Split(meta, " ")
-	if len(p) != 8 {
+	if len(p) != 8 && len(p) != 9 {
 		return Entry{}, fmt.Errorf("cursor: stream entry %s has malformed metadata %q", m.ID, meta)
 	}
 	ms, _ := strconv.ParseInt(p[7], 10, 64)
@@ -60,9 +78,15 @@ func toEntry(m redis.XMessage) (Entry, error) {
 	if p[5] != "" {
 		useq, _ = strconv.ParseInt(p[5], 10, 64)
 	}
+	var held int64
+	if len(p) == 9 {
+		if held, err = strconv.ParseInt(p[8], 10, 64); err != nil {
+			return Entry{}, fmt.Errorf("cursor: stream entry %s has malformed metadata %q", m.ID, meta)
+		}
+	}
 	return Entry{
 		Seq: seq, Frame: f,
-		Kind: p[0], DID: p[1], Rev: p[2], Commit: p[3], Source: p[4], UpstreamSeq: useq, Status: p[6],
+		Kind: p[0], DID: p[1], Rev: p[2], Commit: p[3], Source: p[4], UpstreamSeq: useq, Held: held, Status: p[6],
 		Time: time.UnixMilli(ms),
 	}, nil
 }

@@ -25,6 +25,10 @@ type reconciler struct {
 	m        *store.Metrics
 	lg       *slog.Logger
 	dedupTTL time.Duration
+	// resync runs after Redis was restored while running (lost state or
+	// lost writes): every tailer re-reads its cursor, which the
+	// checkpoint may have put below where its session is (tail.Resync).
+	resync func()
 
 	mu    sync.Mutex
 	ready chan struct{}
@@ -54,6 +58,9 @@ func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) e
 	if n > 0 || lost {
 		r.lg.Warn("restored Redis from the durable checkpoint", "trigger", trigger, "values", n,
 			"high_water", st.HighWater, "repos", len(st.Repos), "cursors", len(st.Cursors))
+		if trigger != "startup" && r.resync != nil {
+			r.resync()
+		}
 	}
 	return nil
 }

@@ -345,3 +345,74 @@ func TestFault_HAPairOneKilled(t *testing.T) {
 	checkLog(t, allEntries(t, l), want)
 	checkConsumer(t, f, want, 60*time.Second)
 }
+
+// Redis FLUSHALL while a #commit is held for its missing predecessor: the
+// replica that sent it has moved on (later events of another repo were
+// appended and archived), but the durable checkpoint keeps that replica's
+// cursor below the held event, so after the restore it is read again,
+// held again, and released when the predecessor arrives. A consumer that
+// replays everything from the start gets the held commit once, by (did,
+// rev) and by record, and no repair had to cover it.
+func TestFault_RedisFlushAllWhileACommitIsHeld(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 2, redisserver.Options{})
+	cfg := e.config()
+	cfg.HoldTimeout = time.Minute // the hold waits for the predecessor, not for repair
+	run := e.start(cfg, "pdsmux")
+	waitConnected(t, run.rt)
+	e.createAccounts(2)
+	a, b := e.accounts[0], e.accounts[1]
+	r1, r2 := e.replicas[0], e.replicas[1]
+	l := e.reader()
+	_, total := e.expected()
+	waitLog(t, l, int64(total), 10*time.Second)
+	post := func(r *fakepds.Replica, acc *fakepds.Account, k string) string {
+		rev, _, err := r.Write(acc.DID, fakepds.Op{Action: "create", Collection: "app.bsky.feed.post", Rkey: k, Record: fakepds.Post(k, time.Now())})
+		require.NoError(t, err)
+		return rev
+	}
+	// r1's firehose is down while it takes c1; r2 streams c2 (held: its
+	// predecessor is c1), then five posts of another repo (appended).
+	r1.Stop()
+	post(r1, a, "c1")
+	heldRev := post(r2, a, "c2")
+	for i := range 5 {
+		post(r2, b, fmt.Sprintf("b%d", i))
+	}
+	ctx := context.Background()
+	require.Eventually(t, func() bool {
+		n, err := l.HeldRepos(ctx)
+		bd, berr := l.Bounds(ctx)
+		return err == nil && berr == nil && n == 1 && bd.Length == int64(total+5)
+	}, 10*time.Second, 20*time.Millisecond, "c2 held, b's posts appended")
+	rc, err := l.Cursor(ctx, r2.Name)
+	require.NoError(t, err)
+	require.Less(t, rc.Resume, rc.Stored, "in Redis, r2 resumes below its held commit")
+	// everything appended is in the checkpoint before Redis loses it
+	require.Eventually(t, func() bool {
+		m := testutil.Scrape(t, run.rt.MetricsAddr())
+		return m["pdsmux_archive_events_total"] >= float64(total+5) && m["pdsmux_archive_pending_events"] == 0
+	}, 10*time.Second, 20*time.Millisecond, "archived")
+
+	require.NoError(t, e.redis.Client().FlushAll(ctx).Err())
+	require.Eventually(t, func() bool {
+		return testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_redis_reconciles_total{restored=true,trigger=lost_state}"] >= 1
+	}, 10*time.Second, 20*time.Millisecond, "Redis restored from the checkpoint")
+	require.Eventually(t, func() bool {
+		n, err := l.HeldRepos(ctx)
+		return err == nil && n == 1
+	}, 10*time.Second, 20*time.Millisecond, "r2 re-sent c2 after the restore and it is held again")
+
+	require.NoError(t, r1.Start(nil)) // c1 arrives and releases c2
+	f := follow(t, "http://"+run.rt.Addr())
+	want, _ := e.expected()
+	checkConsumer(t, f, want, 20*time.Second)
+	n := 0
+	for _, ev := range f.Events() {
+		if ev.Kind == "commit" && ev.DID == a.DID && ev.Rev == heldRev {
+			n++
+		}
+	}
+	require.Equal(t, 1, n, "the held commit reached the consumer once, as itself")
+	require.Equal(t, 1, f.Records()[consumer.Record{DID: a.DID, Collection: "app.bsky.feed.post", Rkey: "c2"}], "its record once")
+	require.Empty(t, repairCounts(t, run.rt.MetricsAddr()), "no repair covered it")
+}

@@ -163,7 +163,12 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	sm := store.NewMetrics(rt.reg)
 	rt.arch = store.NewArchiver(rt.db, s.ArchiveRetention, sm, logger)
 	rt.rec = &reconciler{log: rt.events, st: rt.db, arch: rt.arch, m: sm, lg: logger.With("component", "reconcile"),
-		dedupTTL: rt.events.Config().DedupTTL, ready: make(chan struct{})}
+		dedupTTL: rt.events.Config().DedupTTL, ready: make(chan struct{}),
+		resync: func() {
+			for _, t := range rt.tailers {
+				t.Resync()
+			}
+		}}
 
 	fm := fanout.NewMetrics(rt.reg)
 	rt.bc = fanout.NewBroadcaster(rt.events, rt.arch.Add, fm, logger)

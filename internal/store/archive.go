@@ -44,8 +44,8 @@ func (s *Store) write(ctx context.Context, entries []cursor.Entry, gap bool) err
 	accounts := map[string]cursor.Entry{} // did -> newest status in the batch
 	for _, e := range entries {
 		hw = max(hw, e.Seq)
-		if e.Source != "" && e.UpstreamSeq >= 0 {
-			cursors[e.Source] = max(cursors[e.Source], e.UpstreamSeq)
+		if c := e.CheckpointCursor(); c >= 0 {
+			cursors[e.Source] = max(cursors[e.Source], c)
 		}
 		switch e.Kind {
 		case "c", "s":

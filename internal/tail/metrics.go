@@ -30,7 +30,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"replica"}),
 		reconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdsmux_replica_reconnects_total",
-			Help: "Firehose sessions to the replica that ended and were retried, by reason (dial, read, stalled, sink, error_frame, future_cursor, closed).",
+			Help: "Firehose sessions to the replica that ended and were retried, by reason (dial, read, stalled, sink, error_frame, future_cursor, resync, closed).",
 		}, []string{"replica", "reason"}),
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdsmux_replica_events_total",
@@ -89,7 +89,7 @@ type replicaMetrics struct {
 // Label values each per-replica series is created with, so dashboards and
 // alerts see zeros rather than nothing.
 var (
-	reconnectReasons = []string{"dial", "read", "stalled", "sink", "error_frame", "future_cursor", "closed"}
+	reconnectReasons = []string{"dial", "read", "stalled", "sink", "error_frame", "future_cursor", "resync", "closed"}
 	badReasons       = append([]string{"malformed", "shape", "trailing", "too_large", "unsequenced", "text_message"}, verify.Reasons...)
 	frameKinds       = []string{"commit", "sync", "identity", "account", "info", "error", "unknown"}
 )

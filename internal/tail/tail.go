@@ -83,7 +83,8 @@ type Tailer struct {
 	dialer *websocket.Dialer
 
 	connected atomic.Bool
-	lastEvent atomic.Int64 // unix ms of the last appended event's arrival
+	lastEvent atomic.Int64  // unix ms of the last appended event's arrival
+	resync    chan struct{} // Resync's request to end the session
 
 	limiter logLimiter
 }
@@ -118,8 +119,23 @@ func New(cfg Config, sink Sink, m *Metrics, logger *slog.Logger) (*Tailer, error
 			Proxy:            http.ProxyFromEnvironment,
 		},
 		limiter: logLimiter{every: time.Minute, last: map[string]time.Time{}, suppressed: map[string]int{}},
+		resync:  make(chan struct{}, 1),
 	}, nil
 }
+
+// Resync ends the open session, if any, so the next one re-reads the
+// stored cursor: the daemon calls it after restoring Redis from the
+// durable checkpoint, whose cursor may be below where this session is
+// (below an event that was only held in Redis). It does not wait.
+func (t *Tailer) Resync() {
+	select {
+	case t.resync <- struct{}{}:
+	default:
+	}
+}
+
+// errResync ends a session on Resync.
+var errResync = errors.New("Redis was restored from the durable checkpoint; re-reading the stored cursor")
 
 // Name is the replica's name.
 func (t *Tailer) Name() string { return t.cfg.Name }
@@ -212,6 +228,10 @@ type item struct {
 // session runs one connection. progressed reports whether any event was
 // appended.
 func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
+	select { // a restore before this point is already in the cursor read below
+	case <-t.resync:
+	default:
+	}
 	rc, err := t.sink.Cursor(ctx, t.cfg.Name)
 	if err != nil {
 		return false, endSession("sink", err)
@@ -241,11 +261,16 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 	defer cancel()
 	queue := make(chan item, queueFrames)
 	readErr := make(chan error, 1)
+	var resynced atomic.Bool
 	var wg sync.WaitGroup
 	wg.Add(3)
 	go func() { // cancellation unblocks a reader waiting for the replica
 		defer wg.Done()
-		<-sctx.Done()
+		select {
+		case <-sctx.Done():
+		case <-t.resync:
+			resynced.Store(true)
+		}
 		conn.Close()
 	}()
 	go func() {
@@ -271,7 +296,11 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 		batch = batch[:0]
 		it, ok := <-queue
 		if !ok {
-			return progressed, <-readErr
+			err := <-readErr
+			if resynced.Load() {
+				err = endSession("resync", errResync)
+			}
+			return progressed, err
 		}
 		batch = append(batch, it)
 	drain:
