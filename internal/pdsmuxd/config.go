@@ -54,6 +54,7 @@ type Config struct {
 
 	SubscriberQueue int
 	MaxSubscribers  int
+	PingInterval    time.Duration // websocket ping period to subscribers (fanout.Config.PingInterval)
 	HealthInterval  time.Duration
 
 	ScanInterval time.Duration // repair: listRepos scan period
@@ -228,6 +229,7 @@ func (c Config) validate() (*settings, error) {
 		{"repair-grace", s.RepairGrace},
 		{"crawl-interval", s.CrawlInterval},
 		{"crawl-idle", s.CrawlIdle},
+		{"ping-interval", s.PingInterval},
 		{"archive-retention", s.ArchiveRetention},
 	}
 	for _, d := range durations {
@@ -255,6 +257,9 @@ func (c Config) validate() (*settings, error) {
 	}
 	if s.MaxSubscribers < 0 {
 		return nil, bad("max-subscribers", fmt.Sprint(s.MaxSubscribers), "must not be negative")
+	}
+	if s.PingInterval > 0 && s.PingInterval < 100*time.Millisecond {
+		return nil, bad("ping-interval", s.PingInterval.String(), "must be at least 100ms")
 	}
 	if s.ScanInterval > 0 && s.ScanInterval < 100*time.Millisecond {
 		return nil, bad("scan-interval", s.ScanInterval.String(), "must be at least 100ms")
@@ -388,6 +393,7 @@ var (
 	DefaultReadTimeout      = tail.DefaultReadTimeout
 	DefaultSubscriberQueue  = fanout.DefaultQueueLen
 	DefaultMaxSubscribers   = fanout.DefaultMaxSubscribers
+	DefaultPingInterval     = fanout.DefaultPingInterval
 	DefaultHealthInterval   = pool.DefaultInterval
 	DefaultScanInterval     = repair.DefaultScanInterval
 	DefaultRepairGrace      = repair.DefaultGrace

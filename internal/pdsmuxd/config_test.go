@@ -35,6 +35,7 @@ func TestConfig_BadSettingsNameTheFlag(t *testing.T) {
 		"max-frame-bytes":      func(c *pdsmuxd.Config) { c.MaxFrameBytes = 10 },
 		"subscriber-queue":     func(c *pdsmuxd.Config) { c.SubscriberQueue = -1 },
 		"scan-interval":        func(c *pdsmuxd.Config) { c.ScanInterval = time.Millisecond },
+		"ping-interval":        func(c *pdsmuxd.Config) { c.PingInterval = 10 * time.Millisecond },
 		"plc-url":              func(c *pdsmuxd.Config) { c.PLCURL = "plc.directory" },
 		"db-url":               func(c *pdsmuxd.Config) { c.DBURL = "postgres://db/x" },
 		"archive-retention":    func(c *pdsmuxd.Config) { c.ArchiveRetention = time.Minute },

@@ -172,7 +172,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 
 	fm := fanout.NewMetrics(rt.reg)
 	rt.bc = fanout.NewBroadcaster(rt.events, rt.arch.Add, fm, logger)
-	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers}, rt.events, rt.db, rt.bc,
+	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers, PingInterval: s.PingInterval}, rt.events, rt.db, rt.bc,
 		func(_ context.Context, b cursor.Bounds) int64 { return rt.events.Head(b) }, fm, logger)
 
 	born, err := rt.db.Born(ctx, time.Now())
