@@ -186,3 +186,84 @@ func TestShutdown_SIGTERMIsGraceful(t *testing.T) {
 	require.Equal(t, entries[len(entries)-1].Seq, hw, "the archive was flushed before exit")
 	require.Contains(t, p.Output(), "pdsmux starting")
 }
+
+// bigPosts writes n posts of about 8 KB through the replicas: a log whose
+// replay outlasts the kernel's socket buffers.
+func (e *env) bigPosts(n int) {
+	e.t.Helper()
+	text := strings.Repeat("a long post to make the replay outlast the socket buffers. ", 140)
+	for i := range n {
+		a := e.accounts[i%len(e.accounts)]
+		_, _, err := e.replicas[i%len(e.replicas)].Write(a.DID, fakepds.Op{Action: "create", Collection: "app.bsky.feed.post",
+			Rkey: fmt.Sprintf("big%05d", i), Record: fakepds.Post(text, time.Now())})
+		require.NoError(e.t, err)
+	}
+}
+
+// SIGTERM while a subscriber is in the middle of a replay: the replay
+// stops, the subscriber gets a going-away close frame (1001) after fewer
+// frames than the log holds, and the process exits 0.
+func TestShutdown_SIGTERMDuringReplay(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
+	p, base := e.startProcAt("pdsmux")
+	e.createAccounts(2)
+	e.bigPosts(3000) // about 25 MB of frames
+	_, total := e.expected()
+	waitLog(t, e.reader(), int64(total), 60*time.Second)
+	url := "ws" + strings.TrimPrefix(base, "http") + "/xrpc/com.atproto.sync.subscribeRepos?cursor=0"
+	conn, _, err := websocket.DefaultDialer.Dial(url, nil)
+	require.NoError(t, err)
+	defer conn.Close()
+	read := func() error {
+		_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+		_, _, err := conn.ReadMessage()
+		return err
+	}
+	for range 20 {
+		require.NoError(t, read())
+	}
+	p.Signal(syscall.SIGTERM)
+	frames := 20
+	var closeErr *websocket.CloseError
+	for {
+		err := read()
+		if err != nil {
+			require.ErrorAs(t, err, &closeErr)
+			break
+		}
+		frames++
+		time.Sleep(time.Millisecond) // a reader slower than the replay
+	}
+	require.Equal(t, websocket.CloseGoingAway, closeErr.Code)
+	require.Less(t, frames, total, "the close came mid-replay")
+	require.True(t, p.Wait(15*time.Second), "pdsmux exits after SIGTERM")
+	require.NoError(t, p.Err(), "exit status 0")
+	t.Logf("%d of %d frames replayed before the going-away close", frames, total)
+}
+
+// SIGTERM with a subscriber that stopped reading mid-replay, and a short
+// shutdown timeout: Close cannot finish the subscribers' goodbye in time,
+// and the exit status says so (Close's error is not lost behind Run's
+// nil).
+func TestShutdown_CloseErrorSetsExitStatus(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
+	metrics := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	p, base := e.startProcOn("pdsmux", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)), metrics, "--shutdown-timeout", "1s")
+	e.createAccounts(2)
+	e.bigPosts(3000)
+	_, total := e.expected()
+	waitLog(t, e.reader(), int64(total), 60*time.Second)
+	url := "ws" + strings.TrimPrefix(base, "http") + "/xrpc/com.atproto.sync.subscribeRepos?cursor=0"
+	conn, _, err := websocket.DefaultDialer.Dial(url, nil)
+	require.NoError(t, err)
+	defer conn.Close()
+	_, _, err = conn.ReadMessage() // then reads nothing more
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return testutil.Scrape(t, metrics)["pdsmux_subscriber_frames_total{phase=replay}"] > 0
+	}, 10*time.Second, 20*time.Millisecond)
+	p.Signal(syscall.SIGTERM)
+	require.True(t, p.Wait(15*time.Second), "pdsmux exits after SIGTERM")
+	require.Error(t, p.Err(), "a non-zero exit status")
+	require.Contains(t, p.Output(), "closing subscribers")
+}
