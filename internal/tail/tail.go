@@ -135,7 +135,7 @@ func (t *Tailer) Resync() {
 }
 
 // errResync ends a session on Resync.
-var errResync = errors.New("Redis was restored from the durable checkpoint; re-reading the stored cursor")
+var errResync = errors.New("the log was restored from the durable checkpoint; re-reading the stored cursor")
 
 // Name is the replica's name.
 func (t *Tailer) Name() string { return t.cfg.Name }
