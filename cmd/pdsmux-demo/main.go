@@ -2,7 +2,10 @@
 // data, so each firehose carries only its own writes, as Cocoon replicas'
 // do), Redis, pdsmux and Caddy on loopback, creates two accounts, posts
 // through both replicas, and prints the merged stream, one line per event,
-// until Ctrl-C. `make demo` runs it.
+// until Ctrl-C. `make demo` builds and runs it (not `go run`: that exits 1
+// after Ctrl-C even when the program exits 0). Ctrl-C stops every peer,
+// removes the temporary directory and exits 0; on an error the directory
+// (with every peer's log) is kept and named.
 package main
 
 import (
@@ -15,6 +18,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -30,17 +34,48 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx); err != nil {
+	dir, err := os.MkdirTemp("", "pdsmux-demo-")
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
+	if err := run(ctx, dir); err != nil {
+		fmt.Fprintln(os.Stderr, "demo:", err)
+		fmt.Fprintln(os.Stderr, "demo: logs kept in", dir)
+		os.Exit(1)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "demo: removing", dir+":", err)
+	}
 }
 
-func run(ctx context.Context) error {
-	dir, err := os.MkdirTemp("", "pdsmux-demo-")
-	if err != nil {
-		return err
+// names maps DIDs to handles. The stream reader learns them from #identity
+// frames; run adds the accounts it creates. Both goroutines use it.
+type names struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (n *names) set(did, handle string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.m[did] = handle
+}
+
+// get returns the handle of did, or did itself when none is known.
+func (n *names) get(did string) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if h := n.m[did]; h != "" {
+		return h
 	}
+	return did
+}
+
+// run starts the peers under dir and prints the merged stream until ctx
+// ends (nil) or something fails (the error). Every peer is stopped when it
+// returns.
+func run(ctx context.Context, dir string) error {
 	fmt.Println("pdsmux demo: preparing peers (the first run installs Node 22, @atproto/pds and Caddy into ~/.cache/pdsmux; later runs start in seconds)")
 	deps, err := testenv.LoadDeps(filepath.Join(dir, "bin"), os.Stderr, "node", "pds", "caddy")
 	if err != nil {
@@ -90,7 +125,7 @@ func run(ctx context.Context) error {
 	}
 
 	// Watch the merged firehose through Caddy, as a relay would.
-	handles := map[string]string{}
+	handles := &names{m: map[string]string{}}
 	wsURL := fmt.Sprintf("ws://localhost:%d/xrpc/com.atproto.sync.subscribeRepos?cursor=0", caddyPort)
 	conn, _, err := websocket.DefaultDialer.DialContext(ctx, wsURL, nil)
 	if err != nil {
@@ -119,7 +154,8 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	handles[alice.DID], handles[bob.DID] = "alice.test", "bob.test"
+	handles.set(alice.DID, "alice.test")
+	handles.set(bob.DID, "bob.test")
 	accounts := []*testenv.Account{alice, bob}
 	post := func(i int) error {
 		_, err := clients[i%2].CreateRecord(accounts[i%2], "app.bsky.feed.post", testenv.Post(fmt.Sprintf("hello #%d from %s via pds%d", i, accounts[i%2].Handle, i%2+1)))
@@ -138,12 +174,17 @@ each replica streams only its own writes, pdsmux merges both.
   merged firehose (through Caddy): %s
   pdsmux health:                   http://%s/xrpc/_health
   pdsmux metrics:                  http://%s/metrics
+  Redis (the merged log):          %s
   replicas:                        %s and %s
-  logs:                            %s
+  logs (removed on Ctrl-C):        %s
+
+In another terminal, from the repository:
+
+  go run ./cmd/pdsmux status --redis-url %s --metrics-url http://%s
 
 A new post every 5 s, alternating replicas. Ctrl-C to stop.
 
-`, wsURL, mux.Addr, mux.MetricsAddr, reps[0].URL, reps[1].URL, dir)
+`, wsURL, mux.Addr, mux.MetricsAddr, redisURL, reps[0].URL, reps[1].URL, dir, redisURL, mux.MetricsAddr)
 
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
@@ -154,6 +195,9 @@ A new post every 5 s, alternating replicas. Ctrl-C to stop.
 			return nil
 		case l, ok := <-lines:
 			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return fmt.Errorf("the merged firehose closed")
 			}
 			fmt.Println(l)
@@ -168,7 +212,7 @@ A new post every 5 s, alternating replicas. Ctrl-C to stop.
 
 // printStream turns each frame into one line: seq, type, account, path,
 // and the replica the event came from (looked up in the log).
-func printStream(conn *websocket.Conn, events *cursor.Log, handles map[string]string, out chan<- string) {
+func printStream(conn *websocket.Conn, events *cursor.Log, handles *names, out chan<- string) {
 	defer close(out)
 	for {
 		_, b, err := conn.ReadMessage()
@@ -179,10 +223,6 @@ func printStream(conn *websocket.Conn, events *cursor.Log, handles map[string]st
 		if err != nil {
 			out <- "unreadable frame: " + err.Error()
 			continue
-		}
-		who := handles[in.DID]
-		if who == "" {
-			who = in.DID
 		}
 		what := ""
 		switch in.Kind {
@@ -202,6 +242,7 @@ func printStream(conn *websocket.Conn, events *cursor.Log, handles map[string]st
 			var id comatproto.SyncSubscribeRepos_Identity
 			if err := id.UnmarshalCBOR(bytes.NewReader(b[in.BodyStart:])); err == nil && id.Handle != nil {
 				what = "handle " + *id.Handle
+				handles.set(in.DID, *id.Handle)
 			}
 		case frame.KindAccount:
 			what = "status " + map[bool]string{true: "active", false: in.Status}[in.Active]
@@ -215,6 +256,6 @@ func printStream(conn *websocket.Conn, events *cursor.Log, handles map[string]st
 				via = "pdsmux repair"
 			}
 		}
-		out <- fmt.Sprintf("seq %d  %-9s %-11s %-60s via %s", in.Seq, in.Type, who, what, via)
+		out <- fmt.Sprintf("seq %d  %-9s %-11s %-60s via %s", in.Seq, in.Type, handles.get(in.DID), what, via)
 	}
 }
