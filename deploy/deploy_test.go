@@ -77,7 +77,7 @@ func TestCompose_Wiring(t *testing.T) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	require.Equal(t, []string{"caddy", "cocoon1", "cocoon2", "grafana", "init-keys", "pdsmux", "prometheus", "redis"}, names)
+	require.Equal(t, []string{"alertmanager", "caddy", "cocoon1", "cocoon2", "create-invite", "grafana", "init-keys", "pdsmux", "prometheus", "redis", "redis-exporter"}, names)
 
 	var cocoons []string
 	for _, n := range names {
@@ -157,10 +157,75 @@ func TestCompose_Wiring(t *testing.T) {
 	require.NoError(t, err)
 	require.Regexp(t, `@sync path /xrpc/com.atproto.sync.\*\s+handle @sync \{\s+reverse_proxy \{\$PDSMUX_UPSTREAM\}`, string(body))
 
-	// Prometheus scrapes pdsmux's metrics listener.
-	prom, err := os.ReadFile(filepath.Join("prometheus", "prometheus.yml"))
+	// The first invite: a one-shot on the replicas' image, after cocoon1 is
+	// healthy, with the replicas' admin password, writing into keys/.
+	inv := svcs["create-invite"]
+	require.Equal(t, svcs["cocoon1"].Image, inv.Image)
+	require.Equal(t, "no", inv.Restart)
+	require.Equal(t, []string{"/bin/sh", "/create-invite.sh"}, []string(inv.Entrypoint))
+	require.Equal(t, types.ServiceConditionHealthy, inv.DependsOn["cocoon1"].Condition)
+	require.NotEmpty(t, svcs["cocoon1"].HealthCheck.Test, "cocoon1 has a health check to wait for")
+	require.Equal(t, "http://cocoon1:8080", *inv.Environment["INVITE_URL"])
+	require.Equal(t, *svcs["cocoon1"].Environment["COCOON_ADMIN_PASSWORD"], *inv.Environment["COCOON_ADMIN_PASSWORD"])
+	script, err := filepath.Abs("create-invite.sh")
 	require.NoError(t, err)
-	require.Contains(t, string(prom), `"pdsmux:2481"`)
+	require.FileExists(t, script)
+	require.True(t, slices.ContainsFunc(inv.Volumes, func(v types.ServiceVolumeConfig) bool {
+		return v.Source == script && v.Target == "/create-invite.sh" && v.ReadOnly
+	}), "create-invite mounts deploy/create-invite.sh")
+	keys, err := filepath.Abs("keys")
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(inv.Volumes, func(v types.ServiceVolumeConfig) bool {
+		return v.Source == keys && v.Target == "/keys" && !v.ReadOnly
+	}), "create-invite writes the code into deploy/keys")
+
+	// Monitoring: every scrape target is a service on a port it listens
+	// on; alerts go to the Alertmanager service.
+	targets := scrapeTargets(t)
+	require.ElementsMatch(t, []string{"pdsmux:2481", "cocoon1:6009", "cocoon2:6009", "caddy:2019", "redis-exporter:9121"}, targets["scrape"])
+	require.Equal(t, []string{"alertmanager:9093"}, targets["alerting"])
+	for _, n := range cocoons {
+		require.Equal(t, ":6009", *svcs[n].Environment["METRICS_LISTEN_ADDRESS"])
+	}
+	require.Equal(t, ":2019", *c.Environment["CADDY_METRICS_ADDR"])
+	require.Regexp(t, `(?m)^http://\{\$CADDY_METRICS_ADDR::0\} \{\s+metrics\s+\}`, string(body))
+	require.Equal(t, "redis://redis:6379", *svcs["redis-exporter"].Environment["REDIS_ADDR"])
+	for _, n := range []string{"prometheus", "alertmanager", "grafana", "redis-exporter"} {
+		require.Equal(t, []string{"monitoring"}, svcs[n].Profiles, n)
+		for _, port := range svcs[n].Ports {
+			require.Equal(t, "127.0.0.1", port.HostIP, "%s publishes on loopback only", n)
+		}
+	}
+	require.True(t, slices.ContainsFunc(svcs["alertmanager"].Volumes, func(v types.ServiceVolumeConfig) bool {
+		return strings.HasSuffix(v.Source, "/alertmanager") && v.Target == "/etc/alertmanager"
+	}))
+	require.Equal(t, "test-secret-grafana_admin_password", *svcs["grafana"].Environment["GF_SECURITY_ADMIN_PASSWORD"])
+}
+
+// Grafana never falls back to admin/admin: the file refuses to load without
+// a password, unset or empty, with the monitoring profile or without (compose
+// interpolates every service, whatever profiles are active).
+func TestCompose_GrafanaNeedsAPassword(t *testing.T) {
+	for _, c := range []struct {
+		unset    bool
+		profiles []string
+	}{{true, []string{"monitoring"}}, {false, []string{"monitoring"}}, {true, nil}} {
+		var env []string
+		for _, kv := range exampleEnv(t) {
+			if strings.HasPrefix(kv, "GRAFANA_ADMIN_PASSWORD=") {
+				if c.unset {
+					continue
+				}
+				kv = "GRAFANA_ADMIN_PASSWORD="
+			}
+			env = append(env, kv)
+		}
+		opts, err := cli.NewProjectOptions([]string{"docker-compose.yml"}, cli.WithEnv(env), cli.WithWorkingDirectory("."),
+			cli.WithName("pds"), cli.WithProfiles(c.profiles))
+		require.NoError(t, err)
+		_, err = opts.LoadProject(context.Background())
+		require.ErrorContains(t, err, "set GRAFANA_ADMIN_PASSWORD in .env", "%+v", c)
+	}
 }
 
 func TestCompose_MissingSecretIsAClearError(t *testing.T) {
