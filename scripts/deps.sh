@@ -21,6 +21,19 @@ INDIGO_VERSION=$(cd "$ROOT" && go list -m -f '{{.Version}}' github.com/bluesky-s
 mkdir -p "$CACHE"
 log() { echo "deps: $*" >&2; }
 
+# runs a command, saying every 30 s that it still runs and for how long
+with_heartbeat() { # label, command...
+  local label=$1 start=$SECONDS hb rc=0
+  shift
+  (while sleep 30; do log "$label: still working ($((SECONDS - start)) s)"; done) &
+  hb=$!
+  "$@" || rc=$?
+  kill "$hb" 2>/dev/null || true
+  wait "$hb" 2>/dev/null || true
+  log "$label: done in $((SECONDS - start)) s"
+  return "$rc"
+}
+
 # atomic install: build into a temp dir, then rename into place
 install_dir() { # name, function
   local dir=$CACHE/$1
@@ -48,10 +61,19 @@ do_pds() {
     cd "$1"
     export PATH="$nd/package/bin:$PATH"
     echo '{"name":"pdsmux-peers","private":true}' > package.json
-    npm install --no-audit --no-fund --loglevel=error "@atproto/pds@$PDS_VERSION" "@did-plc/server@$PLC_VERSION"
-    # npm 11 skips install scripts: build the native module for this node
-    npm_config_nodedir="$nd/package" npm rebuild better-sqlite3 --loglevel=error
-    node -e "require('better-sqlite3')(':memory:').prepare('select 1').get()"
+    # One step: npm downloads the packages and runs better-sqlite3's install
+    # script, which compiles it (C++, the long part) against this node's own
+    # headers (nodedir: nothing fetched from nodejs.org).
+    log "pds: npm install @atproto/pds@$PDS_VERSION: downloads, then compiles better-sqlite3 (minutes on a small machine)"
+    export npm_config_nodedir="$nd/package"
+    with_heartbeat "pds: npm install" npm install --no-audit --no-fund --loglevel=error "@atproto/pds@$PDS_VERSION" "@did-plc/server@$PLC_VERSION"
+    sqlite_ok() { node -e "require('better-sqlite3')(':memory:').prepare('select 1').get()" 2>/dev/null; }
+    if ! sqlite_ok; then
+      # only if the install script did not build it (scripts disabled)
+      log "pds: better-sqlite3 was not built by npm install; compiling it"
+      with_heartbeat "pds: npm rebuild better-sqlite3" npm rebuild better-sqlite3 --loglevel=error
+    fi
+    sqlite_ok
   )
 }
 

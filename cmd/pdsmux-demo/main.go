@@ -76,7 +76,7 @@ func (n *names) get(did string) string {
 // ends (nil) or something fails (the error). Every peer is stopped when it
 // returns.
 func run(ctx context.Context, dir string) error {
-	fmt.Println("pdsmux demo: preparing peers (the first run installs Node 22, @atproto/pds and Caddy into ~/.cache/pdsmux; later runs start in seconds)")
+	fmt.Println("pdsmux demo: preparing peers (the first run installs Node 22, @atproto/pds and Caddy into ~/.cache/pdsmux: 10 to 15 minutes, most of it compiling better-sqlite3; later runs start in seconds)")
 	deps, err := testenv.LoadDeps(filepath.Join(dir, "bin"), os.Stderr, "node", "pds", "caddy")
 	if err != nil {
 		return err
