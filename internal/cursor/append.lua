@@ -14,13 +14,19 @@
 --
 -- KEYS: 1 seq, 2 log stream, 3 did state, 4 replica cursors, 5 hold queue,
 --       6 meta, 7 time index, 8 account status, 9 repos flagged for repair,
---       10 the rev each rolled-back repo was rolled back from
--- ARGV: 1 key prefix, 2 source replica ('' for none), 3 expected cursor
---       ('' to skip the check), 4 now (unix ms), 5 seq floor minus one,
---       6 hold ms, 7 dedup ttl s, 8 lowest seq this caller may be given
---       (one above every seq it has seen), 9 event count,
+--       10 the rev each rolled-back repo was rolled back from; then two per
+--       event: its repo's held commits, its content-hash dedup marker; then
+--       the held-commit index of each replica named after the events.
+--       Every key the script touches is declared here (proxies and Redis
+--       Cluster require it); all share one hash tag.
+-- ARGV: 1 source replica ('' for none), 2 expected cursor ('' to skip the
+--       check), 3 now (unix ms), 4 seq floor minus one, 5 hold ms, 6 dedup
+--       ttl s, 7 lowest seq this caller may be given (one above every seq
+--       it has seen), 8 event count n,
 --       then 10 fields per event:
 --       kind, did, rev, since, commit, hash, pre, suf, upstream seq, status
+--       then the replicas whose held-commit index keys close KEYS (the
+--       source replica among them).
 -- kinds: c commit, s sync, i identity, a account, o other; R and Y are a
 --       repair #commit / #sync whose `since` field is the rev the DID must
 --       still be at; B is a repair #sync that rolls the repo back to an
@@ -29,17 +35,33 @@
 --       carries the reason; nothing but the flag is kept).
 -- Returns: one code per event (seq > 0 appended, 0 duplicate, -1 held,
 --       -2 hold conflict, -3 repair lost its race, -4 flagged for repair),
---       then the number of held commits released by this call.
+--       then the number of held commits released by this call. Fails with
+--       UNDECLARED_SOURCES and the missing replica names, before writing
+--       anything, when a held commit of a batch repo came from a replica
+--       whose index key was not passed: the caller adds it and retries.
 
-local P = ARGV[1]
 local seqK, logK, didK, curK, holdqK, metaK, tidxK, acctK, fixK, rolledK =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
-local replica = ARGV[2]
-local now = tonumber(ARGV[4])
-local nowS = ARGV[4]
-local holdMs = tonumber(ARGV[6])
-local ttl = ARGV[7]
-local n = tonumber(ARGV[9])
+local replica = ARGV[1]
+local now = tonumber(ARGV[3])
+local nowS = ARGV[3]
+local holdMs = tonumber(ARGV[5])
+local ttl = ARGV[6]
+local n = tonumber(ARGV[8])
+
+-- the declared per-event and per-replica keys, by did, hash and replica
+-- (chained: repos whose held commits this call may append or drop)
+local holdKeys, hashKeys, srcKeys, chained = {}, {}, {}, {}
+local chainKinds = {c = true, s = true, R = true, Y = true, B = true}
+for i = 0, n - 1 do
+  local b = 9 + i * 10
+  holdKeys[ARGV[b + 1]] = KEYS[11 + 2 * i]
+  hashKeys[ARGV[b + 5]] = KEYS[12 + 2 * i]
+  if chainKinds[ARGV[b]] then chained[ARGV[b + 1]] = true end
+end
+for j = 1, #KEYS - 10 - 2 * n do
+  srcKeys[ARGV[8 + 10 * n + j]] = KEYS[10 + 2 * n + j]
+end
 
 local function num(x) return string.format('%.0f', x) end
 
@@ -50,11 +72,31 @@ if redis.call('HEXISTS', metaK, 'incarnation') == 0 then
   return redis.error_reply('NOT_RECONCILED Redis holds no pdsmux state marker; waiting for reconcile')
 end
 
-if ARGV[3] ~= '' then
+if ARGV[2] ~= '' then
   local c = redis.call('HGET', curK, replica)
-  if (not c) or tonumber(c) < tonumber(ARGV[3]) then
+  if (not c) or tonumber(c) < tonumber(ARGV[2]) then
     return redis.error_reply('CURSOR_REGRESSED stored cursor ' .. tostring(c) ..
-      ' is below ' .. ARGV[3] .. ' (Redis lost writes)')
+      ' is below ' .. ARGV[2] .. ' (Redis lost writes)')
+  end
+end
+
+-- Every held commit this call may drop or release belongs to a repo of the
+-- batch; its replica's index key must be declared before anything is
+-- written (a script's writes are not undone by a later error).
+do
+  local missing, named = {}, {}
+  local function need(r)
+    if r ~= '' and not srcKeys[r] and not named[r] then
+      named[r] = true
+      missing[#missing + 1] = r
+    end
+  end
+  need(replica)
+  for did in pairs(chained) do
+    for _, v in ipairs(redis.call('HVALS', holdKeys[did])) do need(cmsgpack.unpack(v)[6]) end
+  end
+  if #missing > 0 then
+    return redis.error_reply('UNDECLARED_SOURCES ' .. table.concat(missing, ' '))
   end
 end
 
@@ -73,7 +115,7 @@ end
 -- the caller's floor (time and durable checkpoint) and the stream's top.
 -- Checked once per call: the counter cannot vanish inside a script.
 if redis.call('EXISTS', seqK) == 0 then
-  local floor = tonumber(ARGV[5])
+  local floor = tonumber(ARGV[4])
   if redis.call('EXISTS', logK) == 1 then
     local info = redis.call('XINFO', 'STREAM', logK)
     for i = 1, #info, 2 do
@@ -87,19 +129,19 @@ if redis.call('EXISTS', seqK) == 0 then
   redis.call('HSETNX', metaK, 'created', nowS)
 end
 
-local seenFloor = tonumber(ARGV[8])
+local seenFloor = tonumber(ARGV[7])
 local function nextSeq()
   local seq = redis.call('INCR', seqK)
   -- I1: Redis came back with less than the caller has already seen (an
   -- AOF that lost its last second): never hand out a seen seq again.
   if seq < seenFloor then
-    redis.call('SET', seqK, ARGV[8])
+    redis.call('SET', seqK, ARGV[7])
     seq = seenFloor
   end
   return seq
 end
 
-local function srcKey(r) return P .. ':hsrc:' .. r end
+local function srcKey(r) return srcKeys[r] end
 
 -- I3 for the durable checkpoint: the upstream seq of the oldest event
 -- from src still held (only in Redis) when an entry with useq is
@@ -139,7 +181,7 @@ local function emit(kind, did, rev, commit, pre, suf, src, useq, status)
 end
 
 local released = 0
-local function holdKey(did) return P .. ':hold:' .. did end
+local function holdKey(did) return holdKeys[did] end
 
 -- A repo leaves the hold queue once it has neither held commits nor a
 -- repair flag.
@@ -220,7 +262,7 @@ end
 local out = {}
 local maxUseq = nil
 for i = 0, n - 1 do
-  local b = 10 + i * 10
+  local b = 9 + i * 10
   local kind, did, rev, since, commit, hash, pre, suf, useq, status =
     ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4],
     ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8], ARGV[b + 9]
@@ -287,7 +329,7 @@ for i = 0, n - 1 do
       -- An older rev: a copy of a #sync already appended (replicas replay
       -- each other's events), or a replica restored from backup
       -- announcing it; repair checks the latter against the signed head.
-      if hash ~= '' and redis.call('EXISTS', P .. ':h:' .. hash) == 1 then
+      if hash ~= '' and redis.call('EXISTS', hashKeys[hash]) == 1 then
         code = 0
       else
         code = flag(did, 'sync_rollback', rev)
@@ -298,13 +340,13 @@ for i = 0, n - 1 do
       local ek = 's'
       if kind == 'R' then ek = 'c' end
       code = emit(ek, did, rev, commit, pre, suf, replica, useq, '')
-      if kind == 's' and hash ~= '' then redis.call('SET', P .. ':h:' .. hash, '1', 'EX', ttl) end
+      if kind == 's' and hash ~= '' then redis.call('SET', hashKeys[hash], '1', 'EX', ttl) end
       dropHeldUpTo(did, rev)
       release(did, rev)
     end
   else
     -- #identity, #account and unknown types: dedup by content without seq.
-    if redis.call('SET', P .. ':h:' .. hash, '1', 'NX', 'EX', ttl) then
+    if redis.call('SET', hashKeys[hash], '1', 'NX', 'EX', ttl) then
       code = emit(kind, did, rev, commit, pre, suf, replica, useq, status)
       if kind == 'a' then redis.call('HSET', acctK, did, status) end
     end

@@ -16,7 +16,9 @@
 // internal/fanout serves subscribers), repair decisions (internal/repair)
 // or durable history beyond Redis (internal/store).
 //
-// All keys share one hash tag ({prefix}) so the script runs unchanged on
-// Redis Cluster, Valkey and managed Redis. Keys derived inside the script
-// (per-repo hold hashes, dedup markers) carry the same tag.
+// All keys share one hash tag ({prefix}) so the scripts run unchanged on
+// Redis Cluster, Valkey and managed Redis, and every key a script touches
+// (per-repo hold hashes, dedup markers, per-replica hold indexes included)
+// is built in Go and passed in KEYS, as proxies that check declared keys
+// require.
 package cursor

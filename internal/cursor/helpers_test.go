@@ -23,6 +23,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 func newLog(t *testing.T, cfg cursor.Config) (*cursor.Log, *redisserver.Server) {
 	t.Helper()
 	srv := redisserver.Start(t, redisserver.Options{})
+	checkDeclaredKeys(t, srv.Addr())
 	l, err := cursor.New(srv.Client(), cfg, nil, quiet)
 	require.NoError(t, err)
 	_, err = l.Reconcile(context.Background(), cursor.DurableState{}, false)

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -66,6 +67,8 @@ type Log struct {
 	log *slog.Logger
 	m   *Metrics
 	now func() time.Time
+	// srcs are the replicas whose held-commit index keys scripts declare.
+	srcs sources
 
 	// floor is the lowest seq a recreated counter may start at, besides the
 	// clock: the durable checkpoint's high-water mark + 1.
@@ -252,8 +255,10 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 	}
 	now := l.now()
 	floor := max(now.UnixMicro(), l.floor.Load()+1)
-	args := make([]any, 0, 9+10*len(evs))
-	args = append(args, l.k.prefix, replica, expect,
+	keys := make([]string, 0, 10+2*len(evs))
+	keys = append(keys, l.k.script()...)
+	args := make([]any, 0, 8+10*len(evs))
+	args = append(args, replica, expect,
 		strconv.FormatInt(now.UnixMilli(), 10),
 		strconv.FormatInt(floor-1, 10),
 		strconv.FormatInt(l.cfg.HoldTimeout.Milliseconds(), 10),
@@ -274,10 +279,25 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 			status = ev.Refused
 		}
 		args = append(args, codes[i], ev.DID, ev.Rev, ev.Since, ev.Commit, ev.Hash, ev.Pre, ev.Suf, useq, status)
+		keys = append(keys, l.k.hold(ev.DID), l.k.dedup(ev.Hash))
 	}
-	start := time.Now()
-	res, err := appendScript.Run(ctx, l.rdb, l.k.script(), args...).Int64Slice()
-	l.m.observeScript(time.Since(start), err)
+	l.srcs.add(replica)
+	var res []int64
+	err := l.withSources(func(srcKeys, srcNames []string) error {
+		a := slices.Grow(args[:len(args):len(args)], len(srcNames))
+		for _, n := range srcNames {
+			a = append(a, n)
+		}
+		start := time.Now()
+		var err error
+		res, err = appendScript.Run(ctx, l.rdb, append(keys[:len(keys):len(keys)], srcKeys...), a...).Int64Slice()
+		counted := err
+		if _, retry := undeclaredSources(err); retry {
+			counted = nil // a retry with more keys, not a failure
+		}
+		l.m.observeScript(time.Since(start), counted)
+		return err
+	})
 	if err != nil {
 		if strings.HasPrefix(err.Error(), "NOT_RECONCILED") {
 			return Batch{}, fmt.Errorf("%w: append from %q", ErrNotReconciled, replica)

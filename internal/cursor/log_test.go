@@ -313,3 +313,67 @@ func resend(t *testing.T, b []byte, at string) []byte {
 	require.NoError(t, err)
 	return out
 }
+
+// A process that never saw a replica releases and drops that replica's
+// held commits: the scripts name the replica's undeclared index key, the
+// call is retried with it, and nothing is written twice.
+func TestAppend_ReleasesHoldsOfReplicaThisProcessNeverSaw(t *testing.T) {
+	ctx := context.Background()
+	l1, srv := newLog(t, cursor.Config{})
+	l2, err := cursor.New(srv.Client(), cursor.Config{}, nil, quiet)
+	require.NoError(t, err)
+	u, s0 := newUpstream(t, "alice.test")
+	c1, c2, c3 := u.commit(), u.commit(), u.commit()
+	b, err := l1.Append(ctx, "r2", -1, events(t, s0, c2, c3))
+	require.NoError(t, err)
+	require.Equal(t, []cursor.Outcome{A, H, H}, outcomes(b))
+	rc, err := l1.Cursor(ctx, "r2")
+	require.NoError(t, err)
+	require.Equal(t, event(t, c2).UpstreamSeq-1, rc.Resume, "r2's holds pin its cursor")
+
+	b, err = l2.Append(ctx, "r1", -1, events(t, c1))
+	require.NoError(t, err)
+	require.Equal(t, []cursor.Outcome{A}, outcomes(b))
+	require.Equal(t, 2, b.Released)
+	rc, err = l2.Cursor(ctx, "r2")
+	require.NoError(t, err)
+	require.Equal(t, cursor.ReplicaCursor{Stored: event(t, c3).UpstreamSeq, Resume: event(t, c3).UpstreamSeq, OK: true}, rc,
+		"the released holds left r2's index")
+	require.Len(t, allEntries(t, l2), 4, "each event appended once")
+
+	// the same for DropDeadHolds in a third process
+	l3, err := cursor.New(srv.Client(), cursor.Config{}, nil, quiet)
+	require.NoError(t, err)
+	_, _ = u.commit(), u.commit() // lost: the next commit is held
+	b, err = l1.Append(ctx, "r3", -1, events(t, u.commit()))
+	require.NoError(t, err)
+	require.Equal(t, []cursor.Outcome{H}, outcomes(b))
+	n, err := l3.DropDeadHolds(ctx, u.a.DID, true)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	rc, err = l3.Cursor(ctx, "r3")
+	require.NoError(t, err)
+	require.Equal(t, rc.Stored, rc.Resume, "the dropped hold left r3's index")
+	keys, err := srv.Client().Keys(ctx, "{pdsmux}:hsrc:*").Result()
+	require.NoError(t, err)
+	require.Empty(t, keys, "no index entry outlives its held commit")
+}
+
+func TestReconcile_PutsBackDedupHashes(t *testing.T) {
+	ctx := context.Background()
+	l, srv := newLog(t, cursor.Config{})
+	u, _ := newUpstream(t, "alice.test")
+	id := identity(t, u.a.DID, "alice.test", 50)
+	b, err := l.Append(ctx, "r1", -1, events(t, id))
+	require.NoError(t, err)
+	require.Equal(t, A, b.Results[0].Outcome)
+	require.NoError(t, srv.Client().FlushAll(ctx).Err())
+	h, err := cursor.ContentHash(id)
+	require.NoError(t, err)
+	n, err := l.Reconcile(ctx, cursor.DurableState{HighWater: b.Results[0].Seq, Hashes: map[string]time.Time{h: time.Now()}}, true)
+	require.NoError(t, err)
+	require.Equal(t, 1, n)
+	b, err = l.Append(ctx, "r2", -1, events(t, identity(t, u.a.DID, "alice.test", 77)))
+	require.NoError(t, err)
+	require.Equal(t, D, b.Results[0].Outcome, "the archived hash still dedups the copy")
+}

@@ -57,13 +57,15 @@ func (l *Log) Incarnation(ctx context.Context) (string, error) {
 // replica cursors and re-adds dedup hashes. Everything is a max or a
 // set-if-missing, so concurrent and repeated runs are safe.
 //
-// KEYS: 1 did state, 2 account status, 3 cursors
-// ARGV: prefix, then groups: "r" did rev commit | "a" did status |
+// KEYS: 1 did state, 2 account status, 3 cursors, then the dedup marker
+// of each "h" group, in order
+// ARGV: groups: "r" did rev commit | "a" did status |
 //
 //	"c" replica cursor | "h" hash ttl-seconds
 var mergeScript = redis.NewScript(luaRevLess + `
 local changed = 0
-local i = 2
+local i = 1
+local hk = 3
 while i <= #ARGV do
   local t = ARGV[i]
   if t == 'r' then
@@ -86,7 +88,8 @@ while i <= #ARGV do
     end
     i = i + 3
   else
-    if redis.call('SET', ARGV[1] .. ':h:' .. ARGV[i + 1], '1', 'NX', 'EX', ARGV[i + 2]) then
+    hk = hk + 1
+    if redis.call('SET', KEYS[hk], '1', 'NX', 'EX', ARGV[i + 2]) then
       changed = changed + 1
     end
     i = i + 3
@@ -114,9 +117,9 @@ func (l *Log) Reconcile(ctx context.Context, st DurableState, lost bool) (int, e
 	}
 	keys := []string{l.k.did, l.k.acct, l.k.cur}
 	changed := 0
-	args := []any{l.k.prefix}
+	var args []any
 	flush := func() error {
-		if len(args) == 1 {
+		if len(args) == 0 {
 			return nil
 		}
 		n, err := mergeScript.Run(ctx, l.rdb, keys, args...).Int()
@@ -124,11 +127,14 @@ func (l *Log) Reconcile(ctx context.Context, st DurableState, lost bool) (int, e
 			return fmt.Errorf("cursor: merge durable state into Redis: %w", err)
 		}
 		changed += n
-		args = args[:1]
+		args, keys = args[:0], keys[:3]
 		return nil
 	}
 	add := func(vals ...any) error {
 		args = append(args, vals...)
+		if vals[0] == "h" {
+			keys = append(keys, l.k.dedup(vals[1].(string)))
+		}
 		if len(args) > 2000 {
 			return flush()
 		}

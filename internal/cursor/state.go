@@ -200,22 +200,34 @@ func (l *Log) Holds(ctx context.Context, did string) ([]Hold, error) {
 
 // dropHoldsScript drops held commits that can never be appended: those
 // built on a rev the repo has moved past (the losing side of a fork, a
-// stale copy), or every one when ARGV[3] is '1' (the repo is gone or its
-// account inactive). It returns how many it dropped.
+// stale copy), or every one when ARGV[2] is '1' (the repo is gone or its
+// account inactive). It returns how many it dropped, or fails with
+// UNDECLARED_SOURCES (before writing) like the append script.
 //
-// KEYS: 1 the repo's holds, 2 did state, 3 hold queue, 4 repair flags
-// ARGV: 1 did, 2 key prefix, 3 '1' to drop all
+// KEYS: 1 the repo's holds, 2 did state, 3 hold queue, 4 repair flags,
+// then the held-commit index of each replica named in ARGV from 3 on
+// ARGV: 1 did, 2 '1' to drop all, then replica names
 var dropHoldsScript = redis.NewScript(luaRevLess + `
+local srcKeys = {}
+for j = 3, #ARGV do srcKeys[ARGV[j]] = KEYS[2 + j] end
+local all = redis.call('HGETALL', KEYS[1])
+local missing = {}
+for i = 2, #all, 2 do
+  local r = cmsgpack.unpack(all[i])[6]
+  if r ~= '' and not srcKeys[r] then missing[#missing + 1] = r end
+end
+if #missing > 0 then
+  return redis.error_reply('UNDECLARED_SOURCES ' .. table.concat(missing, ' '))
+end
 local st = redis.call('HGET', KEYS[2], ARGV[1])
 local last = st and string.match(st, '^(%S+)')
-local all = redis.call('HGETALL', KEYS[1])
 local n = 0
 for i = 1, #all, 2 do
   local since = all[i]
-  if ARGV[3] == '1' or (last and revLess(since, last)) then
+  if ARGV[2] == '1' or (last and revLess(since, last)) then
     local h = cmsgpack.unpack(all[i + 1])
     redis.call('HDEL', KEYS[1], since)
-    if h[6] ~= '' then redis.call('ZREM', ARGV[2] .. ':hsrc:' .. h[6], ARGV[1] .. ' ' .. since) end
+    if h[6] ~= '' then redis.call('ZREM', srcKeys[h[6]], ARGV[1] .. ' ' .. since) end
     n = n + 1
   end
 end
@@ -233,7 +245,17 @@ func (l *Log) DropDeadHolds(ctx context.Context, did string, all bool) (int, err
 	if all {
 		flag = "1"
 	}
-	n, err := dropHoldsScript.Run(ctx, l.rdb, []string{l.k.hold(did), l.k.did, l.k.holdq, l.k.fix}, did, l.k.prefix, flag).Int()
+	var n int
+	err := l.withSources(func(srcKeys, srcNames []string) error {
+		keys := append([]string{l.k.hold(did), l.k.did, l.k.holdq, l.k.fix}, srcKeys...)
+		args := []any{did, flag}
+		for _, s := range srcNames {
+			args = append(args, s)
+		}
+		var err error
+		n, err = dropHoldsScript.Run(ctx, l.rdb, keys, args...).Int()
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("cursor: drop dead holds of %s: %w", did, err)
 	}
