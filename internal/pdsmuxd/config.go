@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -366,6 +367,26 @@ func redisClient(raw string) (func() redis.UniversalClient, string, error) {
 	// go-redis's messages quote parts of the URL: keep the password out
 	scrub := func(err error) string {
 		return redact.Strip(err.Error(), password, url.PathEscape(password), url.QueryEscape(password))
+	}
+	if q := u.Query(); q.Has("cluster") {
+		on, err := strconv.ParseBool(q.Get("cluster"))
+		if err != nil {
+			return nil, "", bad("redis-url", redacted, "cluster=%q: want true or false", q.Get("cluster"))
+		}
+		q.Del("cluster")
+		u.RawQuery = q.Encode()
+		raw = u.String()
+		if on {
+			if u.Path != "" && u.Path != "/" && u.Path != "/0" {
+				return nil, "", bad("redis-url", redacted, "a Redis Cluster has only database 0")
+			}
+			u.Path = ""
+			opts, err := redis.ParseClusterURL(u.String())
+			if err != nil {
+				return nil, "", bad("redis-url", redacted, "cluster URL: %v", err)
+			}
+			return func() redis.UniversalClient { return redis.NewClusterClient(opts) }, redacted, nil
+		}
 	}
 	if u.Query().Has("master_name") {
 		opts, err := redis.ParseFailoverURL(raw)

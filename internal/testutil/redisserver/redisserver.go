@@ -27,14 +27,18 @@ type Options struct {
 	AppendFsync string
 	// Password is set as requirepass; URL and Client carry it.
 	Password string
+	// Cluster starts the server with cluster mode on (its bus on another
+	// free loopback port); StartCluster joins such servers into a cluster.
+	Cluster bool
 }
 
 // Server is one redis-server process.
 type Server struct {
-	t    testing.TB
-	opts Options
-	dir  string
-	port int
+	t       testing.TB
+	opts    Options
+	dir     string
+	port    int
+	busPort int // cluster bus, when Options.Cluster
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -70,6 +74,14 @@ func (s *Server) start(bin string) {
 	}
 	if s.opts.Password != "" {
 		args = append(args, "--requirepass", s.opts.Password)
+	}
+	if s.opts.Cluster {
+		if s.busPort == 0 {
+			s.busPort = testutil.FreePort(s.t)
+		}
+		args = append(args, "--cluster-enabled", "yes",
+			"--cluster-config-file", filepath.Join(s.dir, "nodes.conf"),
+			"--cluster-port", strconv.Itoa(s.busPort))
 	}
 	if s.opts.AppendFsync != "" {
 		args = append(args, "--appendonly", "yes", "--appendfsync", s.opts.AppendFsync)
