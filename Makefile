@@ -6,7 +6,7 @@ STATICCHECK_VERSION := v0.8.2
 STATICCHECK := $(CACHE)/bin/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/pdsmux/pdsmux/internal/pdsmuxd.Version=$(VERSION)
-FUZZTIME ?= 15s
+FUZZTIME ?= 10s
 
 .PHONY: help build demo test test-unit e2e deps lint fuzz bench tools
 
@@ -49,6 +49,10 @@ deps: ## install the peers (Node 22, @atproto/pds, Caddy, indigo relay) into ~/.
 fuzz: ## run each fuzz target for FUZZTIME
 	$(GO) test ./internal/frame -run '^$$' -fuzz FuzzParsePatch -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/verify -run '^$$' -fuzz FuzzCheck -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/cursor -run '^$$' -fuzz FuzzNewEvent -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/cursor -run '^$$' -fuzz FuzzToEntry -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/fanout -run '^$$' -fuzz FuzzSubscribeQuery -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/crawl -run '^$$' -fuzz FuzzCheckHostname -fuzztime $(FUZZTIME)
 
 $(STATICCHECK):
 	GOBIN=$(dir $(STATICCHECK)) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

@@ -281,16 +281,18 @@ func TestCluster(t *testing.T) {
 	})
 }
 
-// nodeOf is the address of the node serving key's slot.
+// nodeOf is the id of the node serving key's slot.
 func nodeOf(t *testing.T, rdb *redis.ClusterClient, key string) string {
 	t.Helper()
 	slot, err := rdb.ClusterKeySlot(context.Background(), key).Result()
 	require.NoError(t, err)
-	ranges, err := rdb.ClusterSlots(context.Background()).Result()
+	shards, err := rdb.ClusterShards(context.Background()).Result()
 	require.NoError(t, err)
-	for _, r := range ranges {
-		if int64(r.Start) <= slot && slot <= int64(r.End) {
-			return r.Nodes[0].Addr
+	for _, sh := range shards {
+		for _, r := range sh.Slots {
+			if r.Start <= slot && slot <= r.End && len(sh.Nodes) > 0 {
+				return sh.Nodes[0].ID
+			}
 		}
 	}
 	t.Fatalf("no node serves slot %d", slot)
