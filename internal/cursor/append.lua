@@ -33,6 +33,8 @@
 --       older rev (only after the replica's signed head was checked to be
 --       at that rev); F is an upstream event refused at the door (status
 --       carries the reason; nothing but the flag is kept).
+-- revLess(a, b) (rev a older than rev b, byte order) is prepended from
+--       rev.go, shared with the other scripts.
 -- Returns: one code per event (seq > 0 appended, 0 duplicate, -1 held,
 --       -2 hold conflict, -3 repair lost its race, -4 flagged for repair),
 --       then the number of held commits released by this call. Fails with
@@ -98,17 +100,6 @@ do
   if #missing > 0 then
     return redis.error_reply('UNDECLARED_SOURCES ' .. table.concat(missing, ' '))
   end
-end
-
--- TIDs are fixed-width base32-sortable; compare bytes, not via strcoll.
-local function revLess(a, b)
-  if a == b then return false end
-  local la, lb = #a, #b
-  for i = 1, math.min(la, lb) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return la < lb
 end
 
 -- I1: when the counter is gone (new log or lost state), start above both

@@ -120,16 +120,3 @@ func (l *Log) withSources(call func(keys, names []string) error) error {
 		}
 	}
 }
-
-// luaRevLess is revLess(a, b) for the small scripts: TIDs are fixed-width
-// and base32-sortable, so rev order is byte order (not strcoll's).
-// append.lua has the same function of its own.
-const luaRevLess = `local function revLess(a, b)
-  if a == b then return false end
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
-`

@@ -56,7 +56,8 @@ func (c *Config) setDefaults() {
 //go:embed append.lua
 var appendSrc string
 
-var appendScript = redis.NewScript(appendSrc)
+// appendScript is append.lua after revLess (rev.go).
+var appendScript = redis.NewScript(luaRevLess + appendSrc)
 
 // Log is the merged event log in one Redis. It is safe for concurrent use
 // and for use by several processes at once.
@@ -110,9 +111,6 @@ func (l *Log) Head(b Bounds) int64 {
 	}
 	return h
 }
-
-// Seen is the highest seq this process has appended or read.
-func (l *Log) Seen() int64 { return l.seen.Load() }
 
 func raise(v *atomic.Int64, to int64) {
 	for {

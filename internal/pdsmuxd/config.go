@@ -404,7 +404,7 @@ func redisClient(raw string) (func() redis.UniversalClient, string, error) {
 
 // Defaults used by cmd/pdsmux as flag values, gathered from the packages
 // that own them.
-var (
+const (
 	DefaultHoldTimeout      = cursor.DefaultHoldTimeout
 	DefaultDedupTTL         = cursor.DefaultDedupTTL
 	DefaultRetention        = cursor.DefaultRetention

@@ -250,7 +250,7 @@ func (r *Repairer) noticeFork(ctx context.Context, did string, holds []cursor.Ho
 		return
 	}
 	for _, h := range holds {
-		if h.Since != "" && revLess(h.Since, sts[0].Rev) && revLess(sts[0].Rev, h.Rev) {
+		if h.Since != "" && cursor.RevLess(h.Since, sts[0].Rev) && cursor.RevLess(sts[0].Rev, h.Rev) {
 			r.m.forked()
 			r.lg.Warn("repo forked: two replicas wrote to one account at once (Cocoon's repo lock is per process); repairing to the replica's head. Route each account to one replica (docs/deploy.md)",
 				"did", did, "log_rev", sts[0].Rev, "held_rev", h.Rev, "held_since", h.Since, "held_from", h.Replica)
@@ -274,8 +274,6 @@ func (r *Repairer) findHead(ctx context.Context, did string) (*replicaAPI, cid.C
 	}
 	return nil, cid.Undef, "", lastErr
 }
-
-func revLess(a, b string) bool { return a < b } // TIDs: fixed-width, base32-sortable
 
 // Repair brings the log's view of did up to a replica's head and returns
 // what it appended: "commit", "sync", "rollback", or "none" (the log is
@@ -329,7 +327,7 @@ func (r *Repairer) repairOnce(ctx context.Context, did, reason string, flag *cur
 		return "", err
 	}
 	rollback := flag != nil && flag.Reason == cursor.ReasonSyncRollback
-	if st.OK && !revLess(st.Rev, rev) && !(rollback && rev == flag.Rev && revLess(rev, st.Rev)) {
+	if st.OK && !cursor.RevLess(st.Rev, rev) && !(rollback && rev == flag.Rev && cursor.RevLess(rev, st.Rev)) {
 		// The replica is not ahead of the log. Held commits above it, if
 		// any, wait for the replica (a lagging replica, or a fork that the
 		// next write will settle); an older #sync whose rev is not the
@@ -354,7 +352,7 @@ func (r *Repairer) repairOnce(ctx context.Context, did, reason string, flag *cur
 	}
 	now := r.now()
 
-	if st.OK && revLess(rev, st.Rev) {
+	if st.OK && cursor.RevLess(rev, st.Rev) {
 		// A replica restored from backup announced an older rev, and its
 		// signed head is at that rev: relays take a #sync rollback.
 		return r.appendRollback(ctx, did, head, headBytes, rev, st.Rev, now)

@@ -40,7 +40,7 @@ func (r *Repairer) Scan(ctx context.Context) error {
 			if !seen {
 				order = append(order, ri.DID)
 			}
-			if !seen || revLess(old.Rev, ri.Rev) {
+			if !seen || cursor.RevLess(old.Rev, ri.Rev) {
 				infos[ri.DID] = ri
 			}
 		}
@@ -71,7 +71,7 @@ func (r *Repairer) Scan(ctx context.Context) error {
 			// Relays drop events of inactive accounts: no repair for them
 			// (repairOnce also checks the log's status) until they are
 			// active again.
-			if ri.Active && (!st.OK || revLess(st.Rev, ri.Rev)) {
+			if ri.Active && (!st.OK || cursor.RevLess(st.Rev, ri.Rev)) {
 				behind++
 				first, ok := r.ahead[did]
 				if !ok {
@@ -92,7 +92,7 @@ func (r *Repairer) Scan(ctx context.Context) error {
 						r.lg.Warn("repair of a repo found behind by the scan failed; will retry", "did", did, "err", err)
 					}
 				}
-			} else if ri.Active && st.OK && revLess(ri.Rev, st.Rev) {
+			} else if ri.Active && st.OK && cursor.RevLess(ri.Rev, st.Rev) {
 				// The replica's head is below the log's: a rollback whose
 				// #sync was lost (or whose flag was), or the log holding
 				// the losing side of a fork. Once past the grace period,
