@@ -1,5 +1,3 @@
-// Command pdsmux merges the firehoses of several replicas of one atproto
-// PDS into one subscribeRepos stream. See README.md.
 package main
 
 import (

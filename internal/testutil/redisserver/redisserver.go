@@ -1,5 +1,3 @@
-// Package redisserver starts a real redis-server for tests, on a free
-// loopback port in a temporary directory, and can kill and restart it.
 package redisserver
 
 import (
