@@ -7,6 +7,7 @@ STATICCHECK := $(CACHE)/bin/staticcheck-$(STATICCHECK_VERSION)/staticcheck
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/pdsmux/pdsmux/internal/pdsmuxd.Version=$(VERSION)
 FUZZTIME ?= 10s
+BENCH_FLAGS ?=
 
 .PHONY: help build demo test test-unit e2e deps lint fuzz bench tools
 
@@ -38,10 +39,10 @@ lint: $(STATICCHECK) ## gofmt, go vet, staticcheck, and the arm64 cross-build
 e2e: deps ## end to end with real peers: reference PDS replicas, Caddy, the strict indigo relay
 	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|_test.go:' ; test $${PIPESTATUS[0]} -eq 0
 
-bench: ## pdsmux side by side with indigo's rainbow on the same stream; writes bench/RESULTS.md
+bench: ## pdsmux (defaults) beside indigo's rainbow (disk, tmpfs, memory) and the Redis ceiling in one run (~15 min); writes bench/RESULTS.md (BENCH_FLAGS=-quick: a smoke run into bench/out/quick.md)
 	mkdir -p bench/out
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 20000x ./internal/frame ./internal/cursor ./internal/fanout ./internal/verify | tee bench/out/micro.txt
-	$(GO) run ./bench -out bench/RESULTS.md -micro bench/out/micro.txt -profile bench/out
+	$(GO) run ./bench -micro bench/out/micro.txt -profile bench/out $(BENCH_FLAGS)
 
 deps: ## install the peers (Node 22, @atproto/pds, Caddy, indigo relay) into ~/.cache/pdsmux once
 	bash scripts/deps.sh node pds caddy relay >/dev/null

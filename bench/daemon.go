@@ -3,81 +3,172 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/pdsmux/pdsmux/internal/testenv"
 )
 
+// variant is one system under test.
+type variant struct {
+	id      string // column key
+	label   string // column heading
+	rainbow bool
+	persist string // rainbow: "disk", "tmpfs" or "memory"
+}
+
+var (
+	vPdsmux   = variant{id: "pdsmux", label: "pdsmux"}
+	vDisk     = variant{id: "rb-disk", label: "rainbow disk", rainbow: true, persist: "disk"}
+	vTmpfs    = variant{id: "rb-tmpfs", label: "rainbow tmpfs", rainbow: true, persist: "tmpfs"}
+	vMemory   = variant{id: "rb-memory", label: "rainbow memory", rainbow: true, persist: "memory"}
+	allSystem = []variant{vPdsmux, vDisk, vTmpfs, vMemory}
+)
+
+// durability says what each system keeps when it stops, as run here.
+var durability = map[string]string{
+	"pdsmux":    "Redis AOF, fsync every second (a power loss can drop the last second of the log; each replica's cursor re-fetches it) + the libsql archive on disk",
+	"rb-disk":   "pebble on disk, fsync per event (indigo's pebblepersist hard-codes pebble.Sync): every event durable before it is sent",
+	"rb-tmpfs":  "pebble on /dev/shm (tmpfs), fsync per event: survives a process restart, not a reboot or power loss",
+	"rb-memory": "no persistence (`--persist-db \"\"`): a ring of the last 20,000 events in process memory, lost on any restart",
+}
+
 // daemon is the system under test: pdsmux (with its redis-server) or
 // rainbow.
 type daemon struct {
-	name    string
-	base    string          // http base URL subscribers use
-	metrics string          // host:port of /metrics and /debug/pprof (pdsmux)
-	procs   []*testenv.Proc // [0] is the daemon itself; the rest helpers (redis)
+	name     string
+	base     string          // http base URL subscribers use
+	metrics  string          // host:port of /metrics and /debug/pprof (pdsmux)
+	redisURL string          // pdsmux's Redis
+	procs    []*testenv.Proc // [0] is the daemon itself; the rest helpers (redis)
+	cleanup  func()
 }
 
-func startPdsmux(env *testenv.Env, name string, ups []*upstream) (*daemon, error) {
+// pinPrefix runs bin on one core when pin is set (taskset, util-linux):
+// the Go runtime then sizes GOMAXPROCS to that core, as on a small board.
+func pinPrefix(pin bool, bin string, args []string) (string, []string) {
+	if !pin {
+		return bin, args
+	}
+	return "taskset", append([]string{"-c", pinCore, bin}, args...)
+}
+
+// pinCore is the core the daemons get in the users' scenario; the load
+// generator and subscribers run on the others.
+const pinCore = "0"
+
+// startPdsmux runs pdsmux on its defaults: only where it listens, its
+// Redis, its database file, its replicas and where DIDs resolve (the
+// bench's PLC) are set.
+// extra are further arguments (more replicas).
+func startPdsmux(env *testenv.Env, name string, ups []*upstream, plcURL string, pin bool, extra ...string) (*daemon, error) {
 	redis, redisURL, err := env.Redis(name + "-redis")
 	if err != nil {
 		return nil, err
 	}
-	// repair is not measured here: no PLC (a closed loopback port), no
-	// dating of new repos
-	args := []string{"--redis-url", redisURL, "--log-level", "warn", "--verify-commit-signatures=false",
-		"--plc-url", "http://127.0.0.1:1", "--new-repos", "none",
-		"--scan-interval", "1h", "--subscriber-queue", "20000", "--max-subscribers", "5000"}
-	for i, u := range ups {
-		args = append(args, "--replica", fmt.Sprintf("replica%d=%s", i+1, u.URL()))
+	if pin {
+		if out, err := exec.Command("taskset", "-a", "-p", "-c", pinCore, strconv.Itoa(redis.Pid())).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("pin redis-server: %v: %s", err, out)
+		}
 	}
-	p, err := env.Pdsmux(name, args...)
+	addrs, err := testenv.FreeAddrs(2)
 	if err != nil {
 		return nil, err
 	}
-	return &daemon{name: "pdsmux", base: "http://" + p.Addr, metrics: p.MetricsAddr, procs: []*testenv.Proc{p.Proc, redis}}, nil
+	args := []string{"serve", "--listen", addrs[0], "--metrics-listen", addrs[1],
+		"--db-url", "file:" + filepath.Join(env.Dir, name+".db"),
+		"--redis-url", redisURL, "--plc-url", plcURL}
+	for i, u := range ups {
+		args = append(args, "--replica", fmt.Sprintf("replica%d=%s", i+1, u.URL()))
+	}
+	args = append(args, extra...)
+	bin, args := pinPrefix(pin, env.Deps.Pdsmux, args)
+	p, err := env.Start(name, bin, args)
+	if err != nil {
+		return nil, err
+	}
+	if err := testenv.WaitHTTP("http://"+addrs[0]+"/xrpc/_health", 30*time.Second, p); err != nil {
+		return nil, err
+	}
+	return &daemon{name: "pdsmux", base: "http://" + addrs[0], metrics: addrs[1], redisURL: redisURL,
+		procs: []*testenv.Proc{p, redis}}, nil
 }
 
-func startRainbow(env *testenv.Env, name string, up *upstream) (*daemon, error) {
+// startRainbow runs indigo's rainbow on its defaults but for where it
+// keeps events (v.persist).
+func startRainbow(env *testenv.Env, name string, v variant, up *upstream, pin bool) (*daemon, error) {
 	addrs, err := testenv.FreeAddrs(2)
 	if err != nil {
 		return nil, err
 	}
 	dir := filepath.Join(env.Dir, name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+	cleanup := func() {}
+	switch v.persist {
+	case "tmpfs":
+		dir, err = os.MkdirTemp("/dev/shm", "pdsmux-bench-")
+		if err != nil {
+			return nil, fmt.Errorf("rainbow on tmpfs needs /dev/shm: %w", err)
+		}
+		d := dir
+		cleanup = func() { os.RemoveAll(d) }
+	default:
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
 	}
-	p, err := env.Start(name, env.Deps.Rainbow, []string{"--log-level", "warn",
+	db := filepath.Join(dir, "rainbow.db")
+	if v.persist == "memory" {
+		db = "" // rainbow's in-memory splitter: an event ring, no pebble
+	}
+	bin, args := pinPrefix(pin, env.Deps.Rainbow, []string{"--log-level", "warn",
 		"--upstream-host", up.URL(), "--api-listen", addrs[0],
 		"--metrics-listen", addrs[1],
-		"--persist-db", filepath.Join(dir, "rainbow.db"), "--cursor-file", filepath.Join(dir, "cursor"),
+		"--persist-db", db, "--cursor-file", filepath.Join(dir, "cursor"),
 		"--collectiondir-host", "http://127.0.0.1:1"})
+	p, err := env.Start(name, bin, args)
 	if err != nil {
+		cleanup()
 		return nil, err
 	}
 	base := "http://" + addrs[0]
 	if err := testenv.WaitHTTP(base+"/xrpc/_health", 30*time.Second, p); err != nil {
+		p.Stop(5 * time.Second)
+		cleanup()
 		return nil, err
 	}
-	return &daemon{name: "rainbow", base: base, procs: []*testenv.Proc{p}}, nil
+	return &daemon{name: v.label, base: base, procs: []*testenv.Proc{p}, cleanup: cleanup}, nil
 }
 
 func (d *daemon) stop() {
 	for _, p := range d.procs {
 		p.Stop(5 * time.Second)
 	}
+	if d.cleanup != nil {
+		d.cleanup()
+	}
 }
 
-// usage sums CPU over the daemon's processes and reports the daemon's own
-// memory.
-func (d *daemon) usage() (rss, peak int64, cpu, helperCPU time.Duration) {
+// usage is one reading of the daemon's and its helper's (redis-server's)
+// memory and CPU time.
+type usage struct {
+	rss, peak             int64 // the daemon
+	helperRSS, helperPeak int64 // redis-server (pdsmux only)
+	cpu, helperCPU        time.Duration
+}
+
+func (d *daemon) usage() usage {
+	var u usage
 	for i, p := range d.procs {
 		r, pk, c := testenv.ProcStat(p.Pid())
 		if i == 0 {
-			rss, peak, cpu = r, pk, c
+			u.rss, u.peak, u.cpu = r, pk, c
 		} else {
-			helperCPU += c
+			u.helperRSS += r
+			u.helperPeak += pk
+			u.helperCPU += c
 		}
 	}
-	return
+	return u
 }

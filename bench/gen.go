@@ -23,9 +23,12 @@ type stream struct {
 	keys   []string // did|rev of each frame
 	owner  []int    // account index of each frame
 	bytes  int64
+	// signing keys: DID -> public key (multibase), served by the bench's
+	// PLC so pdsmux checks signatures as it does by default
+	pubkeys map[string]string
 }
 
-const genVersion = "v3"
+const genVersion = "v4"
 
 // generate makes n commit frames over accounts repos; about one in
 // bigEvery is a 50-200 KB commit. Results are cached on disk.
@@ -41,6 +44,8 @@ func generate(cacheDir string, n, accounts, bigEvery int) (*stream, error) {
 		keys   []string
 		sync   []byte // the account's creation #sync: the stream starts with these
 		key    string
+		did    string
+		pub    string // public key, multibase
 	}
 	parts := make([]part, accounts)
 	var wg sync.WaitGroup
@@ -66,6 +71,12 @@ func generate(cacheDir string, n, accounts, bigEvery int) (*stream, error) {
 					return
 				}
 				parts[a].key = syncEv.Did + "|" + syncEv.Rev
+				pub, err := acct.Key.PublicKey()
+				if err != nil {
+					errs <- err
+					return
+				}
+				parts[a].did, parts[a].pub = acct.DID, pub.Multibase()
 				acct.DiscardHistory = true
 				rnd := rand.New(rand.NewPCG(uint64(a), 99))
 				for i := range per {
@@ -97,8 +108,9 @@ func generate(cacheDir string, n, accounts, bigEvery int) (*stream, error) {
 	// every account's #sync first (new repos, as relays would first see
 	// them), then the commits interleaved round-robin, each account's in
 	// order
-	s := &stream{}
+	s := &stream{pubkeys: map[string]string{}}
 	for a := range accounts {
+		s.pubkeys[parts[a].did] = parts[a].pub
 		s.frames = append(s.frames, parts[a].sync)
 		s.keys = append(s.keys, parts[a].key)
 		s.owner = append(s.owner, a)
@@ -134,6 +146,12 @@ func saveStream(path string, s *stream) error {
 		w.Write(l[:])
 		w.Write(b)
 	}
+	// the keys first: a count, then DID and multibase pairs
+	put([]byte(fmt.Sprint(len(s.pubkeys))))
+	for did, pub := range s.pubkeys {
+		put([]byte(did))
+		put([]byte(pub))
+	}
 	for i := range s.frames {
 		put(s.frames[i])
 		put([]byte(s.keys[i]))
@@ -165,7 +183,26 @@ func loadStream(path string) (*stream, error) {
 		_, err := io.ReadFull(r, b)
 		return b, err
 	}
-	s := &stream{}
+	s := &stream{pubkeys: map[string]string{}}
+	nb, err := get()
+	if err != nil {
+		return nil, err
+	}
+	var nk int
+	if _, err := fmt.Sscan(string(nb), &nk); err != nil {
+		return nil, fmt.Errorf("%s: bad key count: %w", path, err)
+	}
+	for range nk {
+		did, err := get()
+		if err != nil {
+			return nil, err
+		}
+		pub, err := get()
+		if err != nil {
+			return nil, err
+		}
+		s.pubkeys[string(did)] = string(pub)
+	}
 	for {
 		fb, err := get()
 		if err == io.EOF {

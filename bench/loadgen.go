@@ -48,6 +48,9 @@ func newUpstream(s *stream, idx []int, rate float64) (*upstream, error) {
 
 func (u *upstream) URL() string { return "http://" + u.ln.Addr().String() }
 
+// close stops accepting connections.
+func (u *upstream) close() { u.ln.Close() }
+
 var upgrader = websocket.Upgrader{WriteBufferSize: 256 << 10}
 
 func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {

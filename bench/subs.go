@@ -22,6 +22,7 @@ type subscriber struct {
 	count atomic.Int64
 	bytes atomic.Int64
 	dups  atomic.Int64
+	other atomic.Int64 // frames of events not in the stream (the hostile replica's)
 	done  chan struct{}
 }
 
@@ -70,6 +71,7 @@ func (s *subscriber) read(keyIndex map[string]int) {
 		key = append(append(append(key[:0], in.DID...), '|'), in.Rev...)
 		i, ok := keyIndex[string(key)]
 		if !ok {
+			s.other.Add(1)
 			continue
 		}
 		if s.recv[i] != 0 {
