@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -173,7 +174,9 @@ func (h *hostileUpstream) serve(w http.ResponseWriter, r *http.Request) {
 
 // runHostile runs pdsmux (defaults) on two replicas: a hostile one
 // sending 4.9 MB frames as fast as pdsmux reads them, and a normal one at
-// hostileRate events/s for dur, with one subscriber. It reports pdsmux's
+// hostileRate events/s for dur, with one subscriber. The hostile replica
+// stops when the normal one has sent everything, or after dur and a
+// second. It reports pdsmux's
 // and redis-server's peak memory and whether the normal replica's events
 // kept flowing.
 func runHostile(env *testenv.Env, s *stream, p *plc, dur time.Duration) (hostileResult, error) {
@@ -215,6 +218,13 @@ func runHostile(env *testenv.Env, s *stream, p *plc, dur time.Duration) (hostile
 	}
 	defer closeAll(subs)
 	time.Sleep(time.Second)
+	opt, err := redis.ParseURL(d.redisURL)
+	if err != nil {
+		return hostileResult{}, err
+	}
+	opt.ReadTimeout = 30 * time.Second // a redis-server busy with 4.9 MB appends answers late
+	rc := redis.NewClient(opt)
+	defer rc.Close()
 	res := hostileResult{normal: n}
 	start := time.Now()
 	close(normal.start)
@@ -222,6 +232,7 @@ func runHostile(env *testenv.Env, s *stream, p *plc, dur time.Duration) (hostile
 	// stop the hostile replica when the normal one is done, or early if
 	// the two processes outgrow the safety cap
 	stopped := make(chan struct{})
+	deadline := time.After(dur + time.Second)
 	var stopAt time.Time
 	go func() {
 		defer close(stopped)
@@ -233,11 +244,16 @@ func runHostile(env *testenv.Env, s *stream, p *plc, dur time.Duration) (hostile
 			case <-normal.done:
 				close(h.stop)
 				return
+			case <-deadline:
+				close(h.stop) // the normal replica is held back: the run stays bounded
+				return
 			case <-tick.C:
+				sctx, cancel := context.WithTimeout(ctx, time.Second)
+				res.redisUsedPeak = max(res.redisUsedPeak, redisMemory(sctx, rc, "used_memory"))
+				cancel()
 				if u := d.usage(); u.rss+u.helperRSS > hostileCap {
 					res.note = fmt.Sprintf("the hostile replica was stopped after %s: pdsmux + redis-server passed the bench's %s safety cap", time.Since(start).Round(time.Second), mib(hostileCap))
 					close(h.stop)
-					<-normal.done
 					return
 				}
 			}
@@ -259,13 +275,25 @@ func runHostile(env *testenv.Env, s *stream, p *plc, dur time.Duration) (hostile
 			res.normalDuring++
 		}
 	}
-	if opt, err := redis.ParseURL(d.redisURL); err == nil {
-		c := redis.NewClient(opt)
-		if info, err := c.InfoMap(ctx, "memory").Result(); err == nil {
-			fmt.Sscan(info["Memory"]["used_memory_peak"], &res.redisUsedPeak)
-		}
-		c.Close()
+	res.redisUsedPeak = max(res.redisUsedPeak, redisMemory(ctx, rc, "used_memory_peak"))
+	if res.redisUsedPeak == 0 {
+		return res, fmt.Errorf("could not read used_memory_peak from pdsmux's redis-server")
 	}
 	fmt.Fprintf(os.Stderr, "bench: hostile replica sent %d frames (%.0f MB) in %s\n", res.sent, float64(res.sentBytes)/1e6, res.dur.Round(time.Second))
 	return res, nil
+}
+
+// redisMemory reads one field of INFO memory (bytes); 0 when it cannot.
+func redisMemory(ctx context.Context, c *redis.Client, field string) int64 {
+	info, err := c.Info(ctx, "memory").Result()
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), field+":"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
 }
