@@ -102,14 +102,11 @@ func run(o options) error {
 		{id: "C", title: "Added latency below saturation: 1 replica x 1 subscriber at 1,000 events/s", replicas: 1, subs: 1, events: z.latency, rate: 1_000, systems: allSystem},
 		{id: "U", title: "The users' scenario: 2,000 events/s over 2 replicas x 50 subscribers, the daemons on ONE core", replicas: 2, subs: 50, events: z.users, rate: 2_000, pin: true, systems: allSystem},
 	}
-	total := 0
+	// one stream for every scenario (whatever -only picks), so the cache
+	// is made once per size
+	total := z.saturation
 	for _, sc := range scenarios {
-		if want(o.only, sc.id) {
-			total = max(total, sc.events)
-		}
-	}
-	if want(o.only, "R") || want(o.only, "H") {
-		total = max(total, z.saturation)
+		total = max(total, sc.events)
 	}
 	cache := filepath.Join(os.Getenv("HOME"), ".cache", "pdsmux", "bench")
 	if x := os.Getenv("XDG_CACHE_HOME"); x != "" {

@@ -97,6 +97,7 @@ func (r *report) write(b *strings.Builder, deps testenv.Deps, s *stream) {
 		fmt.Fprintf(b, "| %s | %s |\n", v.label, durability[v.id])
 	}
 	fmt.Fprintln(b)
+	r.summary(b)
 	if r.ceiling.events > 0 {
 		c := r.ceiling
 		fmt.Fprintf(b, "## R. The Redis ceiling for the same frames\n\nOne Go client appends the stream's first %d frames to a fresh redis-server (AOF everysec): XADD with MAXLEN ~ 100000 (pdsmux's default cap), %d per pipelined round trip.\n\n", c.events, c.batch)
@@ -240,4 +241,69 @@ func (r *report) targets(b *strings.Builder) {
 			fmt.Sprintf("%d of %d delivered (%d while the hostile replica sent), p99 %s", h.normalGot, h.normal, h.normalDuring, ms(h.normalP99)), h.flowing)
 	}
 	fmt.Fprintln(b)
+}
+
+// summary is issue 15's table: the headline figures of A, B, C and U side
+// by side.
+func (r *report) summary(b *strings.Builder) {
+	type col struct {
+		label, sat string // heading; the scenario of the saturation row (A or B)
+		v          variant
+	}
+	cols := []col{
+		{label: "pdsmux 1 replica", sat: "A", v: vPdsmux},
+		{label: "pdsmux 3 replicas", sat: "B", v: vPdsmux},
+		{label: "rainbow disk", sat: "A", v: vDisk},
+		{label: "rainbow tmpfs", sat: "A", v: vTmpfs},
+		{label: "rainbow memory", sat: "A", v: vMemory},
+	}
+	if len(r.results) == 0 {
+		return
+	}
+	fmt.Fprintf(b, "## Summary\n\n|")
+	for _, c := range cols {
+		fmt.Fprintf(b, " | %s", c.label)
+	}
+	fmt.Fprintf(b, " |\n|---|%s\n", strings.Repeat("---:|", len(cols)))
+	rss := func(x result) string {
+		if x.sys.rainbow {
+			return fmt.Sprintf("%.0f MiB", float64(x.u1.peak)/(1<<20))
+		}
+		return fmt.Sprintf("%.0f + %.0f MiB", float64(x.u1.peak)/(1<<20), float64(x.u1.helperPeak)/(1<<20))
+	}
+	row := func(name string, get func(c col) (result, bool), f func(x result) string) {
+		fmt.Fprintf(b, "| %s |", name)
+		for _, c := range cols {
+			x, ok := get(c)
+			if !ok {
+				fmt.Fprintf(b, " |")
+				continue
+			}
+			fmt.Fprintf(b, " %s |", f(x))
+		}
+		fmt.Fprintln(b)
+	}
+	sat := func(c col) (result, bool) { x, ok := r.results[c.sat][c.v.id]; return x, ok }
+	// C and U: one pdsmux column (1 and 2 replicas)
+	at := func(id string) func(c col) (result, bool) {
+		return func(c col) (result, bool) {
+			if c.sat == "B" {
+				return result{}, false
+			}
+			x, ok := r.results[id][c.v.id]
+			return x, ok
+		}
+	}
+	row("saturation events/s, 1 subscriber", sat, func(x result) string { return fmt.Sprintf("%.0f", x.evps) })
+	row("RSS at saturation (pdsmux + Redis)", sat, rss)
+	row("CPU s per 100k events at saturation (pdsmux + Redis)", sat, func(x result) string {
+		return fmt.Sprintf("%.1f", per100k(x.u1.cpu-x.u0.cpu+x.u1.helperCPU-x.u0.helperCPU, x.events))
+	})
+	row("p99 added latency at 1,000/s, 1 x 1", at("C"), func(x result) string { return ms(x.p99) })
+	row("2,000/s x 50 subscribers, daemon on ONE core: p99 (pdsmux: 2 replicas)", at("U"), func(x result) string { return ms(x.p99) })
+	row("same: RSS (pdsmux + Redis)", at("U"), rss)
+	fmt.Fprintln(b)
+	if r.ceiling.evps > 0 {
+		fmt.Fprintf(b, "The Redis ceiling for the same frames (R) is %.0f events/s.\n\n", r.ceiling.evps)
+	}
 }
