@@ -33,6 +33,9 @@ type Config struct {
 	DedupTTL    time.Duration // how long #identity/#account hashes are remembered
 	Retention   time.Duration // trim entries older than this
 	MaxEntries  int64         // cap on stream length, applied by Trim
+	// MaxBytes is the stream's byte budget in Redis (MEMORY USAGE), kept
+	// by RunBudget as entries are appended.
+	MaxBytes int64
 }
 
 func (c *Config) setDefaults() {
@@ -50,6 +53,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxEntries <= 0 {
 		c.MaxEntries = DefaultMaxEntries
+	}
+	if c.MaxBytes <= 0 {
+		c.MaxBytes = DefaultMaxBytes
 	}
 }
 
@@ -77,6 +83,10 @@ type Log struct {
 	// seen is the highest seq this process has appended or read; the
 	// counter is never allowed below it (Redis losing recent writes).
 	seen atomic.Int64
+	// appended counts the bytes this process appended; budgetWake tells
+	// RunBudget (budget.go) another step of them went in.
+	appended   atomic.Int64
+	budgetWake chan struct{}
 }
 
 // New returns a Log over rdb. It does not talk to Redis.
@@ -89,8 +99,10 @@ func New(rdb redis.UniversalClient, cfg Config, m *Metrics, logger *slog.Logger)
 	if m != nil {
 		m.retention.Set(cfg.Retention.Seconds())
 		m.maxEntries.Set(float64(cfg.MaxEntries))
+		m.maxBytes.Set(float64(cfg.MaxBytes))
 	}
-	return &Log{rdb: rdb, k: k, cfg: cfg, log: logger.With("component", "cursor"), m: m, now: time.Now}, nil
+	return &Log{rdb: rdb, k: k, cfg: cfg, log: logger.With("component", "cursor"), m: m, now: time.Now,
+		budgetWake: make(chan struct{}, 1)}, nil
 }
 
 // Config returns the effective configuration.
@@ -312,6 +324,7 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 		return Batch{}, fmt.Errorf("cursor: append script returned %d values for %d events", len(res), len(evs))
 	}
 	b := Batch{Results: make([]Result, len(evs)), Released: int(res[len(evs)])}
+	var added int64
 	for i, code := range res[:len(evs)] {
 		var r Result
 		switch {
@@ -331,9 +344,13 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 			return Batch{}, fmt.Errorf("cursor: append script returned unknown code %d", code)
 		}
 		b.Results[i] = r
+		if r.Outcome == Appended {
+			added += int64(len(evs[i].Pre) + len(evs[i].Suf) + entryOverhead)
+		}
 		l.m.countOutcome(evs[i].Kind, r.Outcome)
 		raise(&l.seen, r.Seq)
 	}
 	l.m.addReleased(b.Released)
+	l.noteAppended(added)
 	return b, nil
 }

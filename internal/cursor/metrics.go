@@ -17,6 +17,9 @@ type Metrics struct {
 	readTime     prometheus.Histogram
 	retention    prometheus.Gauge
 	maxEntries   prometheus.Gauge
+	maxBytes     prometheus.Gauge
+	logBytes     prometheus.Gauge
+	budgetTrims  prometheus.Counter
 }
 
 // NewMetrics registers the log's metrics on reg.
@@ -53,7 +56,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "pdsmux_log_max_entries",
 		Help: "Cap on events kept in Redis (--max-entries).",
 	})
-	reg.MustRegister(m.events, m.released, m.scriptTime, m.scriptErrors, m.readTime, m.retention, m.maxEntries)
+	m.maxBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pdsmux_log_max_bytes",
+		Help: "Byte budget of the merged log in Redis (--log-max-bytes).",
+	})
+	m.logBytes = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pdsmux_log_bytes",
+		Help: "Bytes the merged log's stream takes in Redis (MEMORY USAGE), as last measured, after any trim then. Measured every 30 s and as appends near the budget.",
+	})
+	m.budgetTrims = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pdsmux_log_budget_trimmed_total",
+		Help: "Entries trimmed from Redis to keep the log within --log-max-bytes (before --retention or --max-entries would have). Subscribers asking for them replay from the archive.",
+	})
+	reg.MustRegister(m.events, m.released, m.scriptTime, m.scriptErrors, m.readTime, m.retention, m.maxEntries,
+		m.maxBytes, m.logBytes, m.budgetTrims)
 	for _, k := range []frame.Kind{frame.KindCommit, frame.KindSync, frame.KindIdentity, frame.KindAccount, frame.KindUnknown} {
 		for _, o := range outcomeNames {
 			m.events.WithLabelValues(k.String(), o)
@@ -91,4 +107,16 @@ func (m *Metrics) observeRead(d time.Duration) {
 		return
 	}
 	m.readTime.Observe(d.Seconds())
+}
+
+func (m *Metrics) setLogBytes(n int64) {
+	if m != nil {
+		m.logBytes.Set(float64(n))
+	}
+}
+
+func (m *Metrics) budgetTrimmed(n int64) {
+	if m != nil {
+		m.budgetTrims.Add(float64(n))
+	}
 }

@@ -97,10 +97,11 @@ func checkDeclaredKeys(t *testing.T, addr string) {
 }
 
 // scriptKey is the key a command a script ran touches (every command the
-// cursor scripts use takes one key; XINFO after its subcommand).
+// cursor scripts use takes one key; XINFO and MEMORY after their
+// subcommand).
 func scriptKey(cmd []string) (string, bool) {
 	switch {
-	case len(cmd) >= 3 && strings.EqualFold(cmd[0], "xinfo"):
+	case len(cmd) >= 3 && (strings.EqualFold(cmd[0], "xinfo") || strings.EqualFold(cmd[0], "memory")):
 		return cmd[2], true
 	case len(cmd) >= 2:
 		return cmd[1], true

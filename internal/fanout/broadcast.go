@@ -30,6 +30,7 @@ type Broadcaster struct {
 	// observe, if set, sees every batch before any subscriber does (the
 	// durable archive), so what a subscriber saw is never only in Redis (I7).
 	observe func([]cursor.Entry)
+	sizer   batchSizer // the COUNT of each read (batch.go)
 
 	mu    sync.Mutex
 	last  int64 // highest seq delivered
@@ -70,7 +71,7 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 		b.mu.Lock()
 		after := b.last
 		b.mu.Unlock()
-		entries, err := b.src.Tail(ctx, after, tailBlock, tailCount)
+		entries, err := b.src.Tail(ctx, after, tailBlock, b.sizer.next())
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -87,6 +88,7 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		b.sizer.observe(entries, b.m)
 		msgs := make([]msg, len(entries))
 		for i := range entries {
 			w := wsBinaryFrame(entries[i].Frame)

@@ -1,6 +1,10 @@
 package fanout
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics of the subscribeRepos server. A nil *Metrics records nothing.
 type Metrics struct {
@@ -13,6 +17,10 @@ type Metrics struct {
 	requests    *prometheus.CounterVec
 	head        prometheus.Gauge
 	tailErrors  prometheus.Counter
+	batchBytes  prometheus.Gauge
+	// queued reports the largest subscriber backlog in bytes (set by the
+	// Server; the gauge reads it at scrape time)
+	queued atomic.Pointer[func() int64]
 }
 
 // NewMetrics registers the fanout metrics on reg.
@@ -46,7 +54,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pdsmux_fanout_tail_errors_total",
 			Help: "Failed reads of new log entries from Redis by the broadcaster. Live subscribers stall while this rises.",
 		}),
+		batchBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "pdsmux_fanout_batch_bytes",
+			Help: "Bytes of the broadcaster's last read of new entries from Redis. Each read asks for as many entries as fit the batch cap (a quarter of --subscriber-queue-bytes) at the size of the largest entry of the read before.",
+		}),
 	}
+	subQueued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "pdsmux_subscriber_queued_bytes",
+		Help: "Bytes queued for the live subscriber furthest behind (websocket frames not yet handed to its socket). The frames are shared, so this is also about what all subscriber queues hold together. A subscriber past --subscriber-queue-bytes gets ConsumerTooSlow.",
+	}, func() float64 {
+		if f := m.queued.Load(); f != nil {
+			return float64((*f)())
+		}
+		return 0
+	})
 	m.liveFrames = m.frames.WithLabelValues("live")
 	m.liveBytes = m.bytes.WithLabelValues("live")
 	for _, p := range []string{"replay", "archive"} {
@@ -56,7 +77,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{"live", "replay", "outdated_cursor", "future_cursor", "bad_cursor", "too_many", "not_websocket", "upgrade_failed", "log_unavailable"} {
 		m.requests.WithLabelValues(o)
 	}
-	reg.MustRegister(m.subscribers, m.frames, m.bytes, m.tooSlowN, m.requests, m.head, m.tailErrors)
+	reg.MustRegister(m.subscribers, m.frames, m.bytes, m.tooSlowN, m.requests, m.head, m.tailErrors, m.batchBytes, subQueued)
 	return m
 }
 
@@ -101,5 +122,18 @@ func (m *Metrics) setHead(seq int64) {
 func (m *Metrics) tailError() {
 	if m != nil {
 		m.tailErrors.Inc()
+	}
+}
+
+func (m *Metrics) setBatchBytes(n int64) {
+	if m != nil {
+		m.batchBytes.Set(float64(n))
+	}
+}
+
+// watchQueues makes f the source of pdsmux_subscriber_queued_bytes.
+func (m *Metrics) watchQueues(f func() int64) {
+	if m != nil {
+		m.queued.Store(&f)
 	}
 }

@@ -3,6 +3,7 @@ package fanout
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 )
 
 // msg is one live entry for a subscriber: the complete websocket frame
@@ -36,34 +37,42 @@ func wsBinaryFrame(payload []byte) []byte {
 	return append(b, payload...)
 }
 
-// queue is a subscriber's bounded FIFO. It grows on demand up to max, so
-// an idle subscriber costs a few words rather than a full buffer.
+// queue is a subscriber's bounded FIFO, bounded in frames (max) and in
+// bytes (maxBytes: the frames' wire size). It grows on demand up to max,
+// so an idle subscriber costs a few words rather than a full buffer. The
+// frames are shared by every subscriber, so all queues together hold
+// about what the fullest one does.
 type queue struct {
-	mu     sync.Mutex
-	buf    []msg
-	head   int
-	n      int
-	max    int
-	over   bool          // overflowed: the subscriber is too slow
-	notify chan struct{} // capacity 1: "something changed"
+	mu       sync.Mutex
+	buf      []msg
+	head     int
+	n        int
+	max      int
+	maxBytes int64
+	bytes    atomic.Int64  // wire bytes queued; written under mu
+	over     bool          // overflowed: the subscriber is too slow
+	notify   chan struct{} // capacity 1: "something changed"
 }
 
-func newQueue(max int) *queue {
-	return &queue{max: max, notify: make(chan struct{}, 1)}
+func newQueue(max int, maxBytes int64) *queue {
+	return &queue{max: max, maxBytes: maxBytes, notify: make(chan struct{}, 1)}
 }
 
 // push appends m; it returns false (and marks the queue overflowed) when
-// the queue is full.
+// the queue is full: max frames, or m would take it past maxBytes (a
+// frame larger than maxBytes still goes into an empty queue).
 func (q *queue) push(m msg) bool {
 	q.mu.Lock()
 	if q.over {
 		q.mu.Unlock()
 		return false
 	}
-	if q.n == q.max {
+	size := int64(len(m.wire))
+	if q.n == q.max || (q.n > 0 && q.bytes.Load()+size > q.maxBytes) {
 		q.over = true
 		q.buf = nil
 		q.n = 0
+		q.bytes.Store(0)
 		q.mu.Unlock()
 		q.wake()
 		return false
@@ -73,6 +82,7 @@ func (q *queue) push(m msg) bool {
 	}
 	q.buf[(q.head+q.n)%len(q.buf)] = m
 	q.n++
+	q.bytes.Add(size)
 	q.mu.Unlock()
 	q.wake()
 	return true
@@ -109,6 +119,7 @@ func (q *queue) drain(dst []msg) (out []msg, overflowed bool) {
 		q.buf[j] = msg{}
 	}
 	q.head, q.n = 0, 0
+	q.bytes.Store(0)
 	// let an emptied, unusually large buffer go (a burst is over); keep
 	// a normal one to avoid regrowing it for every burst
 	if len(q.buf) > 1024 {

@@ -22,6 +22,7 @@ import (
 // Defaults for Config.
 const (
 	DefaultQueueLen       = 10_000
+	DefaultQueueBytes     = 32 << 20
 	DefaultMaxSubscribers = 2_000
 	DefaultPingInterval   = 30 * time.Second
 	DefaultWriteTimeout   = 10 * time.Second
@@ -31,6 +32,7 @@ const (
 // Config tunes the subscribeRepos server.
 type Config struct {
 	QueueLen       int           // frames a subscriber may fall behind before ConsumerTooSlow
+	QueueBytes     int64         // bytes (websocket frames) it may fall behind before ConsumerTooSlow; the frames are shared by all subscribers
 	MaxSubscribers int           // further subscribers get HTTP 503
 	PingInterval   time.Duration // websocket ping period; a subscriber silent for two periods (plus the time to read what it was sent, up to 32 MiB at 64 KiB/s) is closed
 	WriteTimeout   time.Duration // a single frame write may take this long
@@ -39,6 +41,9 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.QueueLen <= 0 {
 		c.QueueLen = DefaultQueueLen
+	}
+	if c.QueueBytes <= 0 {
+		c.QueueBytes = DefaultQueueBytes
 	}
 	if c.MaxSubscribers <= 0 {
 		c.MaxSubscribers = DefaultMaxSubscribers
@@ -86,7 +91,7 @@ func NewServer(cfg Config, src Source, arch Archive, bc *Broadcaster, head HeadF
 	if head == nil {
 		head = func(_ context.Context, b cursor.Bounds) int64 { return b.Last }
 	}
-	return &Server{
+	s := &Server{
 		cfg: cfg, src: src, arch: arch, bc: bc, head: head, m: m,
 		log: logger.With("component", "fanout"),
 		upg: websocket.Upgrader{
@@ -97,6 +102,19 @@ func NewServer(cfg Config, src Source, arch Archive, bc *Broadcaster, head HeadF
 		subs:    map[*subscriber]struct{}{},
 		closing: make(chan struct{}),
 	}
+	m.watchQueues(s.maxQueued)
+	return s
+}
+
+// maxQueued is the largest backlog of any subscriber, in bytes.
+func (s *Server) maxQueued() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var top int64
+	for sub := range s.subs {
+		top = max(top, sub.q.bytes.Load())
+	}
+	return top
 }
 
 // Subscribers is the number of open subscriber sockets.
@@ -126,7 +144,7 @@ type subscriber struct {
 // newSubscriber is the state of one upgraded connection; its ping ticker
 // runs from now on (stop it when the subscriber leaves).
 func (s *Server) newSubscriber(conn *websocket.Conn) *subscriber {
-	return &subscriber{conn: conn, q: newQueue(s.cfg.QueueLen), done: make(chan struct{}), pings: make(chan string, 1),
+	return &subscriber{conn: conn, q: newQueue(s.cfg.QueueLen, s.cfg.QueueBytes), done: make(chan struct{}), pings: make(chan string, 1),
 		ping: time.NewTicker(s.cfg.PingInterval), idle: 2 * s.cfg.PingInterval}
 }
 
@@ -234,7 +252,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	err = s.serve(ctx, sub, cursorArg)
 	switch {
 	case errors.Is(err, ErrTooSlow):
-		s.writeFinal(conn, frame.ErrorFrame(frame.ErrNameConsumerTooSlow, fmt.Sprintf("subscriber fell more than %d frames behind", s.cfg.QueueLen)))
+		s.writeFinal(conn, frame.ErrorFrame(frame.ErrNameConsumerTooSlow, fmt.Sprintf("subscriber fell more than %d frames or %d bytes behind", s.cfg.QueueLen, s.cfg.QueueBytes)))
 	case errors.Is(err, errClosed):
 		_ = conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseGoingAway, "pdsmux shutting down"), time.Now().Add(time.Second))

@@ -19,6 +19,7 @@ type Metrics struct {
 	lagSeconds    *prometheus.GaugeVec
 	lagEvents     *prometheus.GaugeVec
 	bytes         *prometheus.CounterVec
+	queuedBytes   *prometheus.GaugeVec
 }
 
 // NewMetrics registers the tail metrics on reg.
@@ -68,9 +69,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pdsmux_replica_bytes_total",
 			Help: "Bytes of frames read from the replica.",
 		}, []string{"replica"}),
+		queuedBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pdsmux_replica_queued_bytes",
+			Help: "Bytes of frames read from the replica and not yet appended to the merged log (the batch being appended included). At its cap (--replica-queue-bytes) pdsmux stops reading the replica until the log catches up.",
+		}, []string{"replica"}),
 	}
 	reg.MustRegister(m.connected, m.reconnects, m.frames, m.bad, m.errorFrames, m.infoFrames,
-		m.lastSeq, m.lastEventTime, m.lagSeconds, m.lagEvents, m.bytes)
+		m.lastSeq, m.lastEventTime, m.lagSeconds, m.lagEvents, m.bytes, m.queuedBytes)
 	return m
 }
 
@@ -84,6 +89,7 @@ type replicaMetrics struct {
 	lagSeconds    prometheus.Gauge
 	lagEvents     prometheus.Gauge
 	bytes         prometheus.Counter
+	queuedBytes   prometheus.Gauge
 }
 
 // Label values each per-replica series is created with, so dashboards and
@@ -121,6 +127,7 @@ func (m *Metrics) forReplica(name string) *replicaMetrics {
 		lagSeconds:    m.lagSeconds.WithLabelValues(name),
 		lagEvents:     m.lagEvents.WithLabelValues(name),
 		bytes:         m.bytes.WithLabelValues(name),
+		queuedBytes:   m.queuedBytes.WithLabelValues(name),
 	}
 }
 
@@ -133,6 +140,12 @@ func (r *replicaMetrics) setConnected(up bool) {
 		v = 1
 	}
 	r.connected.Set(v)
+}
+
+func (r *replicaMetrics) setQueuedBytes(n int64) {
+	if r != nil {
+		r.queuedBytes.Set(float64(n))
+	}
 }
 
 func (r *replicaMetrics) reconnect(reason string) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/gorilla/websocket"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/frame"
@@ -30,8 +31,10 @@ const (
 	DefaultReadTimeout   = 60 * time.Second
 	DefaultBackoffMin    = 500 * time.Millisecond
 	DefaultBackoffMax    = 30 * time.Second
-	// queueFrames bounds frames read but not yet appended; when full the
-	// reader stops reading and TCP pushes back on the replica.
+	// DefaultQueueBytes bounds the bytes of frames read from one replica
+	// but not yet appended (the batch being appended included).
+	DefaultQueueBytes = 16 << 20
+	// queueFrames also bounds them in number, for tiny frames.
 	queueFrames = 4096
 	// SubscribePath is the firehose endpoint.
 	SubscribePath = "/xrpc/com.atproto.sync.subscribeRepos"
@@ -61,11 +64,16 @@ type Config struct {
 	Name          string // replica name, used in logs and metric labels
 	URL           string // ws:// or wss:// base URL of the replica (no path)
 	MaxFrameBytes int
-	ReadTimeout   time.Duration
-	BackoffMin    time.Duration
-	BackoffMax    time.Duration
-	UserAgent     string
-	Door          Door // nil: events are offered as they come
+	// QueueBytes bounds the bytes of frames read but not yet appended
+	// (at most queueFrames of them). When they are all taken the reader
+	// stops reading this replica, and TCP pushes back on it alone; a
+	// frame larger than QueueBytes is read when nothing else waits.
+	QueueBytes  int64
+	ReadTimeout time.Duration
+	BackoffMin  time.Duration
+	BackoffMax  time.Duration
+	UserAgent   string
+	Door        Door // nil: events are offered as they come
 	// Regressed, if set, runs after a session ended because the log
 	// found Redis had lost acknowledged writes (cursor.ErrCursorRegressed),
 	// before the next session reads its cursor: the daemon restores Redis
@@ -103,6 +111,9 @@ func New(cfg Config, sink Sink, m *Metrics, logger *slog.Logger) (*Tailer, error
 	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = DefaultQueueBytes
 	}
 	if cfg.BackoffMin <= 0 {
 		cfg.BackoffMin = DefaultBackoffMin
@@ -220,6 +231,8 @@ func (t *Tailer) streamURL(rc cursor.ReplicaCursor) string {
 type item struct {
 	ev   cursor.Event
 	time string
+	// size is what the item holds of the session's byte budget.
+	size int64
 	// the frame and its parse, for the door
 	b  []byte
 	in frame.Info
@@ -260,6 +273,12 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	queue := make(chan item, queueFrames)
+	// room bounds the bytes of items read and not yet appended: the reader
+	// takes an item's size before queueing it, the appender gives it back
+	// once the item's batch is appended
+	room := semaphore.NewWeighted(t.cfg.QueueBytes)
+	var queued atomic.Int64
+	defer t.m.setQueuedBytes(0)
 	readErr := make(chan error, 1)
 	var resynced atomic.Bool
 	var wg sync.WaitGroup
@@ -275,7 +294,7 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 	}()
 	go func() {
 		defer wg.Done()
-		err := t.readLoop(sctx, conn, queue)
+		err := t.readLoop(sctx, conn, queue, room, &queued)
 		readErr <- err
 		close(queue)
 	}()
@@ -294,6 +313,7 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 	evs := make([]cursor.Event, 0, cursor.MaxBatch)
 	for {
 		batch = batch[:0]
+		var size int64
 		it, ok := <-queue
 		if !ok {
 			err := <-readErr
@@ -303,6 +323,7 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 			return progressed, err
 		}
 		batch = append(batch, it)
+		size += it.size
 	drain:
 		for len(batch) < cursor.MaxBatch {
 			select {
@@ -311,16 +332,23 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 					break drain
 				}
 				batch = append(batch, it)
+				size += it.size
 			default:
 				break drain
 			}
 		}
 		t.door(ctx, batch)
+		lastTime := batch[len(batch)-1].time
 		evs = evs[:0]
 		for _, it := range batch {
 			evs = append(evs, it.ev)
 		}
-		if _, err := t.sink.Append(ctx, t.cfg.Name, expect, evs); err != nil {
+		_, err := t.sink.Append(ctx, t.cfg.Name, expect, evs)
+		clear(batch) // the frames go with their budget
+		clear(evs)
+		room.Release(size)
+		t.m.setQueuedBytes(queued.Add(-size))
+		if err != nil {
 			return progressed, endSession("sink", err)
 		}
 		progressed = true
@@ -332,7 +360,7 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 		if t.m != nil {
 			pending := len(queue)
 			t.m.lagEvents.Set(float64(pending))
-			ts, err := syntax.ParseDatetimeLenient(batch[len(batch)-1].time)
+			ts, err := syntax.ParseDatetimeLenient(lastTime)
 			if err == nil {
 				t.m.lastEventTime.Set(float64(ts.Time().UnixMilli()) / 1000)
 			}
@@ -408,7 +436,7 @@ var errDoorPanic = errors.New("tail: refused")
 
 // readLoop reads frames until the connection fails or an error frame ends
 // the stream.
-func (t *Tailer) readLoop(ctx context.Context, conn *websocket.Conn, queue chan<- item) error {
+func (t *Tailer) readLoop(ctx context.Context, conn *websocket.Conn, queue chan<- item, room *semaphore.Weighted, queued *atomic.Int64) error {
 	conn.SetPongHandler(func(string) error {
 		return conn.SetReadDeadline(time.Now().Add(t.cfg.ReadTimeout))
 	})
@@ -466,8 +494,15 @@ func (t *Tailer) readLoop(ctx context.Context, conn *websocket.Conn, queue chan<
 			t.bad("unsequenced", err)
 			continue
 		}
+		// wait for room: a replica sending more than pdsmux appends is
+		// no longer read (its TCP window closes), the others go on
+		size := min(int64(len(b)), t.cfg.QueueBytes)
+		if err := room.Acquire(ctx, size); err != nil {
+			return nil // cancelled
+		}
+		t.m.setQueuedBytes(queued.Add(size))
 		select {
-		case queue <- item{ev: ev, time: in.Time, b: b, in: in}:
+		case queue <- item{ev: ev, time: in.Time, size: size, b: b, in: in}:
 		case <-ctx.Done():
 			return nil
 		}
