@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -34,6 +35,12 @@ func serveFlags() []cli.Flag {
 			Usage: "how long the merged log keeps events in Redis"},
 		&cli.Int64Flag{Name: "max-entries", Sources: env("max-entries"), Value: pdsmuxd.DefaultMaxEntries, Category: "log",
 			Usage: "cap on events kept in Redis (oldest trimmed first)"},
+		&cli.StringFlag{Name: "memory-budget", Sources: env("memory-budget"), Value: pdsmuxd.DefaultMemoryBudget, Category: "memory",
+			Usage: "memory for pdsmux and its Redis log together, e.g. 512MiB, 1GiB: sets GOMEMLIMIT to half (unless GOMEMLIMIT is set) and each of --log-max-bytes, --replica-queue-bytes, --subscriber-queue-bytes not set"},
+		&cli.StringFlag{Name: "log-max-bytes", Sources: env("log-max-bytes"), Category: "memory",
+			Usage: "byte budget of the log in Redis; the oldest entries go as appends pass it (default: a quarter of --memory-budget)"},
+		&cli.StringFlag{Name: "replica-queue-bytes", Sources: env("replica-queue-bytes"), Category: "memory",
+			Usage: "bytes read from one replica and not yet appended; when full that replica is not read until the log catches up (default: a 32nd of --memory-budget)"},
 		&cli.IntFlag{Name: "max-frame-bytes", Sources: env("max-frame-bytes"), Value: pdsmuxd.DefaultMaxFrameBytes, Category: "replicas",
 			Usage: "largest replica frame accepted; larger ones are skipped and counted"},
 		&cli.DurationFlag{Name: "replica-read-timeout", Sources: env("replica-read-timeout"), Value: pdsmuxd.DefaultReadTimeout, Category: "replicas",
@@ -42,6 +49,8 @@ func serveFlags() []cli.Flag {
 			Usage: "how often each replica's /xrpc/_health is checked"},
 		&cli.IntFlag{Name: "subscriber-queue", Sources: env("subscriber-queue"), Value: pdsmuxd.DefaultSubscriberQueue, Category: "subscribers",
 			Usage: "frames a subscriber may fall behind before it gets ConsumerTooSlow"},
+		&cli.StringFlag{Name: "subscriber-queue-bytes", Sources: env("subscriber-queue-bytes"), Category: "memory",
+			Usage: "bytes a subscriber may fall behind before it gets ConsumerTooSlow (subscribers share the frames) (default: a 16th of --memory-budget)"},
 		&cli.IntFlag{Name: "max-subscribers", Sources: env("max-subscribers"), Value: pdsmuxd.DefaultMaxSubscribers, Category: "subscribers",
 			Usage: "further subscribeRepos connections get HTTP 503"},
 		&cli.DurationFlag{Name: "ping-interval", Sources: env("ping-interval"), Value: pdsmuxd.DefaultPingInterval, Category: "subscribers",
@@ -79,36 +88,40 @@ func serveFlags() []cli.Flag {
 
 func configFrom(cmd *cli.Command) pdsmuxd.Config {
 	return pdsmuxd.Config{
-		Replicas:           cmd.StringSlice("replica"),
-		RedisURL:           cmd.String("redis-url"),
-		RedisPrefix:        cmd.String("redis-prefix"),
-		Listen:             cmd.String("listen"),
-		MetricsListen:      cmd.String("metrics-listen"),
-		HoldTimeout:        cmd.Duration("hold-timeout"),
-		DedupTTL:           cmd.Duration("dedup-ttl"),
-		Retention:          cmd.Duration("retention"),
-		MaxEntries:         cmd.Int64("max-entries"),
-		MaxFrameBytes:      cmd.Int("max-frame-bytes"),
-		ReplicaReadTimeout: cmd.Duration("replica-read-timeout"),
-		HealthInterval:     cmd.Duration("health-interval"),
-		SubscriberQueue:    cmd.Int("subscriber-queue"),
-		MaxSubscribers:     cmd.Int("max-subscribers"),
-		PingInterval:       cmd.Duration("ping-interval"),
-		ScanInterval:       cmd.Duration("scan-interval"),
-		RepairGrace:        cmd.Duration("repair-grace"),
-		PLCURL:             cmd.String("plc-url"),
-		NoSignatureCheck:   !cmd.Bool("verify-commit-signatures"),
-		NewRepos:           cmd.String("new-repos"),
-		DBURL:              cmd.String("db-url"),
-		DBAuthToken:        cmd.String("db-auth-token"),
-		ArchiveRetention:   cmd.Duration("archive-retention"),
-		Relays:             cmd.StringSlice("relay"),
-		Hostname:           cmd.String("hostname"),
-		CrawlInterval:      cmd.Duration("crawl-interval"),
-		CrawlIdle:          cmd.Duration("crawl-idle"),
-		ShutdownTimeout:    cmd.Duration("shutdown-timeout"),
-		LogLevel:           cmd.String("log-level"),
-		LogFormat:          cmd.String("log-format"),
+		Replicas:             cmd.StringSlice("replica"),
+		RedisURL:             cmd.String("redis-url"),
+		RedisPrefix:          cmd.String("redis-prefix"),
+		Listen:               cmd.String("listen"),
+		MetricsListen:        cmd.String("metrics-listen"),
+		HoldTimeout:          cmd.Duration("hold-timeout"),
+		DedupTTL:             cmd.Duration("dedup-ttl"),
+		Retention:            cmd.Duration("retention"),
+		MaxEntries:           cmd.Int64("max-entries"),
+		MaxFrameBytes:        cmd.Int("max-frame-bytes"),
+		ReplicaReadTimeout:   cmd.Duration("replica-read-timeout"),
+		HealthInterval:       cmd.Duration("health-interval"),
+		SubscriberQueue:      cmd.Int("subscriber-queue"),
+		MemoryBudget:         cmd.String("memory-budget"),
+		LogMaxBytes:          cmd.String("log-max-bytes"),
+		ReplicaQueueBytes:    cmd.String("replica-queue-bytes"),
+		SubscriberQueueBytes: cmd.String("subscriber-queue-bytes"),
+		MaxSubscribers:       cmd.Int("max-subscribers"),
+		PingInterval:         cmd.Duration("ping-interval"),
+		ScanInterval:         cmd.Duration("scan-interval"),
+		RepairGrace:          cmd.Duration("repair-grace"),
+		PLCURL:               cmd.String("plc-url"),
+		NoSignatureCheck:     !cmd.Bool("verify-commit-signatures"),
+		NewRepos:             cmd.String("new-repos"),
+		DBURL:                cmd.String("db-url"),
+		DBAuthToken:          cmd.String("db-auth-token"),
+		ArchiveRetention:     cmd.Duration("archive-retention"),
+		Relays:               cmd.StringSlice("relay"),
+		Hostname:             cmd.String("hostname"),
+		CrawlInterval:        cmd.Duration("crawl-interval"),
+		CrawlIdle:            cmd.Duration("crawl-idle"),
+		ShutdownTimeout:      cmd.Duration("shutdown-timeout"),
+		LogLevel:             cmd.String("log-level"),
+		LogFormat:            cmd.String("log-format"),
 	}
 }
 
@@ -139,6 +152,11 @@ func serveCommand() *cli.Command {
 			rt, err := pdsmuxd.Build(ctx, cfg, pdsmuxd.Options{})
 			if err != nil {
 				return err
+			}
+			// the Go heap's share of --memory-budget, unless the operator
+			// set GOMEMLIMIT itself
+			if os.Getenv("GOMEMLIMIT") == "" {
+				debug.SetMemoryLimit(rt.MemoryLimit())
 			}
 			runErr := rt.Run(ctx)
 			// a fresh context: ctx is already cancelled by the signal

@@ -55,6 +55,14 @@ type Config struct {
 
 	SubscriberQueue int
 	MaxSubscribers  int
+
+	// MemoryBudget is what pdsmux and its Redis log may use together, as
+	// a size ("512MiB"; "" = DefaultMemoryBudget): it sets GOMEMLIMIT
+	// (Runtime.MemoryLimit) and the byte caps below that are left "".
+	MemoryBudget         string
+	LogMaxBytes          string // the Redis stream's byte budget
+	ReplicaQueueBytes    string // frames read from one replica, not yet appended
+	SubscriberQueueBytes string // what a subscriber may fall behind before ConsumerTooSlow
 	PingInterval    time.Duration // websocket ping period to subscribers (fanout.Config.PingInterval)
 	HealthInterval  time.Duration
 
@@ -147,6 +155,7 @@ type settings struct {
 	newRedis func() redis.UniversalClient
 	redisLog string // URL with the password redacted
 	logLevel slog.Level
+	mem      memory
 }
 
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
@@ -252,6 +261,9 @@ func (c Config) validate() (*settings, error) {
 	}
 	if s.MaxFrameBytes < 0 || (s.MaxFrameBytes > 0 && s.MaxFrameBytes < 1024) {
 		return nil, bad("max-frame-bytes", fmt.Sprint(s.MaxFrameBytes), "must be at least 1024")
+	}
+	if s.mem, err = c.validateMemory(); err != nil {
+		return nil, err
 	}
 	if s.SubscriberQueue < 0 {
 		return nil, bad("subscriber-queue", fmt.Sprint(s.SubscriberQueue), "must not be negative")

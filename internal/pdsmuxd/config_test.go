@@ -44,9 +44,14 @@ func TestConfig_BadSettingsNameTheFlag(t *testing.T) {
 		"hostname ": func(c *pdsmuxd.Config) {
 			c.Relays, c.Hostname = []string{"https://bsky.network"}, "https://pds.example.com"
 		},
-		"crawl-idle": func(c *pdsmuxd.Config) { c.CrawlIdle = -time.Minute },
-		"log-level":  func(c *pdsmuxd.Config) { c.LogLevel = "loud" },
-		"log-format": func(c *pdsmuxd.Config) { c.LogFormat = "xml" },
+		"crawl-idle":             func(c *pdsmuxd.Config) { c.CrawlIdle = -time.Minute },
+		"memory-budget":          func(c *pdsmuxd.Config) { c.MemoryBudget = "lots" },
+		"memory-budget ":         func(c *pdsmuxd.Config) { c.MemoryBudget = "16MiB" },
+		"log-max-bytes":          func(c *pdsmuxd.Config) { c.LogMaxBytes = "12" },
+		"replica-queue-bytes":    func(c *pdsmuxd.Config) { c.ReplicaQueueBytes = "-5MiB" },
+		"subscriber-queue-bytes": func(c *pdsmuxd.Config) { c.SubscriberQueueBytes = "2 apples" },
+		"log-level":              func(c *pdsmuxd.Config) { c.LogLevel = "loud" },
+		"log-format":             func(c *pdsmuxd.Config) { c.LogFormat = "xml" },
 	}
 	for name, mutate := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -122,4 +127,20 @@ func TestConfig_HostnameFollowsRelayRules(t *testing.T) {
 			require.Contains(t, err.Error(), c.rule)
 		})
 	}
+}
+
+// --memory-budget sets the Go heap limit to half; sizes take binary and
+// decimal units.
+func TestConfig_MemoryBudgetSetsTheGoLimit(t *testing.T) {
+	for budget, limit := range map[string]int64{"": 256 << 20, "1GiB": 512 << 20, "2GB": 1_000_000_000} {
+		cfg := pdsmuxd.Config{Replicas: []string{"r1=http://127.0.0.1:1"}, DBURL: "file:" + t.TempDir() + "/x.db",
+			MemoryBudget: budget, ReplicaQueueBytes: "3MiB"}
+		rt, err := pdsmuxd.Build(context.Background(), cfg, pdsmuxd.Options{Listener: testutil.Listen(t), MetricsListener: testutil.Listen(t)})
+		require.NoError(t, err)
+		require.Equal(t, limit, rt.MemoryLimit(), "budget %q", budget)
+		require.NoError(t, rt.Close(context.Background()))
+	}
+	_, err := pdsmuxd.Build(context.Background(), pdsmuxd.Config{Replicas: []string{"r1=http://127.0.0.1:1"}, MemoryBudget: "16MiB"},
+		pdsmuxd.Options{Listener: testutil.Listen(t), MetricsListener: testutil.Listen(t)})
+	require.ErrorContains(t, err, `invalid --memory-budget "16MiB": must be at least 64 MiB`)
 }

@@ -116,7 +116,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	}
 	rt.events, err = cursor.New(rt.rdb, cursor.Config{
 		Prefix: s.RedisPrefix, HoldTimeout: s.HoldTimeout, DedupTTL: s.DedupTTL,
-		Retention: s.Retention, MaxEntries: s.MaxEntries,
+		Retention: s.Retention, MaxEntries: s.MaxEntries, MaxBytes: s.mem.LogBytes,
 	}, cursor.NewMetrics(rt.reg), logger)
 	if err != nil {
 		return nil, err
@@ -143,7 +143,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	var eps []pool.Endpoint
 	for _, r := range s.replicas {
 		t, err := tail.New(tail.Config{
-			Name: r.Name, URL: r.WS, MaxFrameBytes: s.MaxFrameBytes,
+			Name: r.Name, URL: r.WS, MaxFrameBytes: s.MaxFrameBytes, QueueBytes: s.mem.ReplicaQueueBytes,
 			ReadTimeout: s.ReplicaReadTimeout, UserAgent: s.UserAgent, Door: door,
 			Regressed: func(ctx context.Context) error { return rt.rec.regressed(ctx) },
 		}, rt.events, tm, logger)
@@ -172,7 +172,8 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 
 	fm := fanout.NewMetrics(rt.reg)
 	rt.bc = fanout.NewBroadcaster(rt.events, rt.arch.Add, fm, logger)
-	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers, PingInterval: s.PingInterval}, rt.events, rt.db, rt.bc,
+	rt.bc.SetMaxBatchBytes(s.mem.BatchBytes)
+	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, QueueBytes: s.mem.SubscriberQueueBytes, MaxSubscribers: s.MaxSubscribers, PingInterval: s.PingInterval}, rt.events, rt.db, rt.bc,
 		func(_ context.Context, b cursor.Bounds) int64 { return rt.events.Head(b) }, fm, logger)
 
 	born, err := rt.db.Born(ctx, time.Now())
@@ -239,6 +240,11 @@ func newTransport() *http.Transport {
 // when it was zero): how long Close may take.
 func (rt *Runtime) ShutdownTimeout() time.Duration { return rt.s.ShutdownTimeout }
 
+// MemoryLimit is the Go heap's share of --memory-budget, for GOMEMLIMIT
+// (runtime/debug.SetMemoryLimit): the process sets it, not Build, so
+// several runtimes in one test binary leave the limit alone.
+func (rt *Runtime) MemoryLimit() int64 { return rt.s.mem.GoLimit }
+
 // Addr is the bound address of the main listener.
 func (rt *Runtime) Addr() string { return rt.ln.Addr().String() }
 
@@ -260,7 +266,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	rt.runMu.Unlock()
 	defer close(done)
 	rt.log.Info("pdsmux starting", "version", Version, "listen", rt.Addr(), "metrics", rt.MetricsAddr(),
-		"redis", rt.s.redisLog, "replicas", len(rt.tailers))
+		"redis", rt.s.redisLog, "replicas", len(rt.tailers), "memory", rt.s.mem.String())
 	g, gctx := errgroup.WithContext(ctx)
 	run := func(name string, f func(context.Context) error) {
 		g.Go(func() (err error) {
@@ -311,6 +317,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	run("health checks", rt.pool.Run)
 	run("replica names", rt.publishReplicas)
 	run("trimmer", rt.trimLoop)
+	run("log byte budget", func(ctx context.Context) error { return rt.events.RunBudget(ctx, rt.bc.Head) })
 	run("repair", afterReconcile(rt.repair.Run))
 	run("crawl", rt.crawl.Run)
 	serve := func(name string, srv *http.Server, ln net.Listener) {
