@@ -60,11 +60,11 @@ type Config struct {
 	// a size ("512MiB"; "" = DefaultMemoryBudget): it sets GOMEMLIMIT
 	// (Runtime.MemoryLimit) and the byte caps below that are left "".
 	MemoryBudget         string
-	LogMaxBytes          string // the Redis stream's byte budget
-	ReplicaQueueBytes    string // frames read from one replica, not yet appended
-	SubscriberQueueBytes string // what a subscriber may fall behind before ConsumerTooSlow
-	PingInterval    time.Duration // websocket ping period to subscribers (fanout.Config.PingInterval)
-	HealthInterval  time.Duration
+	LogMaxBytes          string        // the Redis stream's byte budget
+	ReplicaQueueBytes    string        // frames read from one replica, not yet appended
+	SubscriberQueueBytes string        // what a subscriber may fall behind before ConsumerTooSlow
+	PingInterval         time.Duration // websocket ping period to subscribers (fanout.Config.PingInterval)
+	HealthInterval       time.Duration
 
 	ScanInterval time.Duration // repair: listRepos scan period
 	RepairGrace  time.Duration // repair: how long a repo may lag before repair
