@@ -48,12 +48,12 @@ func TestTrimBytes_DropsOldestDownToBudget(t *testing.T) {
 	before := streamBytes(t, srv)
 	require.Greater(t, before, int64(2*budget))
 
-	used, n, err := l.TrimBytes(ctx, 0)
+	used, _, n, err := l.TrimBytes(ctx, 0)
 	require.NoError(t, err)
 	require.Zero(t, n, "nothing at or below keepAbove=0 may go")
 	require.Equal(t, before, used)
 
-	used, n, err = l.TrimBytes(ctx, seqs[9])
+	_, _, n, err = l.TrimBytes(ctx, seqs[9])
 	require.NoError(t, err)
 	require.EqualValues(t, 10, n, "only up to keepAbove, though still over budget")
 	b, err := l.Bounds(ctx)
@@ -61,7 +61,7 @@ func TestTrimBytes_DropsOldestDownToBudget(t *testing.T) {
 	require.Equal(t, seqs[10], b.First)
 	require.Equal(t, seqs[9], b.Trimmed)
 
-	_, n, err = l.TrimBytes(ctx, math.MaxInt64)
+	_, _, n, err = l.TrimBytes(ctx, math.MaxInt64)
 	require.NoError(t, err)
 	require.Positive(t, n)
 	after := streamBytes(t, srv)
@@ -75,7 +75,7 @@ func TestTrimBytes_DropsOldestDownToBudget(t *testing.T) {
 	require.Equal(t, b.First-1, b.Trimmed)
 	require.Equal(t, seqs[len(seqs)-1], b.Last)
 
-	_, n, err = l.TrimBytes(ctx, math.MaxInt64)
+	_, _, n, err = l.TrimBytes(ctx, math.MaxInt64)
 	require.NoError(t, err)
 	require.Zero(t, n, "under the budget nothing goes")
 }
@@ -94,16 +94,18 @@ func TestRunBudget_KeepsStreamWithinBudgetAsItAppends(t *testing.T) {
 	done := make(chan struct{})
 	go func() { _ = l.RunBudget(ctx, func() int64 { return math.MaxInt64 }); close(done) }()
 	defer func() { cancel(); <-done }()
+	// RunBudget is running once it has measured what is there
+	bigIdentities(t, l, 1000, 1, 1000)
+	require.Eventually(t, func() bool { return gauge(t, reg, "pdsmux_log_bytes") > 0 }, 10*time.Second, 10*time.Millisecond)
 
 	var peak int64
 	for i := 0; i < 120; i += 4 {
 		bigIdentities(t, l, i, 4, size)
 		peak = max(peak, streamBytes(t, srv))
 	}
-	require.Eventually(t, func() bool { return streamBytes(t, srv) <= budget }, 10*time.Second, 10*time.Millisecond)
+	require.LessOrEqual(t, streamBytes(t, srv), int64(budget))
 	t.Logf("30 MB appended; stream peak %d bytes (budget %d)", peak, budget)
-	require.LessOrEqual(t, peak, int64(budget+4*size), "at most one append past the budget")
-	require.Eventually(t, func() bool { return gauge(t, reg, "pdsmux_log_bytes") > 0 }, 10*time.Second, 10*time.Millisecond)
+	require.LessOrEqual(t, peak, int64(budget), "appends near the budget trim before they return")
 	require.LessOrEqual(t, gauge(t, reg, "pdsmux_log_bytes"), float64(budget))
 	require.Equal(t, float64(budget), gauge(t, reg, "pdsmux_log_max_bytes"))
 	require.Positive(t, counter(t, reg, "pdsmux_log_budget_trimmed_total"))

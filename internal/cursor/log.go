@@ -83,10 +83,10 @@ type Log struct {
 	// seen is the highest seq this process has appended or read; the
 	// counter is never allowed below it (Redis losing recent writes).
 	seen atomic.Int64
-	// appended counts the bytes this process appended; budgetWake tells
-	// RunBudget (budget.go) another step of them went in.
-	appended   atomic.Int64
-	budgetWake chan struct{}
+	// appended counts the bytes this process appended; bud keeps the
+	// byte budget (budget.go)
+	appended atomic.Int64
+	bud      budget
 }
 
 // New returns a Log over rdb. It does not talk to Redis.
@@ -101,8 +101,7 @@ func New(rdb redis.UniversalClient, cfg Config, m *Metrics, logger *slog.Logger)
 		m.maxEntries.Set(float64(cfg.MaxEntries))
 		m.maxBytes.Set(float64(cfg.MaxBytes))
 	}
-	return &Log{rdb: rdb, k: k, cfg: cfg, log: logger.With("component", "cursor"), m: m, now: time.Now,
-		budgetWake: make(chan struct{}, 1)}, nil
+	return &Log{rdb: rdb, k: k, cfg: cfg, log: logger.With("component", "cursor"), m: m, now: time.Now}, nil
 }
 
 // Config returns the effective configuration.
@@ -291,6 +290,15 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 		args = append(args, codes[i], ev.DID, ev.Rev, ev.Since, ev.Commit, ev.Hash, ev.Pre, ev.Suf, useq, status)
 		keys = append(keys, l.k.hold(ev.DID), l.k.dedup(ev.Hash))
 	}
+	// a batch that would take the stream near its byte budget waits
+	// for room first (budget.go)
+	var size int64
+	for i := range evs {
+		size += int64(len(evs[i].Pre) + len(evs[i].Suf) + entryOverhead)
+	}
+	if l.nearBudget(size) {
+		l.keepBudget(ctx, size)
+	}
 	l.srcs.add(replica)
 	var res []int64
 	err := l.withSources(func(srcKeys, srcNames []string) error {
@@ -351,6 +359,6 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 		raise(&l.seen, r.Seq)
 	}
 	l.m.addReleased(b.Released)
-	l.noteAppended(added)
+	l.appended.Add(added)
 	return b, nil
 }
