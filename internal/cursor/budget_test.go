@@ -90,12 +90,12 @@ func TestRunBudget_KeepsStreamWithinBudgetAsItAppends(t *testing.T) {
 	require.NoError(t, err)
 	_, err = l.Reconcile(context.Background(), cursor.DurableState{}, false)
 	require.NoError(t, err)
+	// RunBudget is running once it has measured what is there
+	bigIdentities(t, l, 1000, 1, 1000)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = l.RunBudget(ctx, func() int64 { return math.MaxInt64 }); close(done) }()
 	defer func() { cancel(); <-done }()
-	// RunBudget is running once it has measured what is there
-	bigIdentities(t, l, 1000, 1, 1000)
 	require.Eventually(t, func() bool { return gauge(t, reg, "pdsmux_log_bytes") > 0 }, 10*time.Second, 10*time.Millisecond)
 
 	var peak int64
