@@ -55,16 +55,16 @@ type Config struct {
 
 	SubscriberQueue int
 	MaxSubscribers  int
+	PingInterval    time.Duration // websocket ping period to subscribers (fanout.Config.PingInterval)
+	HealthInterval  time.Duration
 
 	// MemoryBudget is what pdsmux and its Redis log may use together, as
 	// a size ("512MiB"; "" = DefaultMemoryBudget): it sets GOMEMLIMIT
 	// (Runtime.MemoryLimit) and the byte caps below that are left "".
 	MemoryBudget         string
-	LogMaxBytes          string        // the Redis stream's byte budget
-	ReplicaQueueBytes    string        // frames read from one replica, not yet appended
-	SubscriberQueueBytes string        // what a subscriber may fall behind before ConsumerTooSlow
-	PingInterval         time.Duration // websocket ping period to subscribers (fanout.Config.PingInterval)
-	HealthInterval       time.Duration
+	LogMaxBytes          string // the Redis stream's byte budget
+	ReplicaQueueBytes    string // frames read from one replica, not yet appended
+	SubscriberQueueBytes string // what a subscriber may fall behind before ConsumerTooSlow
 
 	ScanInterval time.Duration // repair: listRepos scan period
 	RepairGrace  time.Duration // repair: how long a repo may lag before repair
