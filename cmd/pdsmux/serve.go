@@ -87,42 +87,43 @@ func serveFlags() []cli.Flag {
 }
 
 func configFrom(cmd *cli.Command) pdsmuxd.Config {
-	return pdsmuxd.Config{
-		Replicas:             cmd.StringSlice("replica"),
-		RedisURL:             cmd.String("redis-url"),
-		RedisPrefix:          cmd.String("redis-prefix"),
-		Listen:               cmd.String("listen"),
-		MetricsListen:        cmd.String("metrics-listen"),
-		HoldTimeout:          cmd.Duration("hold-timeout"),
-		DedupTTL:             cmd.Duration("dedup-ttl"),
-		Retention:            cmd.Duration("retention"),
-		MaxEntries:           cmd.Int64("max-entries"),
-		MaxFrameBytes:        cmd.Int("max-frame-bytes"),
-		ReplicaReadTimeout:   cmd.Duration("replica-read-timeout"),
-		HealthInterval:       cmd.Duration("health-interval"),
-		SubscriberQueue:      cmd.Int("subscriber-queue"),
-		MemoryBudget:         cmd.String("memory-budget"),
-		LogMaxBytes:          cmd.String("log-max-bytes"),
-		ReplicaQueueBytes:    cmd.String("replica-queue-bytes"),
-		SubscriberQueueBytes: cmd.String("subscriber-queue-bytes"),
-		MaxSubscribers:       cmd.Int("max-subscribers"),
-		PingInterval:         cmd.Duration("ping-interval"),
-		ScanInterval:         cmd.Duration("scan-interval"),
-		RepairGrace:          cmd.Duration("repair-grace"),
-		PLCURL:               cmd.String("plc-url"),
-		NoSignatureCheck:     !cmd.Bool("verify-commit-signatures"),
-		NewRepos:             cmd.String("new-repos"),
-		DBURL:                cmd.String("db-url"),
-		DBAuthToken:          cmd.String("db-auth-token"),
-		ArchiveRetention:     cmd.Duration("archive-retention"),
-		Relays:               cmd.StringSlice("relay"),
-		Hostname:             cmd.String("hostname"),
-		CrawlInterval:        cmd.Duration("crawl-interval"),
-		CrawlIdle:            cmd.Duration("crawl-idle"),
-		ShutdownTimeout:      cmd.Duration("shutdown-timeout"),
-		LogLevel:             cmd.String("log-level"),
-		LogFormat:            cmd.String("log-format"),
+	cfg := pdsmuxd.Config{
+		Replicas:           cmd.StringSlice("replica"),
+		RedisURL:           cmd.String("redis-url"),
+		RedisPrefix:        cmd.String("redis-prefix"),
+		Listen:             cmd.String("listen"),
+		MetricsListen:      cmd.String("metrics-listen"),
+		HoldTimeout:        cmd.Duration("hold-timeout"),
+		DedupTTL:           cmd.Duration("dedup-ttl"),
+		Retention:          cmd.Duration("retention"),
+		MaxEntries:         cmd.Int64("max-entries"),
+		MaxFrameBytes:      cmd.Int("max-frame-bytes"),
+		ReplicaReadTimeout: cmd.Duration("replica-read-timeout"),
+		HealthInterval:     cmd.Duration("health-interval"),
+		SubscriberQueue:    cmd.Int("subscriber-queue"),
+		MaxSubscribers:     cmd.Int("max-subscribers"),
+		PingInterval:       cmd.Duration("ping-interval"),
+		ScanInterval:       cmd.Duration("scan-interval"),
+		RepairGrace:        cmd.Duration("repair-grace"),
+		PLCURL:             cmd.String("plc-url"),
+		NoSignatureCheck:   !cmd.Bool("verify-commit-signatures"),
+		NewRepos:           cmd.String("new-repos"),
+		DBURL:              cmd.String("db-url"),
+		DBAuthToken:        cmd.String("db-auth-token"),
+		ArchiveRetention:   cmd.Duration("archive-retention"),
+		Relays:             cmd.StringSlice("relay"),
+		Hostname:           cmd.String("hostname"),
+		CrawlInterval:      cmd.Duration("crawl-interval"),
+		CrawlIdle:          cmd.Duration("crawl-idle"),
+		ShutdownTimeout:    cmd.Duration("shutdown-timeout"),
+		LogLevel:           cmd.String("log-level"),
+		LogFormat:          cmd.String("log-format"),
 	}
+	cfg.MemoryBudget = cmd.String("memory-budget")
+	cfg.LogMaxBytes = cmd.String("log-max-bytes")
+	cfg.ReplicaQueueBytes = cmd.String("replica-queue-bytes")
+	cfg.SubscriberQueueBytes = cmd.String("subscriber-queue-bytes")
+	return cfg
 }
 
 func serveCommand() *cli.Command {
