@@ -5,7 +5,9 @@
 // A Tailer resumes from the replica cursor the Sink stored, reconnects
 // with exponential backoff and jitter, pings the replica and drops the
 // connection when it goes quiet, and reads frames up to a size limit
-// (larger ones are skipped without breaking the stream). Frames that do
+// (larger ones are skipped without breaking the stream). Frames read but
+// not yet appended are bounded in bytes (Config.QueueBytes): past it the
+// replica is not read, so TCP pushes back on it alone. Frames that do
 // not parse, or that cannot be sequenced, are counted and logged with the
 // replica's name; they never stop the stream. A replica's #info
 // OutdatedCursor is logged and counted; its FutureCursor error (its
