@@ -107,6 +107,11 @@ func TestCompose_Wiring(t *testing.T) {
 		}), "%s uses the shared database volume", n)
 	}
 
+	// Every replica signs OAuth DPoP nonces with the one secret init-keys
+	// made: Cocoon reads "nonce.secret" from its working directory, so every
+	// replica runs in the shared keys directory.
+	nonceSource(t, p, cocoons)
+
 	// pdsmux tails every replica, uses the Redis service, builds for the
 	// host, and sets only variables it knows.
 	mux := svcs["pdsmux"]
@@ -239,4 +244,69 @@ func TestCompose_MissingSecretIsAClearError(t *testing.T) {
 	require.NoError(t, err)
 	_, err = opts.LoadProject(context.Background())
 	require.ErrorContains(t, err, "set COCOON_SESSION_SECRET in .env")
+}
+
+// nonceSource checks that every replica reads one nonce.secret, made by
+// init-keys before any replica starts and kept across container
+// recreation (a bind mount of deploy/keys, not the container's own disk).
+// Cocoon (server/server.go at the pinned commit) reads and writes
+// "nonce.secret" relative to its working directory; no setting names it.
+func nonceSource(t *testing.T, p *types.Project, cocoons []string) {
+	t.Helper()
+	keys, err := filepath.Abs("keys")
+	require.NoError(t, err)
+	init := p.Services["init-keys"]
+	script, err := filepath.Abs("init-keys.sh")
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(init.Volumes, func(v types.ServiceVolumeConfig) bool {
+		return v.Source == script && v.ReadOnly && []string(init.Entrypoint)[len(init.Entrypoint)-1] == v.Target
+	}), "init-keys runs deploy/init-keys.sh: %v", init.Entrypoint)
+	require.True(t, slices.ContainsFunc(init.Volumes, func(v types.ServiceVolumeConfig) bool {
+		return v.Source == keys && v.Target == "/keys" && !v.ReadOnly
+	}), "init-keys writes into deploy/keys")
+	secret := map[string]string{}
+	for _, n := range cocoons {
+		s := p.Services[n]
+		require.Equal(t, types.ServiceConditionCompletedSuccessfully, s.DependsOn["init-keys"].Condition, "%s starts after init-keys", n)
+		require.Equal(t, "/keys", s.WorkingDir, "%s reads nonce.secret from the shared keys directory", n)
+		i := slices.IndexFunc(s.Volumes, func(v types.ServiceVolumeConfig) bool { return v.Target == s.WorkingDir })
+		require.GreaterOrEqual(t, i, 0, "%s mounts its working directory", n)
+		require.Equal(t, types.VolumeTypeBind, s.Volumes[i].Type, "%s: the secret outlives the container", n)
+		secret[n] = filepath.Join(s.Volumes[i].Source, "nonce.secret")
+	}
+	for _, n := range cocoons {
+		require.Equal(t, filepath.Join(keys, "nonce.secret"), secret[n], "%s uses the one secret init-keys makes", n)
+	}
+}
+
+// init-keys.sh makes the nonce secret once: 32 random bytes, readable by
+// the owner only, kept on the next run, remade when empty.
+func TestInitKeys_NonceSecretMadeOnce(t *testing.T) {
+	dir := t.TempDir()
+	run := func() string {
+		cmd := exec.Command("sh", "init-keys.sh")
+		cmd.Env = append(os.Environ(), "KEYS_DIR="+dir, "COCOON_INIT_KEYS=")
+		b, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s", b)
+		return string(b)
+	}
+	path := filepath.Join(dir, "nonce.secret")
+	require.Contains(t, run(), "nonce secret generated")
+	first, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Len(t, first, 32)
+	st, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), st.Mode().Perm())
+	require.Contains(t, run(), "already exists")
+	again, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, first, again, "a second run keeps the secret")
+
+	require.NoError(t, os.WriteFile(path, nil, 0o600))
+	require.Contains(t, run(), "nonce secret generated")
+	remade, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Len(t, remade, 32, "an empty secret is replaced")
+	require.NotEqual(t, first, remade)
 }
