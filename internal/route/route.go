@@ -1,11 +1,12 @@
 package route
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"strings"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
-	"github.com/golang-jwt/jwt/v5"
 )
 
 const (
@@ -40,8 +41,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // claims are the parts of an atproto access token routing reads.
 type claims struct {
-	jwt.RegisteredClaims
-	Lxm string `json:"lxm,omitempty"` // service auth: the method it is for
+	Sub string `json:"sub"`
+	Iss string `json:"iss"`
+	Lxm string `json:"lxm"` // service auth: the method it is for
 }
 
 // Account returns the DID an Authorization header value speaks for, for
@@ -50,6 +52,13 @@ type claims struct {
 // token (lxm set, no sub), and returns it when it is a syntactically
 // valid DID (indigo's syntax.ParseDID). Otherwise did is "" and the
 // outcome says why.
+//
+// The token must be a JWS in compact form (RFC 7515 section 7.1: three
+// base64url segments; RFC 7519 section 7.2): the header a JSON object,
+// the payload a JSON object whose sub/iss, when present, are strings. The
+// algorithm is not read: atproto user keys are usually secp256k1
+// (ES256K), service-auth tokens are signed with them, and a JWT library
+// that rejects algorithms it does not know would leave those unrouted.
 func Account(authorization string) (did string, o Outcome) {
 	if authorization == "" {
 		return "", NoToken
@@ -62,17 +71,43 @@ func Account(authorization string) (did string, o Outcome) {
 	if tok == "" || len(tok) > maxToken {
 		return "", Malformed
 	}
-	var c claims
-	if _, _, err := jwt.NewParser().ParseUnverified(tok, &c); err != nil {
+	c, ok := payload(tok)
+	if !ok {
 		return "", Malformed
 	}
-	id := c.Subject
+	id := c.Sub
 	if id == "" && c.Lxm != "" {
-		id = c.Issuer
+		id = c.Iss
 	}
 	d, err := syntax.ParseDID(id)
 	if err != nil {
 		return "", Malformed
 	}
 	return d.String(), Routed
+}
+
+// payload decodes the claims of a compact JWS without looking at its
+// algorithm or signature. ok is false unless tok has three segments, the
+// first two base64url (padding tolerated) JSON objects.
+func payload(tok string) (c claims, ok bool) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return c, false
+	}
+	var header map[string]json.RawMessage
+	if !decode(parts[0], &header) || header == nil {
+		return c, false
+	}
+	// a payload that is not an object fails here, or ("null") leaves c
+	// empty, which names no DID
+	return c, decode(parts[1], &c)
+}
+
+// decode reads one base64url segment holding JSON into v.
+func decode(seg string, v any) bool {
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(seg, "="))
+	if err != nil {
+		return false
+	}
+	return json.Unmarshal(b, v) == nil
 }

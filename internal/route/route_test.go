@@ -4,6 +4,8 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -27,6 +29,21 @@ func token(t testing.TB, c jwt.MapClaims) string {
 	return s
 }
 
+// rawToken builds a compact JWS with any header (an algorithm golang-jwt
+// does not know, say) and a signature of random bytes: routing reads
+// neither.
+func rawToken(t testing.TB, header, claims map[string]any) string {
+	t.Helper()
+	seg := func(v map[string]any) string {
+		b, err := json.Marshal(v)
+		require.NoError(t, err)
+		return base64.RawURLEncoding.EncodeToString(b)
+	}
+	sig := make([]byte, 64)
+	_, _ = rand.Read(sig)
+	return seg(header) + "." + seg(claims) + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
 func TestAccount(t *testing.T) {
 	const did = "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 	session := token(t, jwt.MapClaims{"scope": "com.atproto.access", "aud": "did:web:pds.example.com", "sub": did, "exp": 1})
@@ -46,6 +63,18 @@ func TestAccount(t *testing.T) {
 		{"scheme case and spaces", "  bearer   " + session + " ", did, route.Routed},
 		{"HS256 with any key", "Bearer " + hs(jwt.MapClaims{"sub": "did:web:alice.example.com"}), "did:web:alice.example.com", route.Routed},
 		{"service auth: iss", "Bearer " + service, did, route.Routed},
+		// atproto user keys are usually secp256k1: service-auth tokens
+		// signed by them say ES256K; Ed25519 keys say EdDSA.
+		{"service auth, ES256K", "Bearer " + rawToken(t, map[string]any{"alg": "ES256K", "typ": "JWT"},
+			map[string]any{"iss": did, "aud": "did:web:pds.example.com", "lxm": "com.atproto.repo.uploadBlob", "exp": 1}), did, route.Routed},
+		{"session token, EdDSA", "Bearer " + rawToken(t, map[string]any{"alg": "EdDSA"}, map[string]any{"sub": did}), did, route.Routed},
+		{"unknown alg, DPoP", "DPoP " + rawToken(t, map[string]any{"alg": "XYZ-1"}, map[string]any{"sub": did}), did, route.Routed},
+		{"padded segments", "Bearer " + padded(rawToken(t, map[string]any{"alg": "ES256K"}, map[string]any{"sub": did})), did, route.Routed},
+		{"four segments", "Bearer " + session + ".x", "", route.Malformed},
+		{"header not JSON", "Bearer bm90IGpzb24." + strings.SplitN(session, ".", 2)[1], "", route.Malformed},
+		{"payload not base64url", "Bearer eyJhbGciOiJFUzI1NksifQ.@@@.x", "", route.Malformed},
+		{"payload null", "Bearer eyJhbGciOiJFUzI1NksifQ.bnVsbA.x", "", route.Malformed},
+		{"payload an array", "Bearer eyJhbGciOiJFUzI1NksifQ.W10.x", "", route.Malformed},
 		{"iss without lxm is not the account", "Bearer " + hs(jwt.MapClaims{"iss": did}), "", route.Malformed},
 		{"no header", "", "", route.NoToken},
 		{"basic", "Basic YWRtaW46c2VjcmV0", "", route.OtherScheme},
@@ -63,6 +92,15 @@ func TestAccount(t *testing.T) {
 			require.Equal(t, tc.o, o)
 		})
 	}
+}
+
+// padded adds base64 padding to each segment of tok.
+func padded(tok string) string {
+	parts := strings.Split(tok, ".")
+	for i, p := range parts {
+		parts[i] = p + strings.Repeat("=", (4-len(p)%4)%4)
+	}
+	return strings.Join(parts, ".")
 }
 
 // The handler always answers 200, sets the header only for a DID, and
