@@ -37,7 +37,10 @@ const (
 )
 
 // Config is everything an operator sets. cmd/pdsmux fills it from flags and
-// PDSMUX_* variables; Validate checks it once.
+// PDSMUX_* variables; Validate checks it once. A zero number or duration
+// is taken as zero, never as "the default", and every one is refused (no
+// setting has an "off" value): start from DefaultConfig. Empty strings
+// still mean the default.
 type Config struct {
 	Replicas      []string // "name=url" or "url"; http(s):// or ws(s)://
 	RedisURL      string
@@ -89,6 +92,39 @@ type Config struct {
 	LogLevel        string
 	LogFormat       string
 	UserAgent       string
+}
+
+// DefaultConfig is a Config with every default filled in (the values the
+// command line's flags default to); callers set the replicas and whatever
+// else they change.
+func DefaultConfig() Config {
+	return Config{
+		RedisURL:           DefaultRedisURL,
+		RedisPrefix:        DefaultPrefix,
+		Listen:             DefaultListen,
+		MetricsListen:      DefaultMetricsListen,
+		HoldTimeout:        DefaultHoldTimeout,
+		DedupTTL:           DefaultDedupTTL,
+		Retention:          DefaultRetention,
+		MaxEntries:         DefaultMaxEntries,
+		MaxFrameBytes:      DefaultMaxFrameBytes,
+		ReplicaReadTimeout: DefaultReadTimeout,
+		SubscriberQueue:    DefaultSubscriberQueue,
+		MaxSubscribers:     DefaultMaxSubscribers,
+		PingInterval:       DefaultPingInterval,
+		HealthInterval:     DefaultHealthInterval,
+		ScanInterval:       DefaultScanInterval,
+		RepairGrace:        DefaultRepairGrace,
+		PLCURL:             DefaultPLCURL,
+		NewRepos:           DefaultNewRepos,
+		DBURL:              DefaultDBURL,
+		ArchiveRetention:   DefaultArchiveRetention,
+		CrawlInterval:      DefaultCrawlInterval,
+		CrawlIdle:          DefaultCrawlIdle,
+		ShutdownTimeout:    DefaultShutdownTimeout,
+		LogLevel:           DefaultLogLevel,
+		LogFormat:          DefaultLogFormat,
+	}
 }
 
 // ConfigError names the setting that is wrong.
@@ -175,9 +211,6 @@ func (c Config) validate() (*settings, error) {
 	if s.MetricsListen == "" {
 		s.MetricsListen = DefaultMetricsListen
 	}
-	if s.ShutdownTimeout <= 0 {
-		s.ShutdownTimeout = DefaultShutdownTimeout
-	}
 	if s.LogLevel == "" {
 		s.LogLevel = DefaultLogLevel
 	}
@@ -224,57 +257,63 @@ func (c Config) validate() (*settings, error) {
 	if s.Listen == s.MetricsListen && !strings.HasSuffix(s.Listen, ":0") {
 		return nil, bad("metrics-listen", s.MetricsListen, "must differ from --listen")
 	}
-	// zero means "the default" everywhere; negative is always a mistake
+	// Zero is never "the default" (the packages would quietly take theirs)
+	// and no setting has an "off" value: every number must be positive.
 	durations := []struct {
-		name string
-		v    time.Duration
+		name   string
+		v, def time.Duration
 	}{
-		{"hold-timeout", s.HoldTimeout},
-		{"dedup-ttl", s.DedupTTL},
-		{"retention", s.Retention},
-		{"replica-read-timeout", s.ReplicaReadTimeout},
-		{"health-interval", s.HealthInterval},
-		{"shutdown-timeout", s.ShutdownTimeout},
-		{"scan-interval", s.ScanInterval},
-		{"repair-grace", s.RepairGrace},
-		{"crawl-interval", s.CrawlInterval},
-		{"crawl-idle", s.CrawlIdle},
-		{"ping-interval", s.PingInterval},
-		{"archive-retention", s.ArchiveRetention},
+		{"hold-timeout", s.HoldTimeout, DefaultHoldTimeout},
+		{"dedup-ttl", s.DedupTTL, DefaultDedupTTL},
+		{"retention", s.Retention, DefaultRetention},
+		{"replica-read-timeout", s.ReplicaReadTimeout, DefaultReadTimeout},
+		{"health-interval", s.HealthInterval, DefaultHealthInterval},
+		{"shutdown-timeout", s.ShutdownTimeout, DefaultShutdownTimeout},
+		{"scan-interval", s.ScanInterval, DefaultScanInterval},
+		{"repair-grace", s.RepairGrace, DefaultRepairGrace},
+		{"crawl-interval", s.CrawlInterval, DefaultCrawlInterval},
+		{"crawl-idle", s.CrawlIdle, DefaultCrawlIdle},
+		{"ping-interval", s.PingInterval, DefaultPingInterval},
+		{"archive-retention", s.ArchiveRetention, DefaultArchiveRetention},
 	}
 	for _, d := range durations {
-		if d.v < 0 {
-			return nil, bad(d.name, d.v.String(), "must not be negative")
+		if d.v <= 0 {
+			return nil, bad(d.name, d.v.String(), "must be above 0 (leave it out for the default, %s)", d.def)
+		}
+	}
+	counts := []struct {
+		name   string
+		v, def int64
+	}{
+		{"max-entries", s.MaxEntries, DefaultMaxEntries},
+		{"max-frame-bytes", int64(s.MaxFrameBytes), DefaultMaxFrameBytes},
+		{"subscriber-queue", int64(s.SubscriberQueue), DefaultSubscriberQueue},
+		{"max-subscribers", int64(s.MaxSubscribers), DefaultMaxSubscribers},
+	}
+	for _, n := range counts {
+		if n.v <= 0 {
+			return nil, bad(n.name, fmt.Sprint(n.v), "must be above 0 (leave it out for the default, %d)", n.def)
 		}
 	}
 	if s.HoldTimeout > time.Hour {
 		return nil, bad("hold-timeout", s.HoldTimeout.String(), "above an hour holds back every broken chain for too long")
 	}
-	if s.Retention > 0 && s.Retention < time.Minute {
+	if s.Retention < time.Minute {
 		return nil, bad("retention", s.Retention.String(), "must be at least a minute")
 	}
-	if s.ReplicaReadTimeout > 0 && s.ReplicaReadTimeout < time.Second {
+	if s.ReplicaReadTimeout < time.Second {
 		return nil, bad("replica-read-timeout", s.ReplicaReadTimeout.String(), "must be at least 1s")
 	}
-	if s.MaxEntries < 0 {
-		return nil, bad("max-entries", fmt.Sprint(s.MaxEntries), "must not be negative")
-	}
-	if s.MaxFrameBytes < 0 || (s.MaxFrameBytes > 0 && s.MaxFrameBytes < 1024) {
+	if s.MaxFrameBytes < 1024 {
 		return nil, bad("max-frame-bytes", fmt.Sprint(s.MaxFrameBytes), "must be at least 1024")
 	}
 	if s.mem, err = c.validateMemory(); err != nil {
 		return nil, err
 	}
-	if s.SubscriberQueue < 0 {
-		return nil, bad("subscriber-queue", fmt.Sprint(s.SubscriberQueue), "must not be negative")
-	}
-	if s.MaxSubscribers < 0 {
-		return nil, bad("max-subscribers", fmt.Sprint(s.MaxSubscribers), "must not be negative")
-	}
-	if s.PingInterval > 0 && s.PingInterval < 100*time.Millisecond {
+	if s.PingInterval < 100*time.Millisecond {
 		return nil, bad("ping-interval", s.PingInterval.String(), "must be at least 100ms")
 	}
-	if s.ScanInterval > 0 && s.ScanInterval < 100*time.Millisecond {
+	if s.ScanInterval < 100*time.Millisecond {
 		return nil, bad("scan-interval", s.ScanInterval.String(), "must be at least 100ms")
 	}
 	switch s.NewRepos {
@@ -317,7 +356,7 @@ func (c Config) validate() (*settings, error) {
 	if u, err := url.Parse(s.DBURL); err != nil || (u.Scheme != "file" && u.Scheme != "libsql" && u.Scheme != "https" && u.Scheme != "http") {
 		return nil, bad("db-url", s.DBURL, "want file:/path/pdsmux.db, libsql://host or https://host")
 	}
-	if s.ArchiveRetention > 0 && s.ArchiveRetention < time.Hour {
+	if s.ArchiveRetention < time.Hour {
 		return nil, bad("archive-retention", s.ArchiveRetention.String(), "must be at least 1h")
 	}
 	if err := s.logLevel.UnmarshalText([]byte(s.LogLevel)); err != nil {

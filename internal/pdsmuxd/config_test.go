@@ -3,6 +3,8 @@ package pdsmuxd_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -15,7 +17,9 @@ import (
 // Every bad setting stops start-up with an error naming the flag.
 func TestConfig_BadSettingsNameTheFlag(t *testing.T) {
 	good := func() pdsmuxd.Config {
-		return pdsmuxd.Config{Replicas: []string{"r1=http://127.0.0.1:1"}, DBURL: "file:" + t.TempDir() + "/x.db"}
+		c := pdsmuxd.DefaultConfig()
+		c.Replicas, c.DBURL = []string{"r1=http://127.0.0.1:1"}, "file:"+t.TempDir()+"/x.db"
+		return c
 	}
 	cases := map[string]func(*pdsmuxd.Config){
 		"replica":              func(c *pdsmuxd.Config) { c.Replicas = nil },
@@ -67,6 +71,55 @@ func TestConfig_BadSettingsNameTheFlag(t *testing.T) {
 	}
 }
 
+// Zero never silently becomes the default: every number and duration
+// setting refuses 0 (and a negative value) with an error naming the flag,
+// which the command line turns into exit status 2.
+func TestConfig_ZeroIsRefused(t *testing.T) {
+	zero := map[string]func(*pdsmuxd.Config, int){
+		"hold-timeout":         func(c *pdsmuxd.Config, n int) { c.HoldTimeout = time.Duration(n) },
+		"dedup-ttl":            func(c *pdsmuxd.Config, n int) { c.DedupTTL = time.Duration(n) },
+		"retention":            func(c *pdsmuxd.Config, n int) { c.Retention = time.Duration(n) },
+		"max-entries":          func(c *pdsmuxd.Config, n int) { c.MaxEntries = int64(n) },
+		"max-frame-bytes":      func(c *pdsmuxd.Config, n int) { c.MaxFrameBytes = n },
+		"replica-read-timeout": func(c *pdsmuxd.Config, n int) { c.ReplicaReadTimeout = time.Duration(n) },
+		"health-interval":      func(c *pdsmuxd.Config, n int) { c.HealthInterval = time.Duration(n) },
+		"subscriber-queue":     func(c *pdsmuxd.Config, n int) { c.SubscriberQueue = n },
+		"max-subscribers":      func(c *pdsmuxd.Config, n int) { c.MaxSubscribers = n },
+		"ping-interval":        func(c *pdsmuxd.Config, n int) { c.PingInterval = time.Duration(n) },
+		"scan-interval":        func(c *pdsmuxd.Config, n int) { c.ScanInterval = time.Duration(n) },
+		"repair-grace":         func(c *pdsmuxd.Config, n int) { c.RepairGrace = time.Duration(n) },
+		"archive-retention":    func(c *pdsmuxd.Config, n int) { c.ArchiveRetention = time.Duration(n) },
+		"crawl-interval":       func(c *pdsmuxd.Config, n int) { c.CrawlInterval = time.Duration(n) },
+		"crawl-idle":           func(c *pdsmuxd.Config, n int) { c.CrawlIdle = time.Duration(n) },
+		"shutdown-timeout":     func(c *pdsmuxd.Config, n int) { c.ShutdownTimeout = time.Duration(n) },
+	}
+	// every number or duration field of Config is in the table
+	fields := 0
+	for f := range reflect.TypeFor[pdsmuxd.Config]().Fields() {
+		if k := f.Type.Kind(); k == reflect.Int || k == reflect.Int64 {
+			fields++
+		}
+	}
+	require.Len(t, zero, fields, "a number setting is missing from this table")
+	for name, set := range zero {
+		for _, n := range []int{0, -1} {
+			t.Run(fmt.Sprintf("%s=%d", name, n), func(t *testing.T) {
+				cfg := pdsmuxd.DefaultConfig()
+				cfg.Replicas, cfg.DBURL = []string{"r1=http://127.0.0.1:1"}, "file:"+t.TempDir()+"/x.db"
+				set(&cfg, n)
+				_, err := pdsmuxd.Build(context.Background(), cfg, pdsmuxd.Options{Listener: testutil.Listen(t), MetricsListener: testutil.Listen(t)})
+				var ce *pdsmuxd.ConfigError
+				require.True(t, errors.As(err, &ce), "a ConfigError: %v", err)
+				require.Equal(t, name, ce.Setting)
+				require.NotContains(t, err.Error(), "\n")
+				if n == 0 {
+					require.Contains(t, err.Error(), "must be above 0 (leave it out for the default")
+				}
+			})
+		}
+	}
+}
+
 func trimSpaces(s string) string {
 	for len(s) > 0 && s[len(s)-1] == ' ' {
 		s = s[:len(s)-1]
@@ -109,7 +162,8 @@ func TestConfig_HostnameFollowsRelayRules(t *testing.T) {
 			name += " without relay"
 		}
 		t.Run(name, func(t *testing.T) {
-			cfg := pdsmuxd.Config{Replicas: []string{"r1=http://127.0.0.1:1"}, DBURL: "file:" + t.TempDir() + "/x.db", Hostname: c.hostname}
+			cfg := pdsmuxd.DefaultConfig()
+			cfg.Replicas, cfg.DBURL, cfg.Hostname = []string{"r1=http://127.0.0.1:1"}, "file:"+t.TempDir()+"/x.db", c.hostname
 			if c.relays {
 				cfg.Relays = []string{"https://bsky.network"}
 			}

@@ -34,20 +34,19 @@ func TestFixture_CocoonRecordingRepairedToFinalState(t *testing.T) {
 	t.Cleanup(func() { s2.Close() })
 
 	e := &env{t: t, dir: t.TempDir(), redis: rs, store: fakepds.NewStore(fakepds.ModeCocoon, 1)}
-	cfg := pdsmuxd.Config{
-		Replicas:         []string{"r1=http://" + l1.Addr().String(), "r2=http://" + l2.Addr().String()},
-		RedisURL:         rs.URL(),
-		HoldTimeout:      500 * time.Millisecond,
-		ScanInterval:     time.Second,
-		RepairGrace:      time.Second,
-		NoSignatureCheck: true, // the recording's DIDs live only in its PLC mock
-		// every account of the recording was created in it: announce the
-		// repos whose creation events Cocoon lost with their records
-		NewRepos:  "all",
-		PLCURL:    "http://127.0.0.1:1", // never the real PLC
-		DBURL:     "file:" + filepath.Join(e.dir, "pdsmux.db"),
-		LogFormat: "text",
-	}
+	cfg := pdsmuxd.DefaultConfig()
+	cfg.Replicas = []string{"r1=http://" + l1.Addr().String(), "r2=http://" + l2.Addr().String()}
+	cfg.RedisURL = rs.URL()
+	cfg.HoldTimeout = 500 * time.Millisecond
+	cfg.ScanInterval = time.Second
+	cfg.RepairGrace = time.Second
+	cfg.NoSignatureCheck = true // the recording's DIDs live only in its PLC mock
+	// every account of the recording was created in it: announce the
+	// repos whose creation events Cocoon lost with their records
+	cfg.NewRepos = "all"
+	cfg.PLCURL = "http://127.0.0.1:1" // never the real PLC
+	cfg.DBURL = "file:" + filepath.Join(e.dir, "pdsmux.db")
+	cfg.LogFormat = "text"
 	run := e.start(cfg, "pdsmux")
 	base := "http://" + run.rt.Addr()
 	strict := consumer.NewStrict(base, nil)

@@ -64,17 +64,17 @@ func (e *env) config() pdsmuxd.Config {
 	// Loss-free merge tests must see every upstream (did, rev): repair
 	// would legitimately cover some revs with one synthesized commit, so it
 	// is kept out of the way here; repair tests shorten these.
-	return pdsmuxd.Config{
-		Replicas:           reps,
-		RedisURL:           e.redis.URL(),
-		ReplicaReadTimeout: 5 * time.Second,
-		HealthInterval:     time.Second,
-		HoldTimeout:        time.Minute,
-		ScanInterval:       time.Hour,
-		DBURL:              "file:" + filepath.Join(e.dir, "pdsmux.db"),
-		LogFormat:          "text",
-		PLCURL:             "http://127.0.0.1:1", // never the real PLC; Options carry the store's directory and ages
-	}
+	cfg := pdsmuxd.DefaultConfig()
+	cfg.Replicas = reps
+	cfg.RedisURL = e.redis.URL()
+	cfg.ReplicaReadTimeout = 5 * time.Second
+	cfg.HealthInterval = time.Second
+	cfg.HoldTimeout = time.Minute
+	cfg.ScanInterval = time.Hour
+	cfg.DBURL = "file:" + filepath.Join(e.dir, "pdsmux.db")
+	cfg.LogFormat = "text"
+	cfg.PLCURL = "http://127.0.0.1:1" // never the real PLC; Options carry the store's directory and ages
+	return cfg
 }
 
 // args turns the config into pdsmux serve flags.
