@@ -59,7 +59,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"replica"}),
 		lagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pdsmux_replica_lag_seconds",
-			Help: "How far behind the replica the merged log is: while frames read from the replica wait to be appended, time of the last append minus that batch's event `time`; 0 once nothing waits. Growing values mean pdsmux or Redis cannot keep up.",
+			Help: "How far behind the replica the merged log is: at each append, the age of the last event appended (append time minus its `time`), whether frames wait for Redis or trickle in over a slow link; 0 once the replica has sent nothing for 2 s and everything read is appended. Growing values mean pdsmux, Redis or the link to the replica cannot keep up.",
 		}, []string{"replica"}),
 		lagEvents: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "pdsmux_replica_lag_events",

@@ -38,6 +38,10 @@ const (
 	queueFrames = 4096
 	// SubscribePath is the firehose endpoint.
 	SubscribePath = "/xrpc/com.atproto.sync.subscribeRepos"
+	// quietAfter: once no byte of a message has come from the replica for
+	// this long and everything read is appended, pdsmux holds all the
+	// replica sent and the lag gauge reads 0.
+	quietAfter = 2 * time.Second
 )
 
 // Sink receives a replica's events in stream order. *cursor.Log is one.
@@ -92,6 +96,8 @@ type Tailer struct {
 
 	connected atomic.Bool
 	lastEvent atomic.Int64  // unix ms of the last appended event's arrival
+	lastRead  atomic.Int64  // unix ns of the last message byte read from the replica
+	drainedAt atomic.Int64  // unix ns of the last append that left nothing read and unappended; 0: it left some
 	resync    chan struct{} // Resync's request to end the session
 
 	limiter logLimiter
@@ -177,6 +183,7 @@ func endSession(reason string, err error) error { return &sessionError{reason: r
 // Run follows the replica until ctx ends. It returns nil on cancellation
 // and never returns for replica or Redis trouble: it retries.
 func (t *Tailer) Run(ctx context.Context) error {
+	go t.lagWhenQuiet(ctx)
 	backoff := t.cfg.BackoffMin
 	for {
 		start := time.Now()
@@ -357,23 +364,70 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 		}
 		now := time.Now()
 		t.lastEvent.Store(now.UnixMilli())
-		if t.m != nil {
-			pending := len(queue)
-			t.m.lagEvents.Set(float64(pending))
-			ts, err := syntax.ParseDatetimeLenient(lastTime)
-			if err == nil {
-				t.m.lastEventTime.Set(float64(ts.Time().UnixMilli()) / 1000)
-			}
-			switch {
-			case pending == 0:
-				// caught up with all the replica sent: nothing waits, even
-				// if what was just appended is old (a replay after downtime)
+		t.setLag(now, lastTime, len(queue))
+	}
+}
+
+// setLag sets the lag gauges after an append: lag_events to the frames
+// read and waiting, lag_seconds to the age of the last appended event
+// (now minus its `time`), whether pdsmux waits on Redis (frames queue up)
+// or on the replica's link (the reader is the bottleneck, the queue is
+// empty, and the events that trickle in are old). lagWhenQuiet brings it
+// to 0 once the replica has nothing more to send.
+func (t *Tailer) setLag(now time.Time, evTime string, pending int) {
+	var drained int64
+	if pending == 0 {
+		drained = now.UnixNano()
+	}
+	t.drainedAt.Store(drained)
+	if t.m == nil {
+		return
+	}
+	t.m.lagEvents.Set(float64(pending))
+	ts, err := syntax.ParseDatetimeLenient(evTime)
+	if err != nil {
+		return
+	}
+	t.m.lastEventTime.Set(float64(ts.Time().UnixMilli()) / 1000)
+	t.m.lagSeconds.Set(max(now.Sub(ts.Time()).Seconds(), 0))
+}
+
+// lagWhenQuiet sets lag_seconds to 0 while the replica has sent nothing
+// for quietAfter and everything read before the last append was appended
+// by it: pdsmux then holds all the replica has, even if the last event
+// appended was old (a replay after downtime). It runs until ctx ends.
+func (t *Tailer) lagWhenQuiet(ctx context.Context) {
+	if t.m == nil {
+		return
+	}
+	tick := time.NewTicker(quietAfter / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			read, drained := t.lastRead.Load(), t.drainedAt.Load()
+			if drained != 0 && drained >= read && now.Sub(time.Unix(0, read)) >= quietAfter {
 				t.m.lagSeconds.Set(0)
-			case err == nil:
-				t.m.lagSeconds.Set(max(now.Sub(ts.Time()).Seconds(), 0))
 			}
 		}
 	}
+}
+
+// marking is a replica message's reader that notes when bytes arrive, so
+// a slow link that is still delivering is not taken for a quiet one.
+type marking struct {
+	r  io.Reader
+	at *atomic.Int64
+}
+
+func (m marking) Read(p []byte) (int, error) {
+	n, err := m.r.Read(p)
+	if n > 0 {
+		m.at.Store(time.Now().UnixNano())
+	}
+	return n, err
 }
 
 // door checks a batch's #commit and #sync events, on every core, before
@@ -452,7 +506,7 @@ func (t *Tailer) readLoop(ctx context.Context, conn *websocket.Conn, queue chan<
 			}
 			return endSession("read", err)
 		}
-		b, tooBig, err := readMessage(r, t.cfg.MaxFrameBytes)
+		b, tooBig, err := readMessage(marking{r, &t.lastRead}, t.cfg.MaxFrameBytes)
 		if err != nil {
 			return endSession("read", err)
 		}

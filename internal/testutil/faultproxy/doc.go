@@ -1,4 +1,4 @@
 // Package faultproxy is a TCP proxy for fault-injection tests: it can cut
-// every connection (and refuse new ones) for a while, and add latency in
-// both directions, between pdsmux and Redis or a replica.
+// every connection (and refuse new ones) for a while, add latency and
+// limit the rate in both directions (a slow link), between pdsmux and Redis or a replica.
 package faultproxy

@@ -15,6 +15,7 @@ type Proxy struct {
 	mu      sync.Mutex
 	down    bool
 	latency time.Duration
+	rate    int // bytes per second in each direction; 0: unlimited
 	conns   map[net.Conn]struct{}
 }
 
@@ -59,6 +60,40 @@ func (p *Proxy) SetLatency(d time.Duration) {
 	p.mu.Lock()
 	p.latency = d
 	p.mu.Unlock()
+}
+
+// SetRate limits each direction of every connection to about
+// bytesPerSecond, delivered in steady pieces of a twentieth of a second,
+// like a slow link (0 to stop).
+func (p *Proxy) SetRate(bytesPerSecond int) {
+	p.mu.Lock()
+	p.rate = bytesPerSecond
+	p.mu.Unlock()
+}
+
+func (p *Proxy) currentRate() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.rate
+}
+
+// write sends data to dst at the current rate.
+func (p *Proxy) write(dst net.Conn, data []byte) error {
+	for len(data) > 0 {
+		rate := p.currentRate()
+		n := len(data)
+		if rate > 0 {
+			n = min(n, max(rate/20, 1))
+		}
+		if _, err := dst.Write(data[:n]); err != nil {
+			return err
+		}
+		data = data[n:]
+		if rate > 0 {
+			time.Sleep(time.Duration(n) * time.Second / time.Duration(rate))
+		}
+	}
+	return nil
 }
 
 func (p *Proxy) delay() time.Duration {
@@ -121,7 +156,8 @@ type chunk struct {
 }
 
 // pipe copies src to dst, holding each chunk until its delay has passed
-// (order and throughput are kept; only latency is added).
+// (order and throughput are kept; only latency is added), at most at the
+// rate SetRate set.
 func (p *Proxy) pipe(dst, src net.Conn) {
 	q := make(chan chunk, 1024)
 	go func() {
@@ -141,7 +177,7 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 		if d := time.Until(c.at); d > 0 {
 			time.Sleep(d)
 		}
-		if _, err := dst.Write(c.data); err != nil {
+		if err := p.write(dst, c.data); err != nil {
 			src.Close()
 			for range q {
 			}
