@@ -51,8 +51,9 @@ func TestSecrets_NeverInAnyOutput(t *testing.T) {
 		portPW   = "12345/Sv6Wq"
 		typoPW   = "Pq1Rs2Tu9Zy" // in a URL with a scheme typo
 		lonePW   = "Hw9Jy8Kz7Lx" // userinfo without a ":"
+		noHostPW = "Nh4Bv6Cx8Dz" // a password with "@host" forgotten
 	)
-	secrets := []string{redisPW, wrongPW, dbToken, envToken, queryTok, replPW, slashPW, escPW, hashPW, queryPW, portPW, typoPW, lonePW}
+	secrets := []string{redisPW, wrongPW, dbToken, envToken, queryTok, replPW, slashPW, escPW, hashPW, queryPW, portPW, typoPW, lonePW, noHostPW}
 	var pieces []string // every 5-character piece of every secret
 	for _, s := range secrets {
 		for i := 0; i+5 <= len(s); i++ {
@@ -104,6 +105,8 @@ func TestSecrets_NeverInAnyOutput(t *testing.T) {
 		"rediss//:" + typoPW + "@" + redisAt + "/0",
 		"redis:/:" + typoPW + "@" + redisAt + "/0",
 		"http://:" + typoPW + "@" + redisAt + "/0",
+		"redis://:" + noHostPW,
+		"redis://user:" + noHostPW + "/0",
 	}
 	type bad struct {
 		env     []string

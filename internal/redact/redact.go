@@ -27,20 +27,23 @@ var rawQueryParam = regexp.MustCompile(`([?&;][^=&;#]*=)([^&;#]*)`)
 // before a ":" is kept), and query values are masked by name as above, so
 // no part of a password survives whatever its characters.
 func URL(raw string) string {
-	u, err := url.Parse(raw)
-	// An "@" outside the userinfo (":12/34@host" parses as port 12 and
-	// path "/34@host") means the password did not parse as one.
-	if err != nil || Misparsed(u) {
+	u, ok := parse(raw)
+	if !ok {
 		return unparsed(raw)
 	}
+	masked := u.User != nil
 	if u.RawQuery != "" {
 		q := u.Query()
 		for k := range q {
 			if secretKey.MatchString(k) {
 				q[k] = []string{Mask}
+				masked = true
 			}
 		}
 		u.RawQuery = q.Encode()
+	}
+	if !masked {
+		return raw // nothing secret: shown as written
 	}
 	if u.User != nil {
 		if _, hasPass := u.User.Password(); !hasPass {
@@ -51,12 +54,31 @@ func URL(raw string) string {
 	return u.Redacted()
 }
 
+// parse parses raw as a URL; ok is false when net/url cannot take it
+// apart as written: an error, an "@" outside the userinfo (":12/34@host"
+// parses as port 12 and path "/34@host": the password did not parse as
+// one), or a "//" that did not start a host (a scheme typo such as
+// "rediss//user:pw@host").
+func parse(raw string) (u *url.URL, ok bool) {
+	u, err := url.Parse(raw)
+	if err != nil || Misparsed(u) || (u.Host == "" && strings.Contains(u.Opaque+u.Path, "//")) {
+		return nil, false
+	}
+	return u, true
+}
+
 // unparsed masks a string net/url cannot take apart: the userinfo ends at
-// the last "@"; its user part (before the first ":") is kept.
+// the last "@"; its user part (before the first ":") is kept. Without an
+// "@", a host part that is not host[:port] ("//:secret", "//user:secret",
+// the "@host" forgotten) is taken for user:password and everything after
+// the ":" is masked.
 func unparsed(raw string) string {
 	prefix, rest := "", raw
 	if i := strings.Index(raw, "//"); i >= 0 {
 		prefix, rest = raw[:i+2], raw[i+2:]
+	}
+	if user, _, ok := lonePassword(rest); ok {
+		return prefix + user + ":" + Mask
 	}
 	if at := strings.LastIndex(rest, "@"); at >= 0 {
 		user, _, hasPass := strings.Cut(rest[:at], ":")
@@ -74,6 +96,26 @@ func unparsed(raw string) string {
 		return p
 	})
 	return prefix + rest
+}
+
+// lonePassword reports whether rest (what follows "//" in a URL net/url
+// cannot parse) has no "@" yet a host part that looks like user:password:
+// a ":" followed by anything but a port number. pass is everything after
+// that ":" (a password may hold "/", so where it ends cannot be told).
+func lonePassword(rest string) (user, pass string, ok bool) {
+	if strings.Contains(rest, "@") || strings.HasPrefix(rest, "[") {
+		return "", "", false
+	}
+	host := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		host = rest[:i]
+	}
+	user, port, hasColon := strings.Cut(host, ":")
+	if !hasColon || (user != "" && port != "" && strings.Trim(port, "0123456789") == "") {
+		return "", "", false
+	}
+	_, pass, _ = strings.Cut(rest, ":")
+	return user, pass, pass != ""
 }
 
 // Args returns a copy of a command line (os.Args) in which the value of
@@ -147,6 +189,12 @@ func Secrets(raw string) []string {
 	rest := raw
 	if i := strings.Index(raw, "//"); i >= 0 {
 		rest = raw[i+2:]
+	}
+	if _, parsed := parse(raw); !parsed {
+		if _, pass, ok := lonePassword(rest); ok {
+			add(pass)
+			return out
+		}
 	}
 	if at := strings.LastIndex(rest, "@"); at >= 0 {
 		user, pass, hasPass := strings.Cut(rest[:at], ":")

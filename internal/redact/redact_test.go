@@ -27,6 +27,16 @@ func TestURL(t *testing.T) {
 		{"redis:/:pw9q@127.0.0.1:1/0", "redis:xxxxx@127.0.0.1:1/0"},
 		{"redis:pw9q@127.0.0.1:1/0", "redis:xxxxx@127.0.0.1:1/0"},
 		{"pw9q@127.0.0.1", "xxxxx@127.0.0.1"},
+		// "@host" forgotten: no "@", a host part that is not host:port
+		{"redis://:s3cret", "redis://:xxxxx"},
+		{"redis://:s3cret/0", "redis://:xxxxx"},
+		{"redis://:pa/ss", "redis://:xxxxx"},
+		{"redis://alice:s3cret", "redis://alice:xxxxx"},
+		{"redis://alice:pw9q/0?x=1", "redis://alice:xxxxx"},
+		{"rediss//alice:s3cret", "rediss//alice:xxxxx"},
+		// still a host and a port: parses, nothing to mask
+		{"redis://127.0.0.1:6379", "redis://127.0.0.1:6379"},
+		{"redis://:6379/0", "redis://:6379/0"},
 		// query secrets
 		{"libsql://db.example.com?authToken=s3cret", "libsql://db.example.com?authToken=xxxxx"},
 		{"redis://h:1?master_name=m&password=s3cret&addr=h2:2", "redis://h:1?addr=h2%3A2&master_name=m&password=xxxxx"},
@@ -42,6 +52,19 @@ func TestURL(t *testing.T) {
 				require.NotContains(t, got, s, c.in)
 			}
 		}
+	}
+}
+
+// Secrets finds what URL masks, for Strip, also without an "@".
+func TestSecrets(t *testing.T) {
+	for in, want := range map[string][]string{
+		"redis://:s3cret@h:1/0":    {"s3cret"},
+		"redis://:s3cret":          {"s3cret"},
+		"redis://alice:pa/ss":      {"pa/ss"},
+		"redis://127.0.0.1:6379/0": nil,
+		"redis://:6379/0":          nil,
+	} {
+		require.Equal(t, want, redact.Secrets(in), in)
 	}
 }
 
