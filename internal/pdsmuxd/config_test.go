@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os/exec"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/pdsmux/pdsmux/internal/pdsmuxd"
 	"github.com/pdsmux/pdsmux/internal/testutil"
+	"github.com/pdsmux/pdsmux/internal/testutil/proc"
 )
 
 // Every bad setting stops start-up with an error naming the flag.
@@ -187,14 +190,44 @@ func TestConfig_HostnameFollowsRelayRules(t *testing.T) {
 // decimal units.
 func TestConfig_MemoryBudgetSetsTheGoLimit(t *testing.T) {
 	for budget, limit := range map[string]int64{"": 256 << 20, "1GiB": 512 << 20, "2GB": 1_000_000_000} {
-		cfg := pdsmuxd.Config{Replicas: []string{"r1=http://127.0.0.1:1"}, DBURL: "file:" + t.TempDir() + "/x.db",
-			MemoryBudget: budget, ReplicaQueueBytes: "3MiB"}
+		cfg := pdsmuxd.DefaultConfig()
+		cfg.Replicas, cfg.DBURL = []string{"r1=http://127.0.0.1:1"}, "file:"+t.TempDir()+"/x.db"
+		cfg.MemoryBudget, cfg.ReplicaQueueBytes = budget, "3MiB"
 		rt, err := pdsmuxd.Build(context.Background(), cfg, pdsmuxd.Options{Listener: testutil.Listen(t), MetricsListener: testutil.Listen(t)})
 		require.NoError(t, err)
 		require.Equal(t, limit, rt.MemoryLimit(), "budget %q", budget)
 		require.NoError(t, rt.Close(context.Background()))
 	}
-	_, err := pdsmuxd.Build(context.Background(), pdsmuxd.Config{Replicas: []string{"r1=http://127.0.0.1:1"}, MemoryBudget: "16MiB"},
+	cfg := pdsmuxd.DefaultConfig()
+	cfg.Replicas, cfg.MemoryBudget = []string{"r1=http://127.0.0.1:1"}, "16MiB"
+	_, err := pdsmuxd.Build(context.Background(), cfg,
 		pdsmuxd.Options{Listener: testutil.Listen(t), MetricsListener: testutil.Listen(t)})
 	require.ErrorContains(t, err, `invalid --memory-budget "16MiB": must be at least 64 MiB`)
+}
+
+// A bad value given to health or status exits 2 with one line naming the
+// flag, like serve's; nothing is asked.
+func TestCLI_BadHealthAndStatusValuesExit2(t *testing.T) {
+	bin := proc.Pdsmux(t)
+	for _, c := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"health", "--url", "ftp://x"}, "--url"},
+		{[]string{"health", "--url", "not a url"}, "--url"},
+		{[]string{"health", "--url", "http://"}, "--url"},
+		{[]string{"health", "--url", "127.0.0.1:2480"}, "--url"},
+		{[]string{"health", "--url", "http://127.0.0.1:1?x=1"}, "--url"},
+		{[]string{"health", "--timeout", "0"}, "--timeout"},
+		{[]string{"status", "--metrics-url", "ftp://x"}, "--metrics-url"},
+		{[]string{"status", "--metrics-url", "not a url"}, "--metrics-url"},
+	} {
+		out, err := exec.Command(bin, c.args...).CombinedOutput()
+		var ee *exec.ExitError
+		require.True(t, errors.As(err, &ee), "%v: %v %s", c.args, err, out)
+		require.Equal(t, 2, ee.ExitCode(), "%v: %s", c.args, out)
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		require.Len(t, lines, 1, "%v: %s", c.args, out)
+		require.Contains(t, lines[0], "invalid "+c.flag+" ", "%v", c.args)
+	}
 }

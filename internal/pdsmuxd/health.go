@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -68,13 +69,22 @@ func xrpcError(w http.ResponseWriter, status int, name, msg string) {
 // pdsmux's (a replica's own /xrpc/_health, a proxy's error page) is an
 // error saying what answered; an unhealthy pdsmux's Health always has a
 // Reason.
+//
+// A baseURL that is not http(s)://host[:port] is a ConfigError for url, a
+// timeout that is not positive one for timeout: nothing is asked.
 func FetchHealth(ctx context.Context, baseURL string, timeout time.Duration) (Health, error) {
+	if err := checkBaseURL("url", baseURL, "pdsmux's base URL, e.g. http://127.0.0.1:2480"); err != nil {
+		return Health{}, err
+	}
+	if timeout <= 0 {
+		return Health{}, BadSetting("timeout", timeout.String(), "must be above 0")
+	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	shown := redact.URL(baseURL)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(baseURL, "/")+"/xrpc/_health", nil)
 	if err != nil {
-		return Health{}, BadSetting("url", baseURL, "want pdsmux's base URL, e.g. http://127.0.0.1:2480")
+		return Health{}, BadSetting("url", baseURL, "want %s", "pdsmux's base URL, e.g. http://127.0.0.1:2480")
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -94,6 +104,17 @@ func FetchHealth(ctx context.Context, baseURL string, timeout time.Duration) (He
 		h.Reason = fmt.Sprintf("status %q, HTTP %d", h.Status, resp.StatusCode)
 	}
 	return h, nil
+}
+
+// checkBaseURL is the ConfigError for setting when raw is not an
+// http(s)://host[:port] URL (a path is allowed; a query or fragment is
+// not); want says what is expected.
+func checkBaseURL(setting, raw, want string) error {
+	u, err := url.Parse(raw)
+	if err != nil || redact.Misparsed(u) || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return BadSetting(setting, raw, "want %s", want)
+	}
+	return nil
 }
 
 // quoteBody shows the start of an answer's body.

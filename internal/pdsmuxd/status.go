@@ -67,6 +67,9 @@ func ReadStatus(ctx context.Context, redisURL, prefix, metricsURL string) (Statu
 	if err != nil {
 		return Status{}, err
 	}
+	if err := checkBaseURL("metrics-url", metricsURL, "pdsmux's metrics listener, e.g. http://127.0.0.1:2481"); err != nil {
+		return Status{}, err
+	}
 	rdb := newRedis()
 	defer rdb.Close()
 	st := Status{Redis: redacted, MetricsURL: redact.URL(metricsURL)}
