@@ -26,6 +26,12 @@ fi
 case $uses in
   '' | *[!0-9]*) echo "create-invite: INVITE_USES must be a whole number, got \"$uses\"" >&2; exit 2 ;;
 esac
+# Cocoon requires useCount >= 1 (0 fails its validation with a bare 400)
+uses=$(printf '%s' "$uses" | sed 's/^0*//')
+if [ -z "$uses" ]; then
+  echo "create-invite: INVITE_USES must be at least 1 (Cocoon makes no invite code for 0 uses), got \"${INVITE_USES}\"" >&2
+  exit 2
+fi
 
 # curl reads the credentials from a config on stdin; quote \ and " for it
 pw=$(printf '%s' "$COCOON_ADMIN_PASSWORD" | sed 's/[\\"]/\\&/g')
@@ -41,7 +47,9 @@ body=$(printf '%s\n' "$resp" | sed '$d')
 code=$(printf '%s' "$body" | sed -n 's/.*"code" *: *"\([^"]*\)".*/\1/p')
 if [ "$status" != 200 ] || [ -z "$code" ]; then
   echo "create-invite: $url answered HTTP $status: $body" >&2
-  [ "$status" = 400 ] && echo "create-invite: (Cocoon answers 400 Unauthorized to a wrong COCOON_ADMIN_PASSWORD)" >&2
+  case $status:$body in
+    400:*Unauthorized*) echo "create-invite: (Cocoon answers 400 Unauthorized to a wrong COCOON_ADMIN_PASSWORD)" >&2 ;;
+  esac
   exit 1
 fi
 

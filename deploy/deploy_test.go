@@ -310,3 +310,24 @@ func TestInitKeys_NonceSecretMadeOnce(t *testing.T) {
 	require.Len(t, remade, 32, "an empty secret is replaced")
 	require.NotEqual(t, first, remade)
 }
+
+// create-invite.sh refuses INVITE_USES=0 itself, saying Cocoon needs at
+// least one use (Cocoon answers a bare 400 that would read like a wrong
+// password), before it asks anything.
+func TestCreateInvite_RefusesZeroUses(t *testing.T) {
+	for _, uses := range []string{"0", "00", "abc", "-1"} {
+		cmd := exec.Command("sh", "create-invite.sh")
+		cmd.Env = append(os.Environ(), "INVITE_USES="+uses, "INVITE_URL=http://127.0.0.1:1",
+			"COCOON_ADMIN_PASSWORD=pw", "INVITE_FILE="+filepath.Join(t.TempDir(), "code.txt"))
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		require.ErrorAs(t, err, &ee, "%s", out)
+		require.Equal(t, 2, ee.ExitCode(), "%s", out)
+		require.Contains(t, string(out), "INVITE_USES must be")
+		require.NotContains(t, string(out), "PASSWORD")
+		require.NotContains(t, string(out), "cannot reach", "nothing is asked")
+		if strings.Trim(uses, "0") == "" {
+			require.Contains(t, string(out), "at least 1")
+		}
+	}
+}
