@@ -187,7 +187,7 @@ func healthCommand() *cli.Command {
 				return err
 			}
 			if h.Status != "ok" {
-				return fmt.Errorf("unhealthy: %s (replicas: %v, redis: %s)", h.Reason, h.Replicas, h.Redis)
+				return fmt.Errorf("unhealthy: %s (replicas: %s; redis: %s)", h.Reason, h.ReplicaStates(), h.Redis)
 			}
 			fmt.Println("ok")
 			return nil

@@ -185,6 +185,7 @@ func TestShutdown_SIGTERMIsGraceful(t *testing.T) {
 	entries := allEntries(t, l)
 	require.Equal(t, entries[len(entries)-1].Seq, hw, "the archive was flushed before exit")
 	require.Contains(t, p.Output(), "pdsmux starting")
+	require.Regexp(t, `level=INFO msg=stopped reason="terminated signal received"`, p.Output(), "says it stopped, and why")
 }
 
 // bigPosts writes n posts of about 8 KB through the replicas: a log whose

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 	"time"
 
@@ -57,6 +58,23 @@ func (rt *Runtime) handleHealth(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}
 	_ = json.NewEncoder(w).Encode(h)
+}
+
+// ReplicaStates lists the replicas in name order with their state, for
+// people: "r1 disconnected, r2 connected" ("none" without replicas).
+func (h Health) ReplicaStates() string {
+	names := make([]string, 0, len(h.Replicas))
+	for n := range h.Replicas {
+		names = append(names, n)
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	sort.Strings(names)
+	for i, n := range names {
+		names[i] = n + " " + h.Replicas[n]
+	}
+	return strings.Join(names, ", ")
 }
 
 func xrpcError(w http.ResponseWriter, status int, name, msg string) {

@@ -83,6 +83,7 @@ type Runtime struct {
 	runMu   sync.Mutex
 	stopRun context.CancelFunc
 	runDone chan struct{}
+	stopped string // why Run returned, for Close's "stopped" line
 }
 
 // Build validates cfg and constructs every component. It binds the
@@ -308,9 +309,9 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		}
 		n, err := rt.arch.Backfill(ctx, rt.events, rt.bc.Head())
 		if err != nil {
-			rt.log.Warn("backfilling the archive from Redis failed", "err", err)
+			rt.log.Warn("backfilling the archive from Redis failed", "component", "archive", "err", err)
 		} else if n > 0 {
-			rt.log.Info("backfilled the archive from Redis", "events", n)
+			rt.log.Info("backfilled the archive from Redis", "component", "archive", "events", n)
 		}
 		return nil
 	})
@@ -338,6 +339,16 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	serve("http server", rt.httpSrv, rt.ln)
 	serve("metrics server", rt.metricsSrv, rt.mln)
 	err := g.Wait()
+	reason := "closed" // Close cancelled Run
+	switch {
+	case err != nil:
+		reason = err.Error()
+	case ctx.Err() != nil && context.Cause(ctx) != context.Canceled:
+		reason = context.Cause(ctx).Error() // e.g. "terminated signal received"
+	}
+	rt.runMu.Lock()
+	rt.stopped = reason
+	rt.runMu.Unlock()
 	if ctx.Err() != nil && err == nil {
 		return nil
 	}
@@ -353,9 +364,9 @@ func (rt *Runtime) trimLoop(ctx context.Context) error {
 			return nil
 		case <-t.C:
 			if n, err := rt.events.Trim(ctx, time.Now()); err != nil {
-				rt.log.Warn("trimming the log failed", "err", err)
+				rt.log.Warn("trimming the log failed", "component", "trim", "err", err)
 			} else if n > 0 {
-				rt.log.Debug("trimmed the log", "entries", n)
+				rt.log.Debug("trimmed the log", "component", "trim", "entries", n)
 			}
 		}
 	}
@@ -386,7 +397,19 @@ func (rt *Runtime) Close(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("metrics server shutdown: %w", err))
 	}
 	rt.closeResources()
-	return errors.Join(errs...)
+	rt.runMu.Lock()
+	reason := rt.stopped
+	rt.runMu.Unlock()
+	if reason == "" {
+		reason = "closed"
+	}
+	err := errors.Join(errs...)
+	if err != nil {
+		rt.log.Warn("stopped", "reason", reason, "err", err)
+	} else {
+		rt.log.Info("stopped", "reason", reason)
+	}
+	return err
 }
 
 func (rt *Runtime) closeResources() {

@@ -222,6 +222,7 @@ func TestSecrets_NeverInAnyOutput(t *testing.T) {
 	out, code := run(nil, "health", "--url", base)
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "redis does not answer")
+	require.Regexp(t, `\(replicas: never disconnected, r1 (dis)?connected; redis: `, out, "replicas in words, not Go map syntax")
 	out, code = run(nil, "status", "--redis-url", e.redis.URL(), "--metrics-url", murl)
 	require.Equal(t, 1, code, out)
 	require.Contains(t, out, "does not answer (--redis-url)")
@@ -247,12 +248,16 @@ func TestSecrets_NeverInAnyOutput(t *testing.T) {
 	require.Equal(t, 0, code, out)
 	var st struct {
 		Replicas []struct {
-			Name      string `json:"name"`
-			Connected *bool  `json:"connected"`
-			HasCursor bool   `json:"has_cursor"`
+			Name      string          `json:"name"`
+			Connected *bool           `json:"connected"`
+			HasCursor bool            `json:"has_cursor"`
+			LastEvent json.RawMessage `json:"last_event"`
 		} `json:"replicas"`
 	}
 	require.NoError(t, json.Unmarshal([]byte(out), &st))
+	require.Len(t, st.Replicas, 2)
+	require.Equal(t, "null", string(st.Replicas[0].LastEvent), "no event yet: null, not year 1")
+	require.NotEqual(t, "null", string(st.Replicas[1].LastEvent))
 	require.Len(t, st.Replicas, 2, "the replica with no cursor is listed: %s", out)
 	require.Equal(t, "never", st.Replicas[0].Name)
 	require.False(t, st.Replicas[0].HasCursor)

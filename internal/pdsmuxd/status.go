@@ -46,14 +46,14 @@ type LogStatus struct {
 // and LagEvents come from the metrics listener: null (unknown) when it
 // does not answer, with Status.MetricsError saying why.
 type ReplicaStatus struct {
-	Name       string    `json:"name"`
-	Connected  *bool     `json:"connected"`
-	Healthy    *bool     `json:"healthy"`
-	Cursor     int64     `json:"cursor"`
-	HasCursor  bool      `json:"has_cursor"`
-	LagSeconds *float64  `json:"lag_seconds"`
-	LagEvents  *float64  `json:"lag_events"`
-	LastEvent  time.Time `json:"last_event,omitempty"`
+	Name       string     `json:"name"`
+	Connected  *bool      `json:"connected"`
+	Healthy    *bool      `json:"healthy"`
+	Cursor     int64      `json:"cursor"`
+	HasCursor  bool       `json:"has_cursor"`
+	LagSeconds *float64   `json:"lag_seconds"`
+	LagEvents  *float64   `json:"lag_events"`
+	LastEvent  *time.Time `json:"last_event"` // null: no event yet, or unknown
 }
 
 // ReadStatus gathers the status. A metrics endpoint that does not answer
@@ -147,7 +147,8 @@ func ReadStatus(ctx context.Context, redisURL, prefix, metricsURL string) (Statu
 		get("pdsmux_replica_lag_events", func(l map[string]string, v float64) { rep(l["replica"]).LagEvents = num(v) })
 		get("pdsmux_replica_last_event_timestamp_seconds", func(l map[string]string, v float64) {
 			if v > 0 {
-				rep(l["replica"]).LastEvent = time.UnixMilli(int64(v * 1000)).UTC()
+				at := time.UnixMilli(int64(v * 1000)).UTC()
+				rep(l["replica"]).LastEvent = &at
 			}
 		})
 	}
@@ -241,8 +242,8 @@ func (st Status) WriteText(w io.Writer) error {
 			cur = fmt.Sprint(r.Cursor)
 		}
 		last := "-"
-		if !r.LastEvent.IsZero() {
-			last = time.Since(r.LastEvent).Round(time.Second).String() + " ago"
+		if r.LastEvent != nil {
+			last = time.Since(*r.LastEvent).Round(time.Second).String() + " ago"
 		} else if st.MetricsError != "" {
 			last = "unknown"
 		}
