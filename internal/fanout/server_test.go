@@ -11,13 +11,14 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/fanout"
 	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
 )
 
-func dial(t *testing.T, s *stack, cursor int64) *consumer.Consumer {
+func dial(t *testing.T, s *stack, from int64) *consumer.Consumer {
 	t.Helper()
-	c, _, err := consumer.Dial(context.Background(), s.url, cursor)
+	c, _, err := consumer.Dial(context.Background(), s.url, from)
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
 	return c
@@ -32,8 +33,8 @@ func TestSubscribe_CursorSemantics(t *testing.T) {
 		c := dial(t, s, -1)
 		waitSubscribers(t, s, 1)
 		more := s.append(10)
-		require.NoError(t, c.WaitLen(10, 10*time.Second))
-		time.Sleep(100 * time.Millisecond)
+		more = append(more, s.append(1)...) // a marker: all sent before it is in once it is
+		require.NoError(t, c.WaitLen(11, 10*time.Second))
 		require.Equal(t, more, c.Seqs())
 		seqs = append(seqs, more...)
 	})
@@ -41,9 +42,9 @@ func TestSubscribe_CursorSemantics(t *testing.T) {
 		c := dial(t, s, seqs[49])
 		require.NoError(t, c.WaitLen(len(seqs)-50, 10*time.Second))
 		more := s.append(5)
+		more = append(more, s.append(1)...) // a marker: all sent before it is in once it is
 		seqs = append(seqs, more...)
 		require.NoError(t, c.WaitLen(len(seqs)-50, 10*time.Second))
-		time.Sleep(100 * time.Millisecond)
 		require.Equal(t, seqs[50:], c.Seqs())
 	})
 	t.Run("cursor 0 replays everything kept", func(t *testing.T) {
@@ -117,20 +118,24 @@ func TestSubscribe_HandOverUnderLoad(t *testing.T) {
 		}
 		all <- seqs
 	}()
-	time.Sleep(1200 * time.Millisecond)
-	b, err := s.log.Bounds(context.Background())
-	require.NoError(t, err)
-	cursor := b.Last - 500 // replay ~500, then hand over while appends go on
-	c := dial(t, s, cursor)
+	// connect once the log holds well over 500 appended events
+	var b cursor.Bounds
+	require.Eventually(t, func() bool {
+		var err error
+		b, err = s.log.Bounds(context.Background())
+		return err == nil && b.Length >= int64(len(s.base))+1000
+	}, 30*time.Second, 5*time.Millisecond)
+	from := b.Last - 500 // replay ~500, then hand over while appends go on
+	c := dial(t, s, from)
 	seqs := <-all
+	seqs = append(seqs, s.append(1)...) // a marker: all sent before it is in once it is
 	var want []int64
 	for _, q := range seqs {
-		if q > cursor {
+		if q > from {
 			want = append(want, q)
 		}
 	}
 	require.NoError(t, c.WaitLen(len(want), 30*time.Second))
-	time.Sleep(200 * time.Millisecond)
 	got := c.Seqs()
 	require.Equal(t, len(want), len(got), "no gap, no duplicate")
 	require.Equal(t, want, got)
@@ -141,16 +146,15 @@ func p99(d []time.Duration) time.Duration {
 	return d[len(d)*99/100]
 }
 
-// waitSubscribers waits until n subscribers are open and have had a moment
-// to join the broadcaster.
+// waitSubscribers waits until n subscribers are open and the broadcaster
+// delivers to all of them.
 func waitSubscribers(t *testing.T, s *stack, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for s.srv.Subscribers() != n {
+	for s.srv.Subscribers() != n || s.srv.Joined() != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d subscribers, want %d", s.srv.Subscribers(), n)
+			t.Fatalf("%d subscribers, %d of them live; want %d", s.srv.Subscribers(), s.srv.Joined(), n)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	time.Sleep(100 * time.Millisecond)
 }

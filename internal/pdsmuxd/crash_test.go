@@ -72,6 +72,23 @@ func (e *env) writeInBackground(n int, seed uint64) *sync.WaitGroup {
 	return &wg
 }
 
+// waitWrites waits until the replicas have emitted n more events, or the
+// writer wg has finished.
+func waitWrites(t *testing.T, e *env, wg *sync.WaitGroup, n int64) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	from := e.store.MaxSeq()
+	require.Eventually(t, func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return e.store.MaxSeq() >= from+n
+		}
+	}, 30*time.Second, 5*time.Millisecond, "%d more events written", n)
+}
+
 // kill -9 of pdsmux mid-stream, then a restart: nothing lost, nothing doubled.
 func TestCrash_KillNinePdsmuxMidStream(t *testing.T) {
 	e := newEnv(t, fakepds.ModeOwn, 2, redisserver.Options{AppendFsync: "everysec"})
@@ -82,7 +99,7 @@ func TestCrash_KillNinePdsmuxMidStream(t *testing.T) {
 	l := e.reader()
 	waitLog(t, l, 1000, 60*time.Second)
 	p.Kill()
-	time.Sleep(300 * time.Millisecond) // writes go on while pdsmux is down
+	waitWrites(t, e, wg, 100) // writes go on while pdsmux is down
 	e.startProc("pdsmux-2")
 	wg.Wait()
 	want, total := e.expected()
@@ -102,7 +119,8 @@ func TestCrash_RedisRestartMidStream(t *testing.T) {
 	l := e.reader()
 	waitLog(t, l, 1000, 60*time.Second)
 	e.redis.Kill()
-	time.Sleep(500 * time.Millisecond)
+	waitRedisDown(t, run)
+	waitSinkFailure(t, run) // writes go on while Redis is down
 	e.redis.Restart()
 	wg.Wait()
 	want, total := e.expected()
@@ -150,7 +168,9 @@ func TestCrash_RedisLosesAcknowledgedWrites(t *testing.T) {
 // grace period.
 func TestShutdown_SIGTERMIsGraceful(t *testing.T) {
 	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{AppendFsync: "everysec"})
-	p, base := e.startProcAt("pdsmux")
+	listen := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	metrics := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	p, base := e.startProcOn("pdsmux", listen, metrics)
 	e.createAccounts(2)
 	e.writeCommits(300, 91)
 	_, total := e.expected()
@@ -160,7 +180,8 @@ func TestShutdown_SIGTERMIsGraceful(t *testing.T) {
 	conn, _, err := websocket.DefaultDialer.Dial(url, nil)
 	require.NoError(t, err)
 	defer conn.Close()
-	time.Sleep(200 * time.Millisecond)
+	require.Eventually(t, func() bool { return testutil.Scrape(t, metrics)["pdsmux_subscribers"] == 1 },
+		10*time.Second, 10*time.Millisecond, "the subscriber is served")
 
 	start := time.Now()
 	p.Signal(syscall.SIGTERM)

@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/fakepds"
 	"github.com/pdsmux/pdsmux/internal/pdsmuxd"
 	"github.com/pdsmux/pdsmux/internal/testutil"
@@ -31,10 +32,10 @@ func follow(t *testing.T, bases ...string) *consumer.Follower {
 	return f
 }
 
-// checkConsumer waits until the consumer has every wanted (did, rev), then
-// asserts each arrived exactly once and seq strictly increased across
-// every session and every loss.
-func checkConsumer(t *testing.T, f *consumer.Follower, want map[key]bool, within time.Duration) {
+// checkConsumer waits until the consumer has every wanted (did, rev) and
+// the newest seq of the log l, then asserts each arrived exactly once and
+// seq strictly increased across every session and every loss.
+func checkConsumer(t *testing.T, l *cursor.Log, f *consumer.Follower, want map[key]bool, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var missing []key
@@ -58,7 +59,13 @@ func checkConsumer(t *testing.T, f *consumer.Follower, want map[key]bool, within
 	}
 	sort.Slice(missing, func(i, j int) bool { return missing[i].rev < missing[j].rev })
 	require.Empty(t, missing, "(did, rev) never reached the consumer")
-	time.Sleep(300 * time.Millisecond) // anything doubled would arrive now
+	// The stream is in seq order, so once the consumer has the log's newest
+	// seq it has had everything the log holds: a (did, rev) doubled in the
+	// log or in a replay has arrived by then.
+	b, err := l.Bounds(context.Background())
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return f.Last() >= b.Last }, within, 20*time.Millisecond,
+		"the consumer reaches the log's newest seq %d", b.Last)
 	seen := map[key]int{}
 	var prev int64
 	var doubled []key
@@ -84,7 +91,7 @@ func checkConsumer(t *testing.T, f *consumer.Follower, want map[key]bool, within
 // sees every event exactly once, with seq increasing across the loss, and
 // that pdsmux restored from the libsql checkpoint (in dbURL when set, else
 // the embedded file).
-func redisLossMidStream(t *testing.T, ro redisserver.Options, seed uint64, dbURL string, lose func(e *env)) {
+func redisLossMidStream(t *testing.T, ro redisserver.Options, seed uint64, dbURL string, lose func(e *env, run *running)) {
 	e := newEnv(t, fakepds.ModeOwn, 2, ro)
 	e.store.Overlap = 0.3
 	cfg := e.mergeConfig()
@@ -97,16 +104,16 @@ func redisLossMidStream(t *testing.T, ro redisserver.Options, seed uint64, dbURL
 	e.createAccounts(10)
 	wg := e.writeInBackground(3000, seed)
 	waitLog(t, e.reader(), 1000, 60*time.Second)
-	lose(e)
+	lose(e, run)
 	wg.Wait()
 	want, _ := e.expected()
-	checkConsumer(t, f, want, 60*time.Second)
+	checkConsumer(t, e.reader(), f, want, 60*time.Second)
 	require.Contains(t, readLog(t, "pdsmux"), "restored Redis from the durable checkpoint")
 }
 
 // Redis FLUSHALL mid-stream.
 func TestFault_RedisFlushAllMidStream(t *testing.T) {
-	redisLossMidStream(t, redisserver.Options{}, 21, "", func(e *env) {
+	redisLossMidStream(t, redisserver.Options{}, 21, "", func(e *env, _ *running) {
 		require.NoError(t, e.redis.Client().FlushAll(context.Background()).Err())
 	})
 }
@@ -115,7 +122,7 @@ func TestFault_RedisFlushAllMidStream(t *testing.T) {
 // Turso/sqld deployment) instead of the embedded file.
 func TestFault_RedisFlushAllWithRemoteLibsql(t *testing.T) {
 	srv := libsqlserver.Start(t)
-	redisLossMidStream(t, redisserver.Options{}, 23, srv.URL, func(e *env) {
+	redisLossMidStream(t, redisserver.Options{}, 23, srv.URL, func(e *env, _ *running) {
 		require.NoError(t, e.redis.Client().FlushAll(context.Background()).Err())
 	})
 }
@@ -123,12 +130,37 @@ func TestFault_RedisFlushAllWithRemoteLibsql(t *testing.T) {
 // Redis killed and restarted with appendfsync no and its AOF deleted:
 // everything in Redis is gone at once.
 func TestFault_RedisRestartedEmptyMidStream(t *testing.T) {
-	redisLossMidStream(t, redisserver.Options{AppendFsync: "no"}, 22, "", func(e *env) {
+	redisLossMidStream(t, redisserver.Options{AppendFsync: "no"}, 22, "", func(e *env, run *running) {
 		e.redis.Kill()
 		e.redis.RemoveAOF()
-		time.Sleep(300 * time.Millisecond)
+		waitRedisDown(t, run)
+		waitSinkFailure(t, run)
 		e.redis.Restart()
 	})
+}
+
+// waitRedisDown waits until run's health reports that Redis does not
+// answer (pdsmux has seen the outage).
+func waitRedisDown(t *testing.T, run *running) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		h, ok := run.rt.CheckHealth(context.Background())
+		return !ok && h.Reason == "redis does not answer"
+	}, 10*time.Second, 20*time.Millisecond, "health reports the Redis outage")
+}
+
+// waitSinkFailure waits until a tailer of run has ended a session on a
+// failed Redis call: events went on arriving while Redis was down.
+func waitSinkFailure(t *testing.T, run *running) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for k, v := range testutil.Scrape(t, run.rt.MetricsAddr()) {
+			if strings.HasPrefix(k, "pdsmux_replica_reconnects_total{reason=sink,") && v > 0 {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, "a tailer's append fails while Redis is down")
 }
 
 // writeUntil writes n commits every interval until stop is closed.
@@ -149,9 +181,17 @@ func (e *env) writeUntil(stop <-chan struct{}, n int, every time.Duration, seed 
 	return &wg
 }
 
-// The network to Redis cut for 10 s, to one replica for 60 s, then 200 ms
-// of latency on both for a minute, all while writes go on: nothing is
-// lost, the lag recovers, and the metrics show each outage.
+// The network to Redis cut, then to one replica, then 200 ms of latency
+// on both, all while writes go on: nothing is lost, the lag recovers, and
+// the metrics show each outage.
+//
+// Each phase lasts until what makes it an outage has happened, not for a
+// fixed time: reconnects back off to at most 1 s here (30 s in
+// production), so the Redis cut ends once both tailers have retried
+// against it three times, the replica cut once commits chained on r1's
+// wait in the log and r1 has redialled five times at the capped backoff,
+// and the latency once r1 has replayed its outage and 200 more events have
+// crossed the slow links.
 func TestFault_NetworkCutsAndLatency(t *testing.T) {
 	e := newEnv(t, fakepds.ModeOwn, 2, redisserver.Options{AppendFsync: "everysec"})
 	rp := faultproxy.Start(t, e.redis.Addr())
@@ -161,46 +201,64 @@ func TestFault_NetworkCutsAndLatency(t *testing.T) {
 	cfg.Replicas[0] = "r1=http://" + r1p.Addr()
 	cfg.HoldTimeout = 5 * time.Minute // commits chained on r1's wait out its outage
 	cfg.ReplicaReadTimeout = 3 * time.Second
-	run := e.start(cfg, "pdsmux")
+	run := e.start(cfg, "pdsmux", func(o *pdsmuxd.Options) { o.ReplicaBackoffMax = time.Second })
 	waitConnected(t, run.rt)
 	maddr := run.rt.MetricsAddr()
 	f := follow(t, "http://"+run.rt.Addr())
+	l := e.reader()
+	ctx := context.Background()
+	length := func() int64 {
+		b, err := l.Bounds(ctx)
+		require.NoError(t, err)
+		return b.Length
+	}
 	e.createAccounts(10)
 	stop := make(chan struct{})
 	wg := e.writeUntil(stop, 5, 100*time.Millisecond, 31)
+	waitLog(t, l, length()+100, 30*time.Second) // writes flow through pdsmux
 
-	time.Sleep(2 * time.Second)
 	rp.Cut()
+	waitRedisDown(t, run)
 	require.Eventually(t, func() bool {
-		h, ok := run.rt.CheckHealth(context.Background())
-		return !ok && h.Reason == "redis does not answer"
-	}, 10*time.Second, 100*time.Millisecond, "health reports the Redis outage")
-	time.Sleep(10 * time.Second)
+		m := testutil.Scrape(t, maddr)
+		return m["pdsmux_replica_reconnects_total{reason=sink,replica=r1}"] >= 3 && m["pdsmux_replica_reconnects_total{reason=sink,replica=r2}"] >= 3
+	}, 30*time.Second, 100*time.Millisecond, "both tailers retry through the Redis outage")
 	rp.Restore()
-	require.Eventually(t, func() bool { _, ok := run.rt.CheckHealth(context.Background()); return ok }, 30*time.Second, 100*time.Millisecond)
+	require.Eventually(t, func() bool { _, ok := run.rt.CheckHealth(ctx); return ok }, 30*time.Second, 100*time.Millisecond)
+	waitLog(t, l, length()+50, 30*time.Second) // writes flow again
 
 	r1p.Cut()
 	require.Eventually(t, func() bool {
 		m := testutil.Scrape(t, maddr)
 		return m["pdsmux_replica_connected{replica=r1}"] == 0 && m["pdsmux_replica_connected{replica=r2}"] == 1
 	}, 20*time.Second, 100*time.Millisecond, "the metrics show r1 down, r2 up")
-	time.Sleep(60 * time.Second)
+	dials := testutil.Scrape(t, maddr)["pdsmux_replica_reconnects_total{reason=dial,replica=r1}"]
+	require.Eventually(t, func() bool {
+		held, err := l.HeldRepos(ctx)
+		return err == nil && held > 0 &&
+			testutil.Scrape(t, maddr)["pdsmux_replica_reconnects_total{reason=dial,replica=r1}"] >= dials+5
+	}, 60*time.Second, 100*time.Millisecond, "r2's commits chained on r1's are held while r1 redials")
+	r1Backlog := e.replicas[0].LastLive()
 	r1p.Restore()
 
 	rp.SetLatency(200 * time.Millisecond)
 	r1p.SetLatency(200 * time.Millisecond)
-	time.Sleep(60 * time.Second)
+	slowFrom := length()
+	require.Eventually(t, func() bool {
+		cs, err := l.Cursors(ctx)
+		return err == nil && cs["r1"] >= r1Backlog && length() >= slowFrom+200
+	}, 60*time.Second, 100*time.Millisecond, "r1 replays its outage and writes go on through the slow links")
 	rp.SetLatency(0)
 	r1p.SetLatency(0)
-	time.Sleep(2 * time.Second)
+	waitLog(t, l, length()+50, 30*time.Second) // and on once the links are fast again
 	close(stop)
 	wg.Wait()
 
 	want, _ := e.expected()
-	checkConsumer(t, f, want, 90*time.Second)
+	checkConsumer(t, l, f, want, 90*time.Second)
 	e.writeCommits(5, 99) // fresh events measure the lag now
 	want, _ = e.expected()
-	checkConsumer(t, f, want, 30*time.Second)
+	checkConsumer(t, l, f, want, 30*time.Second)
 	m := testutil.Scrape(t, maddr)
 	for _, r := range []string{"r1", "r2"} {
 		require.Less(t, m["pdsmux_replica_lag_seconds{replica="+r+"}"], 1.0, "lag of %s recovered", r)
@@ -232,7 +290,7 @@ func TestFault_KillNineTwentyTimes(t *testing.T) {
 	l := e.reader()
 	waitLog(t, l, int64(total), 120*time.Second)
 	checkLog(t, allEntries(t, l), want)
-	checkConsumer(t, f, want, 60*time.Second)
+	checkConsumer(t, l, f, want, 60*time.Second)
 }
 
 // waitArchived waits until the runtime has archived n events.
@@ -269,9 +327,9 @@ func TestFault_OldCursorReplaysArchiveThenRedisThenLive(t *testing.T) {
 	t.Cleanup(c.Close)
 	require.NoError(t, c.WaitLen(len(all), 30*time.Second))
 	e.writeCommits(50, 52)
+	e.writeCommits(1, 53) // a marker: all sent before it is in once it is
 	_, total = e.expected()
 	require.NoError(t, c.WaitLen(total, 30*time.Second))
-	time.Sleep(200 * time.Millisecond)
 	var want []int64
 	for _, en := range all {
 		want = append(want, en.Seq)
@@ -343,7 +401,7 @@ func TestFault_HAPairOneKilled(t *testing.T) {
 	l := e.reader()
 	waitLog(t, l, int64(total), 60*time.Second)
 	checkLog(t, allEntries(t, l), want)
-	checkConsumer(t, f, want, 60*time.Second)
+	checkConsumer(t, l, f, want, 60*time.Second)
 }
 
 // Redis FLUSHALL while a #commit is held for its missing predecessor: the

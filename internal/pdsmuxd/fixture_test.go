@@ -85,6 +85,8 @@ func TestFixture_CocoonRecordingRepairedToFinalState(t *testing.T) {
 	}
 	require.Equal(t, 47, total, "36 posts, 9 likes, 2 profiles")
 	commits, syncs, stale, fetches := strict.Stats()
+	repairs := repairCounts(t, run.rt.MetricsAddr())
 	t.Logf("consumer: %d commits, %d syncs (%d stale, %d getRepo); repairs %v",
-		commits, syncs, stale, fetches, repairCounts(t, run.rt.MetricsAddr()))
+		commits, syncs, stale, fetches, repairs)
+	requireCommitRepairs(t, repairs)
 }

@@ -127,6 +127,23 @@ func TestRepair_CocoonLosesHalfStrictConsumerSeesEverything(t *testing.T) {
 	t.Logf("writes %d, events lost by the replicas %d of %d; consumer saw %d commits, %d syncs (%d stale, %d getRepo); repairs %v",
 		writes, e.store.Lost, e.store.Lost+e.store.Emitted, commits, syncs, stale, fetches, repairCounts(t, run.rt.MetricsAddr()))
 	require.Greater(t, e.store.Lost, 100, "the model must actually lose events")
+	requireCommitRepairs(t, repairCounts(t, run.rt.MetricsAddr()))
+}
+
+// requireCommitRepairs asserts that lost events were repaired, and with
+// #commit only: at least one #commit repair and no #sync repair (a repo
+// under the commit limits never needs one; a regression of every repair
+// to #sync would still converge).
+func requireCommitRepairs(t *testing.T, repairs map[string]float64) {
+	t.Helper()
+	commits := 0.0
+	for k, n := range repairs {
+		require.NotContains(t, k, "kind=sync", "a #sync repair (%v x%v) where one commit carries every change", k, n)
+		if strings.Contains(k, "kind=commit") {
+			commits += n
+		}
+	}
+	require.Positive(t, commits, "no #commit repair of the lost events: %v", repairs)
 }
 
 // Two replicas racing on one repo deliver its commits out of order: the log
@@ -152,7 +169,10 @@ func TestRepair_OutOfOrderCommitsAreReorderedNotRepaired(t *testing.T) {
 	post(r1, "c1")
 	post(r2, "c2")
 	post(r2, "c3")
-	time.Sleep(500 * time.Millisecond) // c2 and c3 are held
+	require.Eventually(t, func() bool {
+		hs, err := e.reader().Holds(context.Background(), a.DID)
+		return err == nil && len(hs) == 2
+	}, 10*time.Second, 20*time.Millisecond, "c2 and c3 are held")
 	require.NoError(t, r1.Start(nil))
 	e.waitConverged(strict, 20*time.Second)
 

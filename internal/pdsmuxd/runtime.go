@@ -47,6 +47,10 @@ type Options struct {
 	Age repair.AccountAge
 	// IdleTimeout replaces DefaultIdleTimeout on the main listener.
 	IdleTimeout time.Duration
+	// ReplicaBackoffMax caps the wait between reconnects to a replica
+	// (tail.Config.BackoffMax; 0: tail.DefaultBackoffMax, 30 s). Fault
+	// tests lower it so an outage reaches the cap in seconds.
+	ReplicaBackoffMax time.Duration
 }
 
 // DefaultIdleTimeout closes a keep-alive connection idle this long on the
@@ -145,7 +149,8 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	for _, r := range s.replicas {
 		t, err := tail.New(tail.Config{
 			Name: r.Name, URL: r.WS, MaxFrameBytes: s.MaxFrameBytes, QueueBytes: s.mem.ReplicaQueueBytes,
-			ReadTimeout: s.ReplicaReadTimeout, UserAgent: s.UserAgent, Door: door,
+			ReadTimeout: s.ReplicaReadTimeout, BackoffMax: opts.ReplicaBackoffMax,
+			UserAgent: s.UserAgent, Door: door,
 			Regressed: func(ctx context.Context) error { return rt.rec.regressed(ctx) },
 		}, rt.events, tm, logger)
 		if err != nil {

@@ -60,11 +60,33 @@ func TestStatus_ReportsARunningSetup(t *testing.T) {
 	text, err := exec.Command(proc.Pdsmux(t), "status", "--redis-url", e.redis.URL(), "--metrics-url", "http://"+run.rt.MetricsAddr()).Output()
 	require.NoError(t, err)
 	require.Contains(t, string(text), "log:         "+itoa(total)+" events kept")
+	// the replica table: a row per replica, read by its header's columns
+	var header []string
+	rows := map[string][]string{}
 	for _, line := range strings.Split(string(text), "\n") {
-		if strings.HasPrefix(line, "r1 ") {
-			require.Contains(t, line, " yes ")
-			require.Contains(t, line, itoa(int(e.replicas[0].LastLive())))
+		fields := strings.Fields(line)
+		switch {
+		case len(fields) > 0 && fields[0] == "REPLICA":
+			header = fields
+		case header != nil && len(fields) >= 4:
+			rows[fields[0]] = fields
 		}
+	}
+	require.NotNil(t, header, "a replica table header")
+	col := map[string]int{}
+	for i, h := range header {
+		col[h] = i
+	}
+	for _, h := range []string{"REPLICA", "CONNECTED", "HEALTHY", "CURSOR"} {
+		require.Contains(t, col, h, "column %s in %q", h, header)
+	}
+	require.Len(t, rows, len(e.replicas), "one row per replica")
+	for _, r := range e.replicas {
+		row, ok := rows[r.Name]
+		require.True(t, ok, "a row for %s", r.Name)
+		require.Equal(t, "yes", row[col["CONNECTED"]], "%s connected", r.Name)
+		require.Equal(t, "yes", row[col["HEALTHY"]], "%s healthy", r.Name)
+		require.Equal(t, itoa(int(r.LastLive())), row[col["CURSOR"]], "%s cursor", r.Name)
 	}
 	t.Logf("pdsmux status:\n%s", text)
 }
