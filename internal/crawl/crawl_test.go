@@ -68,13 +68,14 @@ func TestRequestCrawl_BodyRetriesAndOnlyConfiguredHosts(t *testing.T) {
 		return true
 	})
 	subs := atomic.Int32{}
+	looks := atomic.Int64{} // the requester asks for subscribers once a look at its schedule
 	rq := crawl.New(crawl.Config{
 		Relays:     []*url.URL{ok.url, flaky.url, redirect.url},
 		Hostname:   "pds.example.test",
 		Interval:   time.Hour,
 		Idle:       time.Hour,
 		BackoffMin: 100 * time.Millisecond,
-	}, &http.Client{Timeout: 5 * time.Second}, func() int { return int(subs.Load()) }, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	}, &http.Client{Timeout: 5 * time.Second}, func() int { looks.Add(1); return int(subs.Load()) }, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	crawl.SetTick(rq, 20*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -84,7 +85,7 @@ func TestRequestCrawl_BodyRetriesAndOnlyConfiguredHosts(t *testing.T) {
 		b, _ := flaky.requests()
 		return len(b) == 4
 	}, 10*time.Second, 10*time.Millisecond, "three 503s, then success")
-	time.Sleep(300 * time.Millisecond)
+	waitLooks(t, &looks, 10) // ten more looks at the schedule send nothing more
 	cancel()
 	<-done
 
@@ -105,23 +106,76 @@ func TestRequestCrawl_BodyRetriesAndOnlyConfiguredHosts(t *testing.T) {
 	require.Equal(t, "pds.example.test", body["hostname"])
 }
 
+// waitLooks waits until the requester has looked at its schedule n more
+// times (and so finished n-1 whole passes over its relays).
+func waitLooks(t *testing.T, looks *atomic.Int64, n int64) {
+	t.Helper()
+	from := looks.Load()
+	require.Eventually(t, func() bool { return looks.Load() >= from+n }, 10*time.Second, time.Millisecond,
+		"the requester looks at its schedule %d more times", n)
+}
+
+// clock is a test clock that moves only when told.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// With nobody subscribed the requester asks again every idle period; with
+// a subscriber it stays quiet until the interval; once the subscriber is
+// gone for an idle period it asks again. Time is the test's clock: the
+// production idle period (5 min) passes in a few loop passes.
 func TestRequestCrawl_AgainWhenNoSubscriber(t *testing.T) {
 	rl := newRelay(t, nil)
 	subs := atomic.Int32{}
+	looks := atomic.Int64{}
+	const idle = crawl.DefaultIdle
 	rq := crawl.New(crawl.Config{
-		Relays: []*url.URL{rl.url}, Hostname: "pds.example.test", Interval: time.Hour, Idle: 300 * time.Millisecond,
-	}, http.DefaultClient, func() int { return int(subs.Load()) }, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	crawl.SetTick(rq, 10*time.Millisecond)
+		Relays: []*url.URL{rl.url}, Hostname: "pds.example.test", Interval: time.Hour, Idle: idle,
+	}, http.DefaultClient, func() int { looks.Add(1); return int(subs.Load()) }, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	c := &clock{now: time.Now()}
+	crawl.SetNow(rq, c.Now)
+	crawl.SetTick(rq, time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = rq.Run(ctx) }()
-	require.Eventually(t, func() bool { b, _ := rl.requests(); return len(b) >= 3 }, 5*time.Second, 10*time.Millisecond,
-		"with nobody subscribed it asks again every idle period")
+	requests := func() int { b, _ := rl.requests(); return len(b) }
+	waitRequests := func(n int) {
+		t.Helper()
+		require.Eventually(t, func() bool { return requests() >= n }, 10*time.Second, time.Millisecond, "%d requests", n)
+	}
+
+	waitRequests(1) // one at start
+	for n := 2; n <= 3; n++ {
+		waitLooks(t, &looks, 2)
+		require.Equal(t, n-1, requests(), "none again within the idle period")
+		c.Advance(idle)
+		waitRequests(n) // with nobody subscribed it asks again every idle period
+	}
+
 	subs.Store(1) // a relay subscribed: quiet until the interval
-	time.Sleep(100 * time.Millisecond)
-	b, _ := rl.requests()
-	n := len(b)
-	time.Sleep(800 * time.Millisecond)
-	b, _ = rl.requests()
-	require.Equal(t, n, len(b))
+	waitLooks(t, &looks, 2)
+	for range 5 {
+		c.Advance(idle)
+		waitLooks(t, &looks, 2)
+	}
+	require.Equal(t, 3, requests(), "quiet for five idle periods while subscribed")
+
+	subs.Store(0) // the relay left: asks again once idle for an idle period
+	waitLooks(t, &looks, 2)
+	require.Equal(t, 3, requests())
+	c.Advance(idle)
+	waitRequests(4)
 }
