@@ -20,6 +20,7 @@ import (
 // an unknown `t`: each is counted and logged with the replica's name; the
 // unknown type passes through; nothing panics and the stream goes on.
 func TestBadFrames_CountedLoggedAndSkipped(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
 	cfg := e.config()
 	cfg.MaxFrameBytes = 64 << 10
@@ -78,7 +79,9 @@ func (u unknownBody) MarshalCBOR(w io.Writer) error {
 
 func readLog(t *testing.T, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(logPaths[t.Name()+"/"+name])
+	path, ok := logPaths.Load(t.Name() + "/" + name)
+	require.True(t, ok, "no pdsmux named %s in this test", name)
+	b, err := os.ReadFile(path.(string))
 	require.NoError(t, err)
 	return string(b)
 }

@@ -19,6 +19,7 @@ import (
 
 // Every bad setting stops start-up with an error naming the flag.
 func TestConfig_BadSettingsNameTheFlag(t *testing.T) {
+	t.Parallel()
 	good := func() pdsmuxd.Config {
 		c := pdsmuxd.DefaultConfig()
 		c.Replicas, c.DBURL = []string{"r1=http://127.0.0.1:1"}, "file:"+t.TempDir()+"/x.db"
@@ -133,6 +134,7 @@ func trimSpaces(s string) string {
 // --hostname is checked at start-up by the rules relays apply to
 // requestCrawl: the error names the setting, the value and the rule.
 func TestConfig_HostnameFollowsRelayRules(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		hostname string
 		relays   bool

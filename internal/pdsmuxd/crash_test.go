@@ -167,6 +167,7 @@ func TestCrash_RedisLosesAcknowledgedWrites(t *testing.T) {
 // (close 1001), flushes the archive and exits 0 well within a compose stop
 // grace period.
 func TestShutdown_SIGTERMIsGraceful(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{AppendFsync: "everysec"})
 	listen := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	metrics := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))

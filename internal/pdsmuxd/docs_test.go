@@ -50,6 +50,7 @@ func repoFile(t *testing.T, parts ...string) string {
 // Every metric the docs name exists on /metrics, every exported metric is
 // documented, and the dashboard and alert rules use only real metrics.
 func TestDocs_MetricsMatchWhatIsExported(t *testing.T) {
+	t.Parallel()
 	have := exported(t)
 	documented := map[string]bool{}
 	for _, m := range metricName.FindAllString(repoFile(t, "docs", "metrics.md"), -1) {
@@ -95,6 +96,7 @@ func TestDocs_MetricsMatchWhatIsExported(t *testing.T) {
 
 // Every flag of pdsmux serve is in docs/configuration.md with its variable.
 func TestDocs_ConfigurationListsEveryFlag(t *testing.T) {
+	t.Parallel()
 	help, err := exec.Command(proc.Pdsmux(t), "serve", "--help").CombinedOutput()
 	require.NoError(t, err)
 	doc := repoFile(t, "docs", "configuration.md")

@@ -220,6 +220,7 @@ func kindCount(c *consumer.Consumer, did, kind string) int {
 // record. Without the door the consumer gets it as it is (its chain check
 // finds no prevData) and no refused repair is counted.
 func TestDoor_CommitWithoutPrevDataIsRepaired(t *testing.T) {
+	t.Parallel()
 	d := newDoorEnv(t, 1, 0, nil)
 	r1 := d.replicas[0]
 	a, err := r1.CreateAccount("alice.test")
@@ -258,6 +259,7 @@ func TestDoor_CommitWithoutPrevDataIsRepaired(t *testing.T) {
 // would be), A's next commit would be dropped as already seen. With the
 // door it flows, and both repos end at their heads.
 func TestDoor_CommitOfAnotherRepoIsRefused(t *testing.T) {
+	t.Parallel()
 	d := newDoorEnv(t, 1, 0, nil)
 	r1 := d.replicas[0]
 	a, err := r1.CreateAccount("alice.test")
@@ -315,6 +317,7 @@ func TestDoor_CommitOfAnotherRepoIsRefused(t *testing.T) {
 // appended (the consumer's signature check fails) and the next genuine
 // commit no longer chains, so repair can only send #sync.
 func TestDoor_WrongSignatureIsRefusedAndRepairedAsCommit(t *testing.T) {
+	t.Parallel()
 	d := newDoorEnv(t, 1, 0, nil)
 	r1 := d.replicas[0]
 	a, err := r1.CreateAccount("alice.test")
@@ -363,6 +366,7 @@ func TestDoor_WrongSignatureIsRefusedAndRepairedAsCommit(t *testing.T) {
 // replica's head is ahead of the log) nor from a refused event's repair
 // (kind inactive). Reactivated, its repo is brought up to date.
 func TestDoor_DeactivatedAccountIsNotRepairedUntilActive(t *testing.T) {
+	t.Parallel()
 	d := newDoorEnv(t, 1, 0, func(c *pdsmuxd.Config) { c.ScanInterval = time.Second })
 	r1 := d.replicas[0]
 	a, err := r1.CreateAccount("alice.test")
@@ -414,6 +418,7 @@ func TestDoor_DeactivatedAccountIsNotRepairedUntilActive(t *testing.T) {
 // e. An upstream #commit with the deprecated tooBig flag is refused and
 // replaced by a repair #commit carrying its record.
 func TestDoor_TooBigCommitIsRefusedAndRepaired(t *testing.T) {
+	t.Parallel()
 	d := newDoorEnv(t, 1, 0, nil)
 	r1 := d.replicas[0]
 	a, err := r1.CreateAccount("alice.test")
@@ -450,6 +455,7 @@ func TestDoor_TooBigCommitIsRefusedAndRepaired(t *testing.T) {
 // answered with a rollback #sync) needs a fakepds helper that restores an
 // account to an earlier signed head; fakepds has none.
 func TestDoor_StaleOlderSyncAppendsNothing(t *testing.T) {
+	t.Parallel()
 	d := newDoorEnv(t, 1, 0, nil)
 	r1 := d.replicas[0]
 	a, err := r1.CreateAccount("alice.test")
@@ -500,6 +506,7 @@ func TestDoor_StaleOlderSyncAppendsNothing(t *testing.T) {
 // relays would take the head, so nothing is appended and the repo stays
 // at its last good rev; other repos keep flowing.
 func TestDoor_FutureRevWaits(t *testing.T) {
+	t.Parallel()
 	d := newDoorEnv(t, 1, 0, nil)
 	r1 := d.replicas[0]
 	a, err := r1.CreateAccount("alice.test")
@@ -686,6 +693,7 @@ func TestDoor_BurstOfBadFrames(t *testing.T) {
 // and passes the rollback on (relays accept a #sync rollback); the repo's
 // later writes chain onto the restored head.
 func TestDoor_SyncRollbackIsPassedOn(t *testing.T) {
+	t.Parallel()
 	d := newDoorEnv(t, 1, 0, nil)
 	r1 := d.replicas[0]
 	a, err := r1.CreateAccount("alice.test")

@@ -304,6 +304,7 @@ func waitArchived(t *testing.T, maddr string, n int) {
 // A consumer whose cursor is older than Redis keeps (a relay back after
 // days away) gets the libsql archive, then Redis, then live, without a gap.
 func TestFault_OldCursorReplaysArchiveThenRedisThenLive(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
 	run := e.start(e.mergeConfig(), "pdsmux")
 	waitConnected(t, run.rt)
@@ -346,6 +347,7 @@ func TestFault_OldCursorReplaysArchiveThenRedisThenLive(t *testing.T) {
 // The libsql file corrupt at start is a clear error naming the file; a
 // deleted file is rebuilt from Redis, and seq never goes back.
 func TestFault_LibsqlFileCorruptOrDeleted(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
 	cfg := e.mergeConfig()
 	path := strings.TrimPrefix(cfg.DBURL, "file:")

@@ -22,6 +22,7 @@ import (
 // through pdsmux: after repair a strict consumer's view of every repo
 // equals the recorded final state.
 func TestFixture_CocoonRecordingRepairedToFinalState(t *testing.T) {
+	t.Parallel()
 	fx, err := fakepds.LoadFixture(filepath.Join(proc.ModuleRoot(), "testdata", "cocoon-2replicas"))
 	require.NoError(t, err)
 	rs := redisserver.Start(t, redisserver.Options{})

@@ -21,6 +21,7 @@ import (
 // post is announced, then deleted by the repair), no chain break, and the
 // fork is counted and logged.
 func TestFork_ConcurrentWritesToOneAccountStayConsistent(t *testing.T) {
+	t.Parallel()
 	e, run, _, strict := forkEnv(t, 2)
 
 	r1, r2 := e.replicas[0], e.replicas[1]
@@ -59,6 +60,7 @@ func TestFork_ConcurrentWritesToOneAccountStayConsistent(t *testing.T) {
 // the log already at the replica's head; the dead hold is dropped rather
 // than re-polled forever, and the replica's resume cursor is not pinned.
 func TestFork_LosingWriteHeldIsDropped(t *testing.T) {
+	t.Parallel()
 	e, run, _, strict := forkEnv(t, 1)
 
 	r1 := e.replicas[0]

@@ -92,8 +92,9 @@ func (e *env) args(listen, metrics string) []string {
 	return a
 }
 
-// logPaths maps test/name to an in-process pdsmux's log file.
-var logPaths = map[string]string{}
+// logPaths maps test/name to an in-process pdsmux's log file (tests run
+// in parallel).
+var logPaths sync.Map
 
 // running is an in-process pdsmux.
 type running struct {
@@ -107,7 +108,7 @@ type running struct {
 func (e *env) start(cfg pdsmuxd.Config, name string, opts ...func(*pdsmuxd.Options)) *running {
 	e.t.Helper()
 	logPath := filepath.Join(e.t.TempDir(), name+".log")
-	logPaths[e.t.Name()+"/"+name] = logPath
+	logPaths.Store(e.t.Name()+"/"+name, logPath)
 	f, err := os.Create(logPath)
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { f.Close() })

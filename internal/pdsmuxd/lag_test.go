@@ -19,6 +19,7 @@ import (
 // replayed event for good (which kept the lag alert firing until someone
 // posted).
 func TestLag_ZeroOnceCaughtUp(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
 	cfg := e.mergeConfig()
 	run := e.start(cfg, "pdsmux")

@@ -21,6 +21,7 @@ import (
 // creation events lost, like its first posts) reaches the consumer with
 // every record as a #commit create, after #identity and #account.
 func TestNewRepos_FirstStartBesideExistingPDS(t *testing.T) {
+	t.Parallel()
 	st := fakepds.NewStore(fakepds.ModeCocoon, 42)
 	e := &env{t: t, dir: t.TempDir(), redis: redisserver.Start(t, redisserver.Options{}), store: st}
 	r1, r2 := st.NewReplica("r1"), st.NewReplica("r2")

@@ -82,6 +82,7 @@ func repairCounts(t *testing.T, metricsAddr string) map[string]float64 {
 // ends with every repo at the replicas' head, every record, and no chain
 // break.
 func TestRepair_CocoonLosesHalfStrictConsumerSeesEverything(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, fakepds.ModeCocoon, 2, redisserver.Options{})
 	e.store.OmitUpdatePrev = true // as Cocoon's update ops
 	run := e.start(e.repairConfig(), "pdsmux")
@@ -149,6 +150,7 @@ func requireCommitRepairs(t *testing.T, repairs map[string]float64) {
 // Two replicas racing on one repo deliver its commits out of order: the log
 // appends them in chain order and nothing needs repair.
 func TestRepair_OutOfOrderCommitsAreReorderedNotRepaired(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, fakepds.ModeOwn, 2, redisserver.Options{})
 	cfg := e.repairConfig()
 	cfg.HoldTimeout = 10 * time.Second // the slow replica comes back well within this
@@ -188,6 +190,7 @@ func TestRepair_OutOfOrderCommitsAreReorderedNotRepaired(t *testing.T) {
 // A repo that moved with no event at all is repaired within the grace
 // period plus one scan interval.
 func TestRepair_SilentWriteFoundByScan(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, fakepds.ModeCocoon, 2, redisserver.Options{})
 	cfg := e.repairConfig()
 	cfg.ScanInterval = 2 * time.Second

@@ -24,6 +24,7 @@ import (
 // 1,000 concurrent idle subscribers: pdsmux stays under 200 MiB RSS and
 // every one of them receives the next event.
 func TestServe_ThousandIdleSubscribers(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
 	p, base := e.startProcAt("pdsmux")
 	e.createAccounts(1)
@@ -131,6 +132,7 @@ func bigReplica(t *testing.T, name string, hasRepo bool) string {
 // lacks the repo is skipped, and a 404 every replica gives passes through
 // as it is.
 func TestProxy_SkipsDownReplicasAndStreams(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, fakepds.ModeOwn, 0, redisserver.Options{})
 	down := fmt.Sprintf("http://127.0.0.1:%d", testutil.FreePort(t)) // nothing listens
 	lacks := bigReplica(t, "lacks", false)

@@ -19,6 +19,7 @@ import (
 // pdsmux status against a running setup prints the right figures, as a
 // table and as JSON.
 func TestStatus_ReportsARunningSetup(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, fakepds.ModeOwn, 2, redisserver.Options{})
 	run := e.start(e.config(), "pdsmux")
 	waitConnected(t, run.rt)
