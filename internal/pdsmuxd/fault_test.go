@@ -465,7 +465,7 @@ func TestFault_RedisFlushAllWhileACommitIsHeld(t *testing.T) {
 	require.NoError(t, r1.Start(nil)) // c1 arrives and releases c2
 	f := follow(t, "http://"+run.rt.Addr())
 	want, _ := e.expected()
-	checkConsumer(t, f, want, 20*time.Second)
+	checkConsumer(t, l, f, want, 20*time.Second)
 	n := 0
 	for _, ev := range f.Events() {
 		if ev.Kind == "commit" && ev.DID == a.DID && ev.Rev == heldRev {
