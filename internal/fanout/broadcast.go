@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -21,15 +22,22 @@ const (
 	tailCount = 1000
 )
 
+// Gate says how far entries may be sent to subscribers: it blocks until
+// every entry up to seq may be sent, or ctx ends, and returns the highest
+// seq that may be sent now (math.MaxInt64 when nothing is held back).
+// pdsmuxd passes the durable archive's (store.Archiver.Await): an entry
+// reaches a subscriber only once the archive has read it, so what a
+// subscriber saw is never only in Redis (I7), unless the archive is too
+// far behind to wait for.
+type Gate func(ctx context.Context, seq int64) int64
+
 // Broadcaster tails the log and delivers each new entry, prepared once,
 // to every joined subscriber.
 type Broadcaster struct {
-	src Source
-	log *slog.Logger
-	m   *Metrics
-	// observe, if set, sees every batch before any subscriber does (the
-	// durable archive), so what a subscriber saw is never only in Redis (I7).
-	observe func([]cursor.Entry)
+	src  Source
+	log  *slog.Logger
+	m    *Metrics
+	gate Gate // nil: no gate
 
 	mu    sync.Mutex
 	last  int64 // highest seq delivered
@@ -37,9 +45,9 @@ type Broadcaster struct {
 	ready chan struct{}
 }
 
-// NewBroadcaster returns a broadcaster; Run starts it. observe may be nil.
-func NewBroadcaster(src Source, observe func([]cursor.Entry), m *Metrics, logger *slog.Logger) *Broadcaster {
-	return &Broadcaster{src: src, observe: observe, m: m, log: logger.With("component", "fanout"), subs: map[*subscriber]struct{}{}, ready: make(chan struct{})}
+// NewBroadcaster returns a broadcaster; Run starts it. gate may be nil.
+func NewBroadcaster(src Source, gate Gate, m *Metrics, logger *slog.Logger) *Broadcaster {
+	return &Broadcaster{src: src, gate: gate, m: m, log: logger.With("component", "fanout"), subs: map[*subscriber]struct{}{}, ready: make(chan struct{})}
 }
 
 // Ready is closed once the broadcaster knows the log head.
@@ -87,19 +95,31 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		msgs := make([]msg, len(entries))
-		for i := range entries {
-			w := wsBinaryFrame(entries[i].Frame)
-			msgs[i] = msg{seq: entries[i].Seq, wire: w}
-			entries[i].Frame = w[len(w)-len(entries[i].Frame):] // one copy of the bytes, shared
-		}
-		if b.observe != nil && len(entries) > 0 {
-			b.observe(entries)
-		}
-		for _, m := range msgs {
-			b.deliver(m)
+		if err := b.gated(ctx, entries, func(e cursor.Entry) error {
+			b.deliver(msg{seq: e.Seq, wire: wsBinaryFrame(e.Frame)})
+			return nil
+		}); err != nil {
+			return nil // ctx ended
 		}
 	}
+}
+
+// gated calls send for each entry in order, each once the gate lets it
+// through; it stops at send's first error or when ctx ends (ctx.Err()).
+func (b *Broadcaster) gated(ctx context.Context, entries []cursor.Entry, send func(cursor.Entry) error) error {
+	w := int64(math.MinInt64)
+	for _, e := range entries {
+		for b.gate != nil && e.Seq > w {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			w = b.gate(ctx, e.Seq)
+		}
+		if err := send(e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (b *Broadcaster) deliver(m msg) {

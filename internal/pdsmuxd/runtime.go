@@ -44,6 +44,9 @@ type Options struct {
 	// Age dates DIDs to tell new repos from old ones, instead of
 	// Config.PLCURL's audit log.
 	Age repair.AccountAge
+	// ArchiveBufferBytes is the archiver's buffer budget, instead of
+	// store.DefaultBufferBytes.
+	ArchiveBufferBytes int
 }
 
 // Runtime is a built pdsmux.
@@ -147,13 +150,14 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 		return nil, bad("db-url", store.Redact(s.DBURL), "%v", err)
 	}
 	sm := store.NewMetrics(rt.reg)
-	rt.arch = store.NewArchiver(rt.db, s.ArchiveRetention, sm, logger)
+	rt.arch = store.NewArchiver(rt.db, rt.events, store.ArchiverConfig{Retention: s.ArchiveRetention, BufferBytes: opts.ArchiveBufferBytes}, sm, logger)
 	rt.rec = &reconciler{log: rt.events, st: rt.db, arch: rt.arch, m: sm, lg: logger.With("component", "reconcile"),
 		dedupTTL: rt.events.Config().DedupTTL, ready: make(chan struct{})}
 	rt.events.OnLostWrites(rt.rec.lostWrites)
 
 	fm := fanout.NewMetrics(rt.reg)
-	rt.bc = fanout.NewBroadcaster(rt.events, rt.arch.Add, fm, logger)
+	// Subscribers get an entry only once the archive has read it (I7).
+	rt.bc = fanout.NewBroadcaster(rt.events, rt.arch.Await, fm, logger)
 	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers}, rt.events, rt.db, rt.bc,
 		func(_ context.Context, b cursor.Bounds) int64 { return rt.events.Head(b) }, fm, logger)
 
@@ -271,20 +275,6 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	}
 	run("broadcaster", rt.bc.Run)
 	run("archiver", rt.arch.Run)
-	run("archive backfill", func(ctx context.Context) error {
-		select {
-		case <-rt.bc.Ready():
-		case <-ctx.Done():
-			return nil
-		}
-		n, err := rt.arch.Backfill(ctx, rt.events, rt.bc.Head())
-		if err != nil {
-			rt.log.Warn("backfilling the archive from Redis failed", "err", err)
-		} else if n > 0 {
-			rt.log.Info("backfilled the archive from Redis", "events", n)
-		}
-		return nil
-	})
 	run("health checks", rt.pool.Run)
 	run("trimmer", rt.trimLoop)
 	run("repair", afterReconcile(rt.repair.Run))
@@ -321,7 +311,8 @@ func (rt *Runtime) trimLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if n, err := rt.events.Trim(ctx, time.Now()); err != nil {
+			// The age trim never passes what the archive has written.
+			if n, err := rt.events.Trim(ctx, time.Now(), rt.arch.Durable()); err != nil {
 				rt.log.Warn("trimming the log failed", "err", err)
 			} else if n > 0 {
 				rt.log.Debug("trimmed the log", "entries", n)
