@@ -80,8 +80,8 @@ type Archiver struct {
 	// stalled: the next entry did not fit; reading waits for a write.
 	stalled bool
 	moved   chan struct{} // closed and replaced when read or behind changes
-	space  chan struct{} // closed and replaced when a write frees buffer space
-	kick   chan struct{} // asks the writer to write now
+	space   chan struct{} // closed and replaced when a write frees buffer space
+	kick    chan struct{} // asks the writer to write now
 
 	durable atomic.Int64 // the store's high-water mark as last written or read
 	flushMu sync.Mutex
