@@ -102,7 +102,8 @@ type running struct {
 	done   chan error
 }
 
-func (e *env) start(cfg pdsmuxd.Config, name string) *running {
+// start runs pdsmux in-process; tweak, if given, adjusts its Options.
+func (e *env) start(cfg pdsmuxd.Config, name string, tweak ...func(*pdsmuxd.Options)) *running {
 	e.t.Helper()
 	logPath := filepath.Join(e.t.TempDir(), name+".log")
 	logPaths[e.t.Name()+"/"+name] = logPath
@@ -110,13 +111,17 @@ func (e *env) start(cfg pdsmuxd.Config, name string) *running {
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { f.Close() })
 	testutil.DumpOnFailure(e.t, name, logPath)
-	rt, err := pdsmuxd.Build(context.Background(), cfg, pdsmuxd.Options{
+	opts := pdsmuxd.Options{
 		Logger:          slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Listener:        testutil.Listen(e.t),
 		MetricsListener: testutil.Listen(e.t),
 		Directory:       e.store.Directory(),
 		Age:             e.store,
-	})
+	}
+	for _, f := range tweak {
+		f(&opts)
+	}
+	rt, err := pdsmuxd.Build(context.Background(), cfg, opts)
 	require.NoError(e.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{rt: rt, cancel: cancel, done: make(chan error, 1)}
