@@ -174,13 +174,6 @@ func (b *Broadcaster) subCount() int {
 	return len(b.subs)
 }
 
-// Head is the highest seq delivered.
-func (b *Broadcaster) Head() int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.last
-}
-
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
