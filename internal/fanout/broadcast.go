@@ -22,22 +22,29 @@ const (
 	tailCount = 1000
 )
 
-// Gate says how far entries may be sent to subscribers: it blocks until
-// every entry up to seq may be sent, or ctx ends, and returns the highest
-// seq that may be sent now (math.MaxInt64 when nothing is held back).
-// pdsmuxd passes the durable archive's (store.Archiver.Await): an entry
-// reaches a subscriber only once the archive has read it, so what a
-// subscriber saw is never only in Redis (I7), unless the archive is too
-// far behind to wait for.
-type Gate func(ctx context.Context, seq int64) int64
+// Keeper is the log's other reader, the durable archive, as the fanout
+// needs it; pdsmuxd passes *store.Archiver.
+type Keeper interface {
+	// Await blocks until every entry up to seq may be sent, or ctx ends,
+	// and returns the highest seq that may be sent now (math.MaxInt64 when
+	// nothing is held back): an entry reaches a subscriber only once the
+	// archive has read it, so what a subscriber saw is never only in Redis
+	// (I7), unless the archive is too far behind to wait for.
+	Await(ctx context.Context, seq int64) int64
+	// Recall returns up to count entries with after < seq < before that
+	// the archive has read (written or not), oldest first. When Redis lost
+	// entries the broadcaster had not delivered yet, it delivers them from
+	// here.
+	Recall(ctx context.Context, after, before int64, count int) ([]cursor.Entry, error)
+}
 
 // Broadcaster tails the log and delivers each new entry, prepared once,
 // to every joined subscriber.
 type Broadcaster struct {
-	src  Source
-	log  *slog.Logger
-	m    *Metrics
-	gate Gate // nil: no gate
+	src    Source
+	log    *slog.Logger
+	m      *Metrics
+	keeper Keeper // nil: none
 
 	mu    sync.Mutex
 	last  int64 // highest seq delivered
@@ -45,9 +52,9 @@ type Broadcaster struct {
 	ready chan struct{}
 }
 
-// NewBroadcaster returns a broadcaster; Run starts it. gate may be nil.
-func NewBroadcaster(src Source, gate Gate, m *Metrics, logger *slog.Logger) *Broadcaster {
-	return &Broadcaster{src: src, gate: gate, m: m, log: logger.With("component", "fanout"), subs: map[*subscriber]struct{}{}, ready: make(chan struct{})}
+// NewBroadcaster returns a broadcaster; Run starts it. keeper may be nil.
+func NewBroadcaster(src Source, keeper Keeper, m *Metrics, logger *slog.Logger) *Broadcaster {
+	return &Broadcaster{src: src, keeper: keeper, m: m, log: logger.With("component", "fanout"), subs: map[*subscriber]struct{}{}, ready: make(chan struct{})}
 }
 
 // Ready is closed once the broadcaster knows the log head.
@@ -95,6 +102,9 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		if b.keeper != nil && len(entries) > 0 && entries[0].Seq > after+1 {
+			b.recall(ctx, after, entries[0].Seq)
+		}
 		if err := b.gated(ctx, entries, func(e cursor.Entry) error {
 			b.deliver(msg{seq: e.Seq, wire: wsBinaryFrame(e.Frame)})
 			return nil
@@ -104,16 +114,49 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 	}
 }
 
-// gated calls send for each entry in order, each once the gate lets it
+// recall delivers what the keeper read between after and before: a jump
+// in seq means Redis lost entries (its data, or its last second), and
+// those the broadcaster had not delivered yet are in the archive or its
+// buffer. A keeper that cannot answer after a few tries is given up on,
+// logged: the live stream does not wait for the database.
+func (b *Broadcaster) recall(ctx context.Context, after, before int64) {
+	backoff := 100 * time.Millisecond
+	n := 0
+	for tries := 0; ; {
+		es, err := b.keeper.Recall(ctx, after, before, tailCount)
+		if err != nil {
+			if tries++; tries == 5 || !sleep(ctx, backoff) {
+				b.log.Error("cannot recall entries Redis lost from the archive; live subscribers miss them (replays get them from the archive)",
+					"after", after, "before", before, "err", err)
+				return
+			}
+			backoff *= 2
+			continue
+		}
+		for _, e := range es {
+			b.deliver(msg{seq: e.Seq, wire: wsBinaryFrame(e.Frame)})
+			after = e.Seq
+		}
+		n += len(es)
+		if len(es) < tailCount {
+			if n > 0 {
+				b.log.Warn("Redis lost entries not yet delivered; delivered them from the archive", "entries", n)
+			}
+			return
+		}
+	}
+}
+
+// gated calls send for each entry in order, each once the keeper lets it
 // through; it stops at send's first error or when ctx ends (ctx.Err()).
 func (b *Broadcaster) gated(ctx context.Context, entries []cursor.Entry, send func(cursor.Entry) error) error {
 	w := int64(math.MinInt64)
 	for _, e := range entries {
-		for b.gate != nil && e.Seq > w {
+		for b.keeper != nil && e.Seq > w {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			w = b.gate(ctx, e.Seq)
+			w = b.keeper.Await(ctx, e.Seq)
 		}
 		if err := send(e); err != nil {
 			return err

@@ -3,9 +3,9 @@
 //
 // One Broadcaster per process tails the log in Redis and turns each new
 // entry into a prepared websocket message shared by all subscribers. It,
-// and a replay from Redis, send an entry only once a Gate lets it through
-// (pdsmuxd's: once the durable archive, the log's other reader, has read
-// it); the fanout knows nothing else of the archive's writing. A
+// and a replay from Redis, send an entry only once the Keeper (the durable
+// archive, the log's other reader) has read it; when Redis loses entries
+// the broadcaster had not delivered yet, it delivers them from the Keeper. A
 // subscriber with a cursor first replays seq > cursor from the log (and
 // from the durable archive when Redis no longer holds it), then joins the
 // broadcaster; joining happens under the broadcaster's lock only once the

@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/fanout"
 )
 
@@ -29,7 +30,9 @@ func (g *watermark) set(w int64) {
 	g.mu.Unlock()
 }
 
-func (g *watermark) await(ctx context.Context, seq int64) int64 {
+func (g *watermark) Recall(context.Context, int64, int64, int) ([]cursor.Entry, error) { return nil, nil }
+
+func (g *watermark) Await(ctx context.Context, seq int64) int64 {
 	for {
 		g.mu.Lock()
 		w, moved := g.w, g.moved
@@ -50,7 +53,7 @@ func (g *watermark) await(ctx context.Context, seq int64) int64 {
 func TestGate_NothingIsSentPastTheWatermark(t *testing.T) {
 	g := newWatermark()
 	g.set(1 << 62) // open while the stack appends its accounts
-	s := newGatedStack(t, fanout.Config{}, fanout.Gate(g.await))
+	s := newGatedStack(t, fanout.Config{}, g)
 	base := s.base
 	g.set(base[len(base)-1])
 

@@ -35,15 +35,15 @@ type stack struct {
 
 func newStack(t *testing.T, cfg fanout.Config) *stack { return newGatedStack(t, cfg, nil) }
 
-// newGatedStack is a stack whose broadcaster waits at gate.
-func newGatedStack(t *testing.T, cfg fanout.Config, gate fanout.Gate) *stack {
+// newGatedStack is a stack whose broadcaster waits for keeper.
+func newGatedStack(t *testing.T, cfg fanout.Config, keeper fanout.Keeper) *stack {
 	t.Helper()
 	rs := redisserver.Start(t, redisserver.Options{})
 	l, err := cursor.New(rs.Client(), cursor.Config{}, nil, quiet)
 	require.NoError(t, err)
 	_, err = l.Reconcile(context.Background(), cursor.DurableState{}, false)
 	require.NoError(t, err)
-	bc := fanout.NewBroadcaster(l, gate, nil, quiet)
+	bc := fanout.NewBroadcaster(l, keeper, nil, quiet)
 	srv := fanout.NewServer(cfg, l, nil, bc, nil, nil, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

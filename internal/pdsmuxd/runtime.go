@@ -157,7 +157,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 
 	fm := fanout.NewMetrics(rt.reg)
 	// Subscribers get an entry only once the archive has read it (I7).
-	rt.bc = fanout.NewBroadcaster(rt.events, rt.arch.Await, fm, logger)
+	rt.bc = fanout.NewBroadcaster(rt.events, rt.arch, fm, logger)
 	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers}, rt.events, rt.db, rt.bc,
 		func(_ context.Context, b cursor.Bounds) int64 { return rt.events.Head(b) }, fm, logger)
 

@@ -134,6 +134,48 @@ func (a *Archiver) Await(ctx context.Context, seq int64) int64 {
 	}
 }
 
+// Recall returns up to count entries with after < seq < before that the
+// Archiver has read, written or still buffered, oldest first. After Redis
+// lost entries, the broadcaster delivers from here those it had not
+// delivered yet.
+func (a *Archiver) Recall(ctx context.Context, after, before int64, count int) ([]cursor.Entry, error) {
+	// The buffer first: what a write moves out of it meanwhile is then in
+	// the store.
+	a.mu.Lock()
+	var buffered []cursor.Entry
+	for _, it := range a.buf {
+		if !it.hole && it.Seq > after && it.Seq < before && len(buffered) < count {
+			buffered = append(buffered, it.Entry)
+		}
+	}
+	a.mu.Unlock()
+	stored, err := a.st.Range(ctx, after, int64(count))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]cursor.Entry, 0, count)
+	i, j := 0, 0
+	for len(out) < count && (i < len(stored) || j < len(buffered)) {
+		var e cursor.Entry
+		switch {
+		case j == len(buffered) || (i < len(stored) && stored[i].Seq <= buffered[j].Seq):
+			e = stored[i]
+			if j < len(buffered) && buffered[j].Seq == e.Seq {
+				j++
+			}
+			i++
+		default:
+			e = buffered[j]
+			j++
+		}
+		if e.Seq >= before {
+			break
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
 // Run reads the log from the store's high-water mark and writes what it
 // reads, until ctx ends; then it writes what it has read, for up to 5 s.
 func (a *Archiver) Run(ctx context.Context) error {
