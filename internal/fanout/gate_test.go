@@ -30,7 +30,9 @@ func (g *watermark) set(w int64) {
 	g.mu.Unlock()
 }
 
-func (g *watermark) Recall(context.Context, int64, int64, int) ([]cursor.Entry, error) { return nil, nil }
+func (g *watermark) Recall(context.Context, int64, int64, int) ([]cursor.Entry, error) {
+	return nil, nil
+}
 
 func (g *watermark) Await(ctx context.Context, seq int64) int64 {
 	for {
