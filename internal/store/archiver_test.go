@@ -273,7 +273,18 @@ func TestArchiver_AwaitThenFlushMakesDeliveredDurable(t *testing.T) {
 	hw, err := r.st.HighWater(ctx)
 	require.NoError(t, err)
 	require.Zero(t, hw, "not written yet (flush interval 1h)")
+	recall := func(after, before int64) []int64 {
+		es, err := r.arch.Recall(ctx, after, before, 1000)
+		require.NoError(t, err)
+		var out []int64
+		for _, e := range es {
+			out = append(out, e.Seq)
+		}
+		return out
+	}
+	require.Equal(t, seqs[10:20], recall(seqs[9], seqs[20]), "recalled from the buffer")
 	require.NoError(t, r.arch.Flush(ctx))
 	require.Equal(t, seqs, r.archived())
 	require.Equal(t, last, r.arch.Durable())
+	require.Equal(t, seqs[10:20], recall(seqs[9], seqs[20]), "recalled from the store")
 }
