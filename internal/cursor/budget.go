@@ -102,7 +102,10 @@ func (l *Log) RunBudget(ctx context.Context, delivered func() int64) error {
 // steps, so the script holds little more than what it drops. Returns the
 // size before, the entries dropped and the bytes they held (estimated).
 //
-// KEYS: 1 log stream. ARGV: 1 high, 2 low, 3 highest seq that may go,
+// The trim mark (meta.trimmed) is raised to the last seq dropped in the
+// same step, so a reader that finds entries missing finds the mark too.
+//
+// KEYS: 1 log stream, 2 meta hash. ARGV: 1 high, 2 low, 3 highest seq that may go,
 // 4 bytes an entry costs beyond its values, 5 bytes about to be appended.
 var trimBytesScript = redis.NewScript(`
 local used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0')
@@ -131,6 +134,8 @@ while not done and freed < excess do
 end
 if last then
   redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f', last + 1) .. '-0')
+  local old = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
+  if last > old then redis.call('HSET', KEYS[2], 'trimmed', string.format('%.0f', last)) end
 end
 return {used, n, freed}
 `)
@@ -147,7 +152,7 @@ func (l *Log) TrimBytes(ctx context.Context, keepAbove int64) (used, left, dropp
 
 // trimBytes is TrimBytes making room for coming more bytes.
 func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, left, dropped int64, err error) {
-	res, err := trimBytesScript.Run(ctx, l.rdb, []string{l.k.log},
+	res, err := trimBytesScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta},
 		l.cfg.budgetHigh(), l.cfg.budgetLow(), strconv.FormatInt(keepAbove, 10), entryOverhead, coming).Int64Slice()
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("cursor: trim log to %d bytes: %w", l.cfg.MaxBytes, err)
@@ -161,8 +166,5 @@ func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, lef
 		return used, left, 0, nil
 	}
 	l.m.budgetTrimmed(dropped)
-	if err := trimMarkScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta}).Err(); err != nil {
-		return used, left, dropped, fmt.Errorf("cursor: record trim mark: %w", err)
-	}
 	return used, left, dropped, nil
 }

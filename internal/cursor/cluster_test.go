@@ -3,6 +3,7 @@ package cursor_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -212,10 +213,10 @@ func TestCluster(t *testing.T) {
 		require.NoError(t, rdb.HSet(ctx, "{trim}:meta", "bucket", "0").Err())
 		b, err := l.Append(ctx, "r1", -1, events(t, u.commit()))
 		require.NoError(t, err)
-		n, err := l.Trim(ctx, time.Now())
+		n, err := l.Trim(ctx, time.Now(), math.MaxInt64)
 		require.NoError(t, err)
 		require.Zero(t, n)
-		n, err = l.Trim(ctx, time.Now().Add(time.Hour+time.Minute))
+		n, err = l.Trim(ctx, time.Now().Add(time.Hour+time.Minute), math.MaxInt64)
 		require.NoError(t, err)
 		require.EqualValues(t, 3, n)
 		bounds, err := l.Bounds(ctx)

@@ -10,7 +10,8 @@
 // to one Redis at once; the script keeps the log correct for both.
 //
 // The package also reads the log back (Range, Tail, Bounds), exposes the
-// per-repo state and held commits the repair loop needs, and trims by age.
+// per-repo state and held commits the repair loop needs, and trims by age
+// (never past the durable archive's position) and by a length cap.
 //
 // It does not own transport (internal/tail reads replicas,
 // internal/fanout serves subscribers), repair decisions (internal/repair)

@@ -3,6 +3,7 @@ package cursor_test
 import (
 	"bytes"
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -188,16 +189,60 @@ func TestTrim_DropsEntriesOlderThanRetention(t *testing.T) {
 	require.NoError(t, srv.Client().HSet(ctx, "{pdsmux}:meta", "bucket", "0").Err())
 	b, err := l.Append(ctx, "r1", -1, events(t, u.commit()))
 	require.NoError(t, err)
-	n, err := l.Trim(ctx, time.Now())
+	n, err := l.Trim(ctx, time.Now(), math.MaxInt64)
 	require.NoError(t, err)
 	require.Zero(t, n, "the newest point is younger than retention")
-	n, err = l.Trim(ctx, time.Now().Add(time.Hour+time.Minute))
+	n, err = l.Trim(ctx, time.Now().Add(time.Hour+time.Minute), math.MaxInt64)
 	require.NoError(t, err)
 	require.EqualValues(t, 3, n)
 	bounds, err := l.Bounds(ctx)
 	require.NoError(t, err)
 	require.Equal(t, b.Results[0].Seq, bounds.First)
 	require.Equal(t, b.Results[0].Seq-1, bounds.Trimmed)
+}
+
+// The age trim never takes what the archive has not written; the cap
+// does, and raises the trim mark over it in the same step.
+func TestTrim_KeepsUnarchivedEntriesUpToTheCap(t *testing.T) {
+	ctx := context.Background()
+	l, srv := newLog(t, cursor.Config{Retention: time.Hour, MaxEntries: 5})
+	u, syncFrame := newUpstream(t, "alice.test")
+	b, err := l.Append(ctx, "r1", -1, events(t, syncFrame, u.commit(), u.commit(), u.commit()))
+	require.NoError(t, err)
+	seqs := []int64{}
+	for _, r := range b.Results {
+		seqs = append(seqs, r.Seq)
+	}
+	// every entry is old: each in its own bucket, two hours ago
+	cl := srv.Client()
+	require.NoError(t, cl.Del(ctx, "{pdsmux}:tidx").Err())
+	for i, s := range seqs {
+		require.NoError(t, cl.ZAdd(ctx, "{pdsmux}:tidx", redisZ(s, time.Now().Add(-2*time.Hour+time.Duration(i)*time.Minute))).Err())
+	}
+	n, err := l.Trim(ctx, time.Now(), 0)
+	require.NoError(t, err)
+	require.Zero(t, n, "nothing archived: nothing trimmed by age")
+	n, err = l.Trim(ctx, time.Now(), seqs[1])
+	require.NoError(t, err)
+	require.EqualValues(t, 2, n, "archived up to the second: the first two go")
+	bounds, err := l.Bounds(ctx)
+	require.NoError(t, err)
+	require.Equal(t, seqs[2], bounds.First)
+	require.Equal(t, seqs[1], bounds.Trimmed)
+
+	// The cap is exact enough here to test: XTRIM MAXLEN ~ trims whole
+	// nodes only, so push far past it.
+	for range 300 {
+		_, err := l.Append(ctx, "r1", -1, events(t, u.commit()))
+		require.NoError(t, err)
+	}
+	n, err = l.Trim(ctx, time.Now(), seqs[1])
+	require.NoError(t, err)
+	require.Positive(t, n, "the cap trims unarchived entries")
+	bounds, err = l.Bounds(ctx)
+	require.NoError(t, err)
+	require.Greater(t, bounds.First, seqs[3])
+	require.Equal(t, bounds.First-1, bounds.Trimmed, "the mark covers what the cap took")
 }
 
 func TestRefusedEvent_FlagsRepoAndMovesCursor(t *testing.T) {

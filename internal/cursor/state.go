@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -320,10 +321,17 @@ func (l *Log) FlaggedRepos(ctx context.Context) (int64, error) {
 }
 
 // Trim drops entries appended before now - Retention (at the one-minute
-// granularity of the time index the append script keeps) and the oldest
-// entries beyond MaxEntries. It records the highest seq that may be gone,
-// so subscribers asking for older history get OutdatedCursor.
-func (l *Log) Trim(ctx context.Context, now time.Time) (int64, error) {
+// granularity of the time index the append script keeps) that are also at
+// or below archived, the durable archive's high-water mark (pass
+// math.MaxInt64 when no archive reads the log): the age trim never takes
+// what the archive has not written. Then it drops the oldest entries
+// beyond MaxEntries, archived or not: the cap bounds Redis whatever the
+// archive does (the archive records what it missed as trimmed). The trim
+// mark, the highest seq that may be gone, is raised in the same atomic
+// step as each XTRIM, so a reader that finds entries missing also finds
+// the mark covering them; subscribers asking for older history get
+// OutdatedCursor. It returns how many entries it dropped.
+func (l *Log) Trim(ctx context.Context, now time.Time, archived int64) (int64, error) {
 	cutoff := now.Add(-l.cfg.Retention).UnixMilli()
 	pts, err := l.rdb.ZRangeByScoreWithScores(ctx, l.k.tidx, &redis.ZRangeBy{
 		Min: "-inf", Max: strconv.FormatInt(cutoff, 10),
@@ -331,34 +339,44 @@ func (l *Log) Trim(ctx context.Context, now time.Time) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("cursor: read time index: %w", err)
 	}
+	// The newest old bucket whose first seq leaves everything trimmed at
+	// or below archived (buckets are in seq order too).
 	var n int64
-	if len(pts) > 0 {
-		last := pts[len(pts)-1]
-		minID, _ := last.Member.(string)
-		if n, err = l.rdb.XTrimMinID(ctx, l.k.log, minID+"-0").Result(); err != nil {
+	last := -1
+	for i, p := range pts {
+		m, _ := p.Member.(string)
+		if s, err := strconv.ParseInt(m, 10, 64); err == nil && (archived == math.MaxInt64 || s <= archived+1) {
+			last = i
+		}
+	}
+	if last >= 0 {
+		minID, _ := pts[last].Member.(string)
+		if n, err = trimScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta}, "MINID", minID+"-0").Int64(); err != nil {
 			return 0, fmt.Errorf("cursor: trim log below %s: %w", minID, err)
 		}
-		if err := l.rdb.ZRemRangeByScore(ctx, l.k.tidx, "-inf", "("+strconv.FormatInt(int64(last.Score), 10)).Err(); err != nil {
+		if err := l.rdb.ZRemRangeByScore(ctx, l.k.tidx, "-inf", "("+strconv.FormatInt(int64(pts[last].Score), 10)).Err(); err != nil {
 			return n, fmt.Errorf("cursor: trim time index: %w", err)
 		}
 	}
-	m, err := l.rdb.XTrimMaxLenApprox(ctx, l.k.log, l.cfg.MaxEntries, 0).Result()
+	m, err := trimScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta}, "MAXLEN", strconv.FormatInt(l.cfg.MaxEntries, 10)).Int64()
 	if err != nil {
 		return n, fmt.Errorf("cursor: trim log to %d entries: %w", l.cfg.MaxEntries, err)
 	}
-	n += m
-	if n == 0 {
-		return 0, nil
-	}
-	if err := trimMarkScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta}).Err(); err != nil {
-		return n, fmt.Errorf("cursor: record trim mark: %w", err)
-	}
-	return n, nil
+	return n + m, nil
 }
 
-// trimMarkScript sets meta.trimmed to just below the oldest kept entry
-// (or to the newest ever appended when none is kept), never lowering it.
-var trimMarkScript = redis.NewScript(`
+// trimScript trims the stream (ARGV: MINID id, or MAXLEN n, approximate)
+// and, if it dropped anything, sets meta.trimmed to just below the oldest
+// kept entry (or to the newest ever appended when none is kept), never
+// lowering it: both in one atomic step.
+var trimScript = redis.NewScript(`
+local n
+if ARGV[1] == 'MINID' then
+  n = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
+else
+  n = redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
+end
+if n == 0 then return 0 end
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local mark
 if #first == 1 then
@@ -373,7 +391,7 @@ local old = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
 if mark and mark > old then
   redis.call('HSET', KEYS[2], 'trimmed', string.format('%.0f', mark))
 end
-return 0
+return n
 `)
 
 // Cursors returns every replica's stored cursor.

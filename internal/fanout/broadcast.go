@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -21,16 +22,30 @@ const (
 	tailCount = 1000
 )
 
+// Keeper is the log's other reader, the durable archive, as the fanout
+// needs it; pdsmuxd passes *store.Archiver.
+type Keeper interface {
+	// Await blocks until every entry up to seq may be sent, or ctx ends,
+	// and returns the highest seq that may be sent now (math.MaxInt64 when
+	// nothing is held back): an entry reaches a subscriber only once the
+	// archive has read it, so what a subscriber saw is never only in Redis
+	// (I7), unless the archive is too far behind to wait for.
+	Await(ctx context.Context, seq int64) int64
+	// Recall returns up to count entries with after < seq < before that
+	// the archive has read (written or not), oldest first. When Redis lost
+	// entries the broadcaster had not delivered yet, it delivers them from
+	// here.
+	Recall(ctx context.Context, after, before int64, count int) ([]cursor.Entry, error)
+}
+
 // Broadcaster tails the log and delivers each new entry, prepared once,
 // to every joined subscriber.
 type Broadcaster struct {
-	src Source
-	log *slog.Logger
-	m   *Metrics
-	// observe, if set, sees every batch before any subscriber does (the
-	// durable archive), so what a subscriber saw is never only in Redis (I7).
-	observe func([]cursor.Entry)
-	sizer   batchSizer // the COUNT of each read (batch.go)
+	src    Source
+	log    *slog.Logger
+	m      *Metrics
+	keeper Keeper     // nil: none
+	sizer  batchSizer // the COUNT of each read (batch.go)
 
 	mu    sync.Mutex
 	last  int64 // highest seq delivered
@@ -38,9 +53,9 @@ type Broadcaster struct {
 	ready chan struct{}
 }
 
-// NewBroadcaster returns a broadcaster; Run starts it. observe may be nil.
-func NewBroadcaster(src Source, observe func([]cursor.Entry), m *Metrics, logger *slog.Logger) *Broadcaster {
-	return &Broadcaster{src: src, observe: observe, m: m, log: logger.With("component", "fanout"), subs: map[*subscriber]struct{}{}, ready: make(chan struct{})}
+// NewBroadcaster returns a broadcaster; Run starts it. keeper may be nil.
+func NewBroadcaster(src Source, keeper Keeper, m *Metrics, logger *slog.Logger) *Broadcaster {
+	return &Broadcaster{src: src, keeper: keeper, m: m, log: logger.With("component", "fanout"), subs: map[*subscriber]struct{}{}, ready: make(chan struct{})}
 }
 
 // Ready is closed once the broadcaster knows the log head.
@@ -89,19 +104,67 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 		}
 		backoff = 100 * time.Millisecond
 		b.sizer.observe(entries, b.m)
-		msgs := make([]msg, len(entries))
-		for i := range entries {
-			w := wsBinaryFrame(entries[i].Frame)
-			msgs[i] = msg{seq: entries[i].Seq, wire: w}
-			entries[i].Frame = w[len(w)-len(entries[i].Frame):] // one copy of the bytes, shared
+		if b.keeper != nil && len(entries) > 0 && entries[0].Seq > after+1 {
+			b.recall(ctx, after, entries[0].Seq)
 		}
-		if b.observe != nil && len(entries) > 0 {
-			b.observe(entries)
-		}
-		for _, m := range msgs {
-			b.deliver(m)
+		if err := b.gated(ctx, entries, func(e cursor.Entry) error {
+			b.deliver(msg{seq: e.Seq, wire: wsBinaryFrame(e.Frame)})
+			return nil
+		}); err != nil {
+			return nil // ctx ended
 		}
 	}
+}
+
+// recall delivers what the keeper read between after and before: a jump
+// in seq means Redis lost entries (its data, or its last second), and
+// those the broadcaster had not delivered yet are in the archive or its
+// buffer. A keeper that cannot answer after a few tries is given up on,
+// logged: the live stream does not wait for the database.
+func (b *Broadcaster) recall(ctx context.Context, after, before int64) {
+	backoff := 100 * time.Millisecond
+	n := 0
+	for tries := 0; ; {
+		es, err := b.keeper.Recall(ctx, after, before, tailCount)
+		if err != nil {
+			if tries++; tries == 5 || !sleep(ctx, backoff) {
+				b.log.Error("cannot recall entries Redis lost from the archive; live subscribers miss them (replays get them from the archive)",
+					"after", after, "before", before, "err", err)
+				return
+			}
+			backoff *= 2
+			continue
+		}
+		for _, e := range es {
+			b.deliver(msg{seq: e.Seq, wire: wsBinaryFrame(e.Frame)})
+			after = e.Seq
+		}
+		n += len(es)
+		if len(es) < tailCount {
+			if n > 0 {
+				b.log.Warn("Redis lost entries not yet delivered; delivered them from the archive", "entries", n)
+			}
+			return
+		}
+	}
+}
+
+// gated calls send for each entry in order, each once the keeper lets it
+// through; it stops at send's first error or when ctx ends (ctx.Err()).
+func (b *Broadcaster) gated(ctx context.Context, entries []cursor.Entry, send func(cursor.Entry) error) error {
+	w := int64(math.MinInt64)
+	for _, e := range entries {
+		for b.keeper != nil && e.Seq > w {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			w = b.keeper.Await(ctx, e.Seq)
+		}
+		if err := send(e); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (b *Broadcaster) deliver(m msg) {
@@ -156,7 +219,7 @@ func (b *Broadcaster) subCount() int {
 	return len(b.subs)
 }
 
-// Head is the highest seq delivered.
+// Head is the highest seq delivered to live subscribers.
 func (b *Broadcaster) Head() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()

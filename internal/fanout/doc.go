@@ -2,7 +2,10 @@
 // log: the one websocket Caddy pins every relay to.
 //
 // One Broadcaster per process tails the log in Redis and turns each new
-// entry into a prepared websocket message shared by all subscribers. A
+// entry into a prepared websocket message shared by all subscribers. It,
+// and a replay from Redis, send an entry only once the Keeper (the durable
+// archive, the log's other reader) has read it; when Redis loses entries
+// the broadcaster had not delivered yet, it delivers them from the Keeper. A
 // subscriber with a cursor first replays seq > cursor from the log (and
 // from the durable archive when Redis no longer holds it), then joins the
 // broadcaster; joining happens under the broadcaster's lock only once the

@@ -33,14 +33,17 @@ type stack struct {
 	base  []int64 // seqs of the accounts' creation #sync events
 }
 
-func newStack(t *testing.T, cfg fanout.Config) *stack {
+func newStack(t *testing.T, cfg fanout.Config) *stack { return newGatedStack(t, cfg, nil) }
+
+// newGatedStack is a stack whose broadcaster waits for keeper.
+func newGatedStack(t *testing.T, cfg fanout.Config, keeper fanout.Keeper) *stack {
 	t.Helper()
 	rs := redisserver.Start(t, redisserver.Options{})
 	l, err := cursor.New(rs.Client(), cursor.Config{}, nil, quiet)
 	require.NoError(t, err)
 	_, err = l.Reconcile(context.Background(), cursor.DurableState{}, false)
 	require.NoError(t, err)
-	bc := fanout.NewBroadcaster(l, nil, nil, quiet)
+	bc := fanout.NewBroadcaster(l, keeper, nil, quiet)
 	srv := fanout.NewServer(cfg, l, nil, bc, nil, nil, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

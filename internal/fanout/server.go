@@ -363,15 +363,20 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 				return err
 			}
 		}
-		for _, e := range entries {
+		// Redis may hold entries the archive has not read yet: they wait
+		// for it, like live ones (I7).
+		if err := s.bc.gated(ctx, entries, func(e cursor.Entry) error {
 			if e.Seq <= sub.after {
-				continue
+				return nil
 			}
 			if err := s.send(sub, e.Frame); err != nil {
 				return err
 			}
 			s.m.sent("replay", len(e.Frame))
 			sub.after = e.Seq
+			return nil
+		}); err != nil {
+			return err
 		}
 		if len(entries) < replayBatch && s.bc.join(sub) {
 			return nil

@@ -2,6 +2,7 @@ package pdsmuxd
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -38,13 +39,16 @@ type reconciler struct {
 // Ready is closed after the start-up reconcile.
 func (r *reconciler) Ready() <-chan struct{} { return r.ready }
 
-// reconcile flushes the archive buffer (so everything a subscriber saw is
-// durable), reads the checkpoint and merges it into Redis.
+// reconcile writes out what the archiver has read (every entry a
+// subscriber was sent, unless the archive was more than its buffer behind:
+// I7), reads the checkpoint and merges it into Redis. It restores nothing
+// until that write succeeded: a checkpoint missing what subscribers saw
+// would make the replicas' events come back under new seqs.
 func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err := r.arch.Flush(ctx); err != nil {
-		r.lg.Warn("flushing the archive before reconciling failed; using what is durable", "err", err)
+		return fmt.Errorf("writing what the archive has read before reconciling: %w", err)
 	}
 	st, err := r.st.State(ctx, r.dedupTTL)
 	if err != nil {

@@ -319,7 +319,7 @@ func TestFault_OldCursorReplaysArchiveThenRedisThenLive(t *testing.T) {
 	// Redis ages out everything before the 400th entry.
 	ctx := context.Background()
 	require.NoError(t, e.redis.Client().ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: all[400].Seq, Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
-	n, err := l.Trim(ctx, time.Now())
+	n, err := l.Trim(ctx, time.Now(), archivedThrough(t, e))
 	require.NoError(t, err)
 	require.EqualValues(t, 400, n)
 

@@ -51,6 +51,9 @@ type Options struct {
 	// (tail.Config.BackoffMax; 0: tail.DefaultBackoffMax, 30 s). Fault
 	// tests lower it so an outage reaches the cap in seconds.
 	ReplicaBackoffMax time.Duration
+	// ArchiveBufferBytes is the archiver's buffer budget, instead of
+	// store.DefaultBufferBytes.
+	ArchiveBufferBytes int
 }
 
 // DefaultIdleTimeout closes a keep-alive connection idle this long on the
@@ -167,7 +170,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 		return nil, bad("db-url", s.DBURL, "%v", err)
 	}
 	sm := store.NewMetrics(rt.reg)
-	rt.arch = store.NewArchiver(rt.db, s.ArchiveRetention, sm, logger)
+	rt.arch = store.NewArchiver(rt.db, rt.events, store.ArchiverConfig{Retention: s.ArchiveRetention, BufferBytes: opts.ArchiveBufferBytes}, sm, logger)
 	rt.rec = &reconciler{log: rt.events, st: rt.db, arch: rt.arch, m: sm, lg: logger.With("component", "reconcile"),
 		dedupTTL: rt.events.Config().DedupTTL, ready: make(chan struct{}),
 		resync: func() {
@@ -177,7 +180,8 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 		}}
 
 	fm := fanout.NewMetrics(rt.reg)
-	rt.bc = fanout.NewBroadcaster(rt.events, rt.arch.Add, fm, logger)
+	// Subscribers get an entry only once the archive has read it (I7).
+	rt.bc = fanout.NewBroadcaster(rt.events, rt.arch, fm, logger)
 	rt.bc.SetMaxBatchBytes(s.mem.BatchBytes)
 	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, QueueBytes: s.mem.SubscriberQueueBytes, MaxSubscribers: s.MaxSubscribers, PingInterval: s.PingInterval}, rt.events, rt.db, rt.bc,
 		func(_ context.Context, b cursor.Bounds) int64 { return rt.events.Head(b) }, fm, logger)
@@ -306,24 +310,14 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	}
 	run("broadcaster", rt.bc.Run)
 	run("archiver", rt.arch.Run)
-	run("archive backfill", func(ctx context.Context) error {
-		select {
-		case <-rt.bc.Ready():
-		case <-ctx.Done():
-			return nil
-		}
-		n, err := rt.arch.Backfill(ctx, rt.events, rt.bc.Head())
-		if err != nil {
-			rt.log.Warn("backfilling the archive from Redis failed", "component", "archive", "err", err)
-		} else if n > 0 {
-			rt.log.Info("backfilled the archive from Redis", "component", "archive", "events", n)
-		}
-		return nil
-	})
 	run("health checks", rt.pool.Run)
 	run("replica names", rt.publishReplicas)
 	run("trimmer", rt.trimLoop)
-	run("log byte budget", func(ctx context.Context) error { return rt.events.RunBudget(ctx, rt.bc.Head) })
+	// The byte budget never drops what a live subscriber or the archive has
+	// not had yet (the --max-entries cap is the backstop, counted).
+	run("log byte budget", func(ctx context.Context) error {
+		return rt.events.RunBudget(ctx, func() int64 { return min(rt.bc.Head(), rt.arch.Durable()) })
+	})
 	run("repair", afterReconcile(rt.repair.Run))
 	run("crawl", rt.crawl.Run)
 	serve := func(name string, srv *http.Server, ln net.Listener) {
@@ -368,7 +362,8 @@ func (rt *Runtime) trimLoop(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if n, err := rt.events.Trim(ctx, time.Now()); err != nil {
+			// The age trim never passes what the archive has written.
+			if n, err := rt.events.Trim(ctx, time.Now(), rt.arch.Durable()); err != nil {
 				rt.log.Warn("trimming the log failed", "component", "trim", "err", err)
 			} else if n > 0 {
 				rt.log.Debug("trimmed the log", "component", "trim", "entries", n)

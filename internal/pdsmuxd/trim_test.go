@@ -3,6 +3,7 @@ package pdsmuxd_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,12 +14,19 @@ import (
 
 	"github.com/pdsmux/pdsmux/internal/fakepds"
 	"github.com/pdsmux/pdsmux/internal/frame"
+	"github.com/pdsmux/pdsmux/internal/store"
+	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
 )
 
-// A consumer replaying a long backlog from Redis while Redis trims under
-// it (retention) gets the trimmed entries from the archive: no gap, no
-// repeat, counted by seq and by (did, rev).
+// A consumer replaying a long backlog while Redis trims under it gets the
+// trimmed entries from the archive: no gap, no repeat, counted by seq and
+// by (did, rev). It starts in the archive (Redis already aged out the
+// first 600 entries), and Redis then ages out up to the 1200th while the
+// consumer is at about the 50th: the hand-over from the archive to Redis
+// must notice that Redis moved on and go back to the archive. Both trims
+// are the log's own age trim, bounded by the archive's durable position
+// as pdsmux's trim loop bounds it.
 func TestReplay_TrimUnderAReplayLeavesNoGap(t *testing.T) {
 	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
 	run := e.start(e.mergeConfig(), "pdsmux")
@@ -36,6 +44,20 @@ func TestReplay_TrimUnderAReplayLeavesNoGap(t *testing.T) {
 	waitLog(t, l, int64(total), 30*time.Second)
 	waitArchived(t, run.rt.MetricsAddr(), total)
 	all := allEntries(t, l)
+	ctx := context.Background()
+	// ageOut makes Redis's age trim due for everything before all[i] and
+	// runs it as the trim loop does: never past the archive's durable
+	// position (read from the database itself).
+	ageOut := func(i int) {
+		require.NoError(t, e.redis.Client().ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: all[i].Seq, Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
+		n, err := l.Trim(ctx, time.Now(), archivedThrough(t, e))
+		require.NoError(t, err)
+		require.Positive(t, n)
+		b, err := l.Bounds(ctx)
+		require.NoError(t, err)
+		require.Equal(t, all[i].Seq, b.First)
+	}
+	ageOut(600)
 
 	conn, _, err := websocket.DefaultDialer.Dial("ws://"+run.rt.Addr()+"/xrpc/com.atproto.sync.subscribeRepos?cursor=0", nil)
 	require.NoError(t, err)
@@ -56,13 +78,7 @@ func TestReplay_TrimUnderAReplayLeavesNoGap(t *testing.T) {
 	for range 50 {
 		read()
 	}
-	// retention drops everything before the 1200th entry while the
-	// consumer is at about the 50th
-	ctx := context.Background()
-	require.NoError(t, e.redis.Client().ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: all[1200].Seq, Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
-	n, err := l.Trim(ctx, time.Now())
-	require.NoError(t, err)
-	require.Positive(t, n)
+	ageOut(1200) // the consumer is at about the 50th, in the archive
 	for len(seqs) < len(all) {
 		read()
 	}
@@ -74,4 +90,19 @@ func TestReplay_TrimUnderAReplayLeavesNoGap(t *testing.T) {
 	for k := range want {
 		require.Equal(t, 1, got[k], "(did, rev) %v delivered once", k)
 	}
+	m := testutil.Scrape(t, run.rt.MetricsAddr())
+	require.EqualValues(t, 1200, m["pdsmux_subscriber_frames_total{phase=archive}"], "the trimmed part came from the archive")
+	require.Positive(t, m["pdsmux_subscriber_frames_total{phase=replay}"], "the rest from Redis")
+}
+
+// archivedThrough reads the archive's durable high-water mark from the
+// database file.
+func archivedThrough(t *testing.T, e *env) int64 {
+	t.Helper()
+	st, err := store.Open(context.Background(), "file:"+filepath.Join(e.dir, "pdsmux.db"), "")
+	require.NoError(t, err)
+	defer st.Close()
+	hw, err := st.HighWater(context.Background())
+	require.NoError(t, err)
+	return hw
 }

@@ -25,11 +25,13 @@ func (s *Store) Write(ctx context.Context, entries []cursor.Entry) error {
 	return s.write(ctx, entries, false)
 }
 
-// WriteGap records entries whose frames were dropped before they could be
-// archived: the checkpoint still advances (repo revs, statuses, cursors,
-// high-water mark), and the trim mark moves past them, so a subscriber
-// whose replay would cross the hole is told OutdatedCursor instead of
-// silently missing events.
+// WriteGap records entries the archive cannot hold (Redis trimmed them
+// before the Archiver read them): their frames are not stored, the
+// checkpoint still advances by whatever they carry (repo revs, statuses,
+// cursors, high-water mark), and the trim mark moves past them, so a
+// subscriber whose replay would cross the hole is told OutdatedCursor
+// instead of silently missing events. An entry with only a Seq (and
+// UpstreamSeq -1) marks every seq up to it.
 func (s *Store) WriteGap(ctx context.Context, entries []cursor.Entry) error {
 	return s.write(ctx, entries, true)
 }

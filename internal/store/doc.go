@@ -16,9 +16,14 @@
 // backwards and no flood of duplicates reaches relays; and subscribers
 // with cursors older than Redis keeps are replayed from the archive.
 //
-// The Archiver receives entries from the broadcaster before they are
-// delivered to subscribers, so whatever a subscriber has seen is in the
-// archive or in the Archiver's buffer, which Flush writes out.
+// The Archiver is a reader of the log with its own durable position (the
+// high-water mark): it tails the Redis stream from there into a buffer
+// bounded in bytes and writes it in batches, retrying and never dropping;
+// while the database is down it stops reading and later catches up from
+// Redis. The fanout sends an entry only once the Archiver has read it
+// (Archiver.Await) unless the archive is more than its buffer behind, so
+// whatever a subscriber has seen is in the archive or in the Archiver's
+// buffer, which Flush writes out before a reconcile.
 //
 // It does not own the log (internal/cursor) or serving (internal/fanout).
 package store

@@ -1,0 +1,290 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/frame"
+	"github.com/pdsmux/pdsmux/internal/store"
+	"github.com/pdsmux/pdsmux/internal/testutil/faultproxy"
+	"github.com/pdsmux/pdsmux/internal/testutil/libsqlserver"
+	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// rig is a real Redis log and a real libsql server reached through a
+// fault proxy, with an Archiver between them.
+type rig struct {
+	t     *testing.T
+	log   *cursor.Log
+	proxy *faultproxy.Proxy
+	st    *store.Store
+	reg   *prometheus.Registry
+	m     *store.Metrics
+	arch  *store.Archiver
+	n     int
+	stop  func()
+}
+
+func newRig(t *testing.T, lcfg cursor.Config, acfg store.ArchiverConfig) *rig {
+	t.Helper()
+	rs := redisserver.Start(t, redisserver.Options{})
+	l, err := cursor.New(rs.Client(), lcfg, nil, quiet)
+	require.NoError(t, err)
+	_, err = l.Reconcile(context.Background(), cursor.DurableState{}, false)
+	require.NoError(t, err)
+	srv := libsqlserver.Start(t)
+	p := faultproxy.Start(t, strings.TrimPrefix(srv.URL, "http://"))
+	st := open(t, "http://"+p.Addr())
+	reg := prometheus.NewRegistry()
+	m := store.NewMetrics(reg)
+	r := &rig{t: t, log: l, proxy: p, st: st, reg: reg, m: m, arch: store.NewArchiver(st, l, acfg, m, quiet)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = r.arch.Run(ctx); close(done) }()
+	r.stop = func() { cancel(); <-done }
+	t.Cleanup(r.stop)
+	return r
+}
+
+// appendN appends n distinct #identity events of about size bytes each
+// and returns their seqs.
+func (r *rig) appendN(n, size int) []int64 {
+	r.t.Helper()
+	var seqs []int64
+	for n > 0 {
+		k := min(n, 200)
+		evs := make([]cursor.Event, k)
+		for i := range evs {
+			r.n++
+			handle := fmt.Sprintf("u%06d.%s.test", r.n, strings.Repeat("x", max(size-150, 1)))
+			b := identityFrame(r.t, fmt.Sprintf("did:plc:u%06d", r.n), handle, int64(r.n))
+			in, err := frame.Parse(b, 0)
+			require.NoError(r.t, err)
+			evs[i], err = cursor.NewEvent(b, &in)
+			require.NoError(r.t, err)
+		}
+		b, err := r.log.Append(context.Background(), "r1", -1, evs)
+		require.NoError(r.t, err)
+		for _, res := range b.Results {
+			require.Equal(r.t, cursor.Appended, res.Outcome)
+			seqs = append(seqs, res.Seq)
+		}
+		n -= k
+	}
+	return seqs
+}
+
+func (r *rig) metric(name string) float64 {
+	r.t.Helper()
+	fams, err := r.reg.Gather()
+	require.NoError(r.t, err)
+	for _, f := range fams {
+		if f.GetName() == name {
+			m := f.GetMetric()[0]
+			if m.Counter != nil {
+				return m.Counter.GetValue()
+			}
+			return m.Gauge.GetValue()
+		}
+	}
+	r.t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// archived is every seq in the archive, oldest first.
+func (r *rig) archived() []int64 {
+	r.t.Helper()
+	var out []int64
+	after := int64(0)
+	for {
+		es, err := r.st.Range(context.Background(), after, 5000)
+		require.NoError(r.t, err)
+		if len(es) == 0 {
+			return out
+		}
+		for _, e := range es {
+			out = append(out, e.Seq)
+		}
+		after = es[len(es)-1].Seq
+	}
+}
+
+func (r *rig) waitDurable(seq int64, within time.Duration) {
+	r.t.Helper()
+	require.Eventually(r.t, func() bool {
+		hw, err := r.st.HighWater(context.Background())
+		return err == nil && hw >= seq
+	}, within, 20*time.Millisecond, "archive durable through %d", seq)
+}
+
+// watchPending samples the archiver's pending bytes until the returned
+// func is called, and returns the largest value seen.
+func (r *rig) watchPending() func() float64 {
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	peak := 0.0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			v := r.metric("pdsmux_archive_pending_bytes")
+			mu.Lock()
+			peak = max(peak, v)
+			mu.Unlock()
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	return func() float64 {
+		close(stop)
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return peak
+	}
+}
+
+// The database down while many times the archiver's buffer flows through
+// the log: the archiver keeps its buffer under its byte budget (it stops
+// reading), lets delivery go on (Await holds nothing back), drops
+// nothing, and once the database is back catches up from Redis until the
+// archive holds every seq.
+func TestArchiver_DatabaseDownStopsReadingThenCatchesUp(t *testing.T) {
+	const budget = 256 << 10
+	r := newRig(t, cursor.Config{}, store.ArchiverConfig{BufferBytes: budget})
+	ctx := context.Background()
+	before := r.appendN(100, 1000)
+	r.waitDurable(before[len(before)-1], 30*time.Second)
+	require.EqualValues(t, before[len(before)-1], r.arch.Await(ctx, before[len(before)-1]), "caught up: the gate is at what was read")
+
+	r.proxy.Cut()
+	peak := r.watchPending()
+	during := r.appendN(3000, 1000) // ~3 MB: twelve times the budget
+	require.Eventually(t, func() bool { return r.metric("pdsmux_archive_behind") == 1 }, 30*time.Second, 10*time.Millisecond,
+		"the archive reports it is behind")
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	require.EqualValues(t, int64(math.MaxInt64), r.arch.Await(actx, during[len(during)-1]),
+		"behind by more than its budget: delivery is not held back for the database")
+	require.Positive(t, r.metric("pdsmux_archive_write_errors_total"), "the outage shows")
+	require.Eventually(t, func() bool { return r.metric("pdsmux_archive_lag_events") > float64(len(during)/2) }, 10*time.Second, 10*time.Millisecond,
+		"the lag shows")
+
+	r.proxy.Restore()
+	after := r.appendN(100, 1000)
+	r.waitDurable(after[len(after)-1], 60*time.Second)
+	p := peak()
+	require.LessOrEqual(t, p, float64(budget), "pending bytes stayed within the budget")
+	require.Greater(t, p, float64(budget)/2, "the buffer was used (the test exercised the bound)")
+
+	want := append(append(append([]int64{}, before...), during...), after...)
+	require.Equal(t, want, r.archived(), "every seq archived once, in order")
+	tr, err := r.st.Trimmed(ctx)
+	require.NoError(t, err)
+	require.Zero(t, tr, "no hole")
+	require.Zero(t, r.metric("pdsmux_archive_lost_total"))
+	require.Eventually(t, func() bool { return r.metric("pdsmux_archive_behind") == 0 }, 10*time.Second, 10*time.Millisecond,
+		"caught up: delivery waits for the archive again")
+}
+
+// Redis's cap passing the archive's position while the database is down:
+// the hole is recorded as trimmed (a replay across it gets
+// OutdatedCursor) and counted; everything Redis still held is archived.
+func TestArchiver_CapPassingTheArchiveIsRecordedAsTrimmed(t *testing.T) {
+	const budget = 64 << 10
+	r := newRig(t, cursor.Config{MaxEntries: 300}, store.ArchiverConfig{BufferBytes: budget})
+	ctx := context.Background()
+	first := r.appendN(10, 1000)
+	r.waitDurable(first[len(first)-1], 30*time.Second)
+
+	r.proxy.Cut()
+	during := r.appendN(2000, 1000)
+	require.Eventually(t, func() bool { return r.metric("pdsmux_archive_behind") == 1 }, 30*time.Second, 10*time.Millisecond)
+	// the age trim would take nothing (all young); the cap takes most
+	n, err := r.log.Trim(ctx, time.Now(), r.arch.Durable())
+	require.NoError(t, err)
+	require.Positive(t, n)
+	b, err := r.log.Bounds(ctx)
+	require.NoError(t, err)
+	r.proxy.Restore()
+	r.waitDurable(during[len(during)-1], 60*time.Second)
+
+	tr, err := r.st.Trimmed(ctx)
+	require.NoError(t, err)
+	require.Equal(t, b.First-1, tr, "the hole is recorded up to what Redis still holds")
+	got := r.archived()
+	inArchive := map[int64]bool{}
+	for _, s := range got {
+		inArchive[s] = true
+	}
+	missing := 0
+	for _, s := range append(first, during...) {
+		switch {
+		case s > tr:
+			require.True(t, inArchive[s], "seq %d after the hole is archived", s)
+		case !inArchive[s]:
+			missing++
+		}
+	}
+	require.Positive(t, missing)
+	require.EqualValues(t, missing, r.metric("pdsmux_archive_lost_total"), "the hole is counted, seq for seq")
+}
+
+// What the archiver has read is durable after Flush (what the reconciler
+// does before restoring Redis), even when its own writes are far apart;
+// and Await holds an entry back until it is read.
+func TestArchiver_AwaitThenFlushMakesDeliveredDurable(t *testing.T) {
+	r := newRig(t, cursor.Config{}, store.ArchiverConfig{FlushInterval: time.Hour})
+	ctx := context.Background()
+	require.Zero(t, r.arch.Await(ctx, 0), "started on an empty archive")
+
+	got := make(chan int64, 1)
+	go func() { got <- r.arch.Await(ctx, 1) }()
+	select {
+	case w := <-got:
+		t.Fatalf("Await returned %d before anything was appended", w)
+	case <-time.After(200 * time.Millisecond):
+	}
+	seqs := r.appendN(50, 200)
+	select {
+	case w := <-got:
+		require.GreaterOrEqual(t, w, int64(1))
+	case <-time.After(10 * time.Second):
+		t.Fatal("Await did not return once the entry was read")
+	}
+	last := seqs[len(seqs)-1]
+	require.Equal(t, last, r.arch.Await(ctx, last))
+	hw, err := r.st.HighWater(ctx)
+	require.NoError(t, err)
+	require.Zero(t, hw, "not written yet (flush interval 1h)")
+	recall := func(after, before int64) []int64 {
+		es, err := r.arch.Recall(ctx, after, before, 1000)
+		require.NoError(t, err)
+		var out []int64
+		for _, e := range es {
+			out = append(out, e.Seq)
+		}
+		return out
+	}
+	require.Equal(t, seqs[10:20], recall(seqs[9], seqs[20]), "recalled from the buffer")
+	require.NoError(t, r.arch.Flush(ctx))
+	require.Equal(t, seqs, r.archived())
+	require.Equal(t, last, r.arch.Durable())
+	require.Equal(t, seqs[10:20], recall(seqs[9], seqs[20]), "recalled from the store")
+}
