@@ -313,11 +313,11 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	run("health checks", rt.pool.Run)
 	run("replica names", rt.publishReplicas)
 	run("trimmer", rt.trimLoop)
-	// The byte budget never drops what a live subscriber or the archive has
-	// not had yet (the --max-entries cap is the backstop, counted).
-	run("log byte budget", func(ctx context.Context) error {
-		return rt.events.RunBudget(ctx, func() int64 { return min(rt.bc.Head(), rt.arch.Durable()) })
-	})
+	// The byte budget never drops what live subscribers have not had; they
+	// get nothing the archive has not read (Await), except while the archive
+	// is more than its buffer behind (the database down): then what the
+	// budget drops is recorded as an archive hole (pdsmux_archive_lost_total).
+	run("log byte budget", func(ctx context.Context) error { return rt.events.RunBudget(ctx, rt.bc.Head) })
 	run("repair", afterReconcile(rt.repair.Run))
 	run("crawl", rt.crawl.Run)
 	serve := func(name string, srv *http.Server, ln net.Listener) {

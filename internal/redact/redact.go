@@ -33,14 +33,11 @@ func URL(raw string) string {
 	}
 	masked := u.User != nil
 	if u.RawQuery != "" {
-		q := u.Query()
-		for k := range q {
-			if secretKey.MatchString(k) {
-				q[k] = []string{Mask}
-				masked = true
-			}
-		}
-		u.RawQuery = q.Encode()
+		// masked as written: url.ParseQuery drops a pair it cannot decode
+		// ("authToken=t0k%zzen"), which would leave its value unmasked
+		q := maskQuery("?" + u.RawQuery)[1:]
+		masked = masked || q != u.RawQuery
+		u.RawQuery = q
 	}
 	if !masked {
 		return raw // nothing secret: shown as written
@@ -88,14 +85,19 @@ func unparsed(raw string) string {
 			rest = Mask + rest[at:]
 		}
 	}
-	rest = rawQueryParam.ReplaceAllStringFunc(rest, func(p string) string {
+	return prefix + maskQuery(rest)
+}
+
+// maskQuery replaces the value of every name=value pair in s whose name
+// looks secret (secretKey), as written, whether or not it decodes.
+func maskQuery(s string) string {
+	return rawQueryParam.ReplaceAllStringFunc(s, func(p string) string {
 		m := rawQueryParam.FindStringSubmatch(p)
 		if secretKey.MatchString(m[1]) {
 			return m[1] + Mask
 		}
 		return p
 	})
-	return prefix + rest
 }
 
 // lonePassword reports whether rest (what follows "//" in a URL net/url

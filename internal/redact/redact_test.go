@@ -39,7 +39,7 @@ func TestURL(t *testing.T) {
 		{"redis://:6379/0", "redis://:6379/0"},
 		// query secrets
 		{"libsql://db.example.com?authToken=s3cret", "libsql://db.example.com?authToken=xxxxx"},
-		{"redis://h:1?master_name=m&password=s3cret&addr=h2:2", "redis://h:1?addr=h2%3A2&master_name=m&password=xxxxx"},
+		{"redis://h:1?master_name=m&password=s3cret&addr=h2:2", "redis://h:1?master_name=m&password=xxxxx&addr=h2:2"},
 		{"libsql://db.example.com/%zz?authToken=s3cret&x=1", "libsql://db.example.com/%zz?authToken=xxxxx&x=1"},
 		{"file:pdsmux.db", "file:pdsmux.db"},
 		{"file:/var/lib/pdsmux/pdsmux.db?_pragma=x", "file:/var/lib/pdsmux/pdsmux.db?_pragma=x"},
@@ -76,4 +76,11 @@ func TestArgs(t *testing.T) {
 	require.Equal(t, []string{"pdsmux", "serve", "--redis-url", "redis://:xxxxx@h:1", "-db-auth-token=xxxxx", "--replica", "http://r:1",
 		"-redis-url=redis://:xxxxx@h:1", "--db-auth-token", "xxxxx", "--log-level", "debug", "--db-auth-token"}, got)
 	require.Equal(t, "redis://:s3cret@h:1", in[3], "the input is not modified")
+}
+
+// A query value net/url cannot decode is masked as written, not dropped
+// and shown.
+func TestURL_UndecodableQueryValue(t *testing.T) {
+	got := redact.URL("http://127.0.0.1:1?authToken=t0k%zzen&x=1")
+	require.Equal(t, "http://127.0.0.1:1?authToken=xxxxx&x=1", got)
 }

@@ -352,16 +352,18 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 		}
 		_, err := t.sink.Append(ctx, t.cfg.Name, expect, evs)
 		clear(batch) // the frames go with their budget
-		clear(evs)
+		appended := expect
+		for _, ev := range evs {
+			appended = max(appended, ev.UpstreamSeq)
+		}
+		clear(evs) // read above first: the next append's expect comes from them
 		room.Release(size)
 		t.m.setQueuedBytes(queued.Add(-size))
 		if err != nil {
 			return progressed, endSession("sink", err)
 		}
 		progressed = true
-		for _, ev := range evs {
-			expect = max(expect, ev.UpstreamSeq)
-		}
+		expect = appended
 		now := time.Now()
 		t.lastEvent.Store(now.UnixMilli())
 		t.setLag(now, lastTime, len(queue))
