@@ -22,6 +22,7 @@ type keys struct {
 	acct   string
 	fix    string
 	rolled string
+	ack    string // written by Replicated reads, to WAIT on
 }
 
 func newKeys(name string) (keys, error) {
@@ -41,6 +42,7 @@ func newKeys(name string) (keys, error) {
 		acct:   p + ":acct",
 		fix:    p + ":fix",
 		rolled: p + ":rolled",
+		ack:    p + ":ack",
 	}, nil
 }
 

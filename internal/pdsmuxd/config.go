@@ -32,16 +32,30 @@ const (
 	DefaultLogFormat       = "json"
 	DefaultPLCURL          = "https://plc.directory"
 	DefaultDBURL           = "file:pdsmux.db"
+	// DefaultRedisWaitTimeout is one WAIT's bound; a timed-out wait is
+	// retried, so this only sets how often a lagging replica is logged
+	// and counted.
+	DefaultRedisWaitTimeout = time.Second
+	// maxRedisWaitTimeout keeps one WAIT well inside the client's read
+	// timeout, which validate raises to the wait plus this margin.
+	maxRedisWaitTimeout = 10 * time.Second
+	redisWaitMargin     = 3 * time.Second
 )
 
 // Config is everything an operator sets. cmd/pdsmux fills it from flags and
 // PDSMUX_* variables; Validate checks it once.
 type Config struct {
-	Replicas      []string // "name=url" or "url"; http(s):// or ws(s)://
-	RedisURL      string
-	RedisPrefix   string
-	Listen        string
-	MetricsListen string
+	Replicas    []string // "name=url" or "url"; http(s):// or ws(s)://
+	RedisURL    string
+	RedisPrefix string
+	// RedisWaitReplicas: entries reach subscribers and the archive only
+	// once this many Redis replicas hold them (0: no wait, one Redis).
+	RedisWaitReplicas int
+	// RedisWaitTimeout bounds one WAIT; on timeout the read is retried
+	// (never delivered unreplicated).
+	RedisWaitTimeout time.Duration
+	Listen           string
+	MetricsListen    string
 
 	HoldTimeout time.Duration
 	DedupTTL    time.Duration
@@ -167,7 +181,20 @@ func (c Config) validate() (*settings, error) {
 		s.replicas = append(s.replicas, r)
 	}
 
-	client, redacted, err := redisClient(s.RedisURL)
+	if s.RedisWaitReplicas < 0 || s.RedisWaitReplicas > 16 {
+		return nil, bad("redis-wait-replicas", fmt.Sprint(s.RedisWaitReplicas), "want 0 (no wait, one Redis) to 16")
+	}
+	if s.RedisWaitTimeout == 0 {
+		s.RedisWaitTimeout = DefaultRedisWaitTimeout
+	}
+	if s.RedisWaitTimeout < 10*time.Millisecond || s.RedisWaitTimeout > maxRedisWaitTimeout {
+		return nil, bad("redis-wait-timeout", s.RedisWaitTimeout.String(), "want 10ms to %s", maxRedisWaitTimeout)
+	}
+	minRead := time.Duration(0)
+	if s.RedisWaitReplicas > 0 {
+		minRead = s.RedisWaitTimeout + redisWaitMargin
+	}
+	client, redacted, err := redisClient(s.RedisURL, minRead)
 	if err != nil {
 		return nil, err
 	}
@@ -315,7 +342,9 @@ func parseReplica(spec string) (replica, error) {
 	}, nil
 }
 
-func redisClient(raw string) (func() redis.UniversalClient, string, error) {
+// redisClient parses raw; the client's read timeout is raised to at least
+// minRead (a WAIT is pipelined and must not look like a dead connection).
+func redisClient(raw string, minRead time.Duration) (func() redis.UniversalClient, string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return nil, "", bad("redis-url", raw, "not a URL: %v", err)
@@ -329,11 +358,17 @@ func redisClient(raw string) (func() redis.UniversalClient, string, error) {
 		if err != nil {
 			return nil, "", bad("redis-url", redacted, "sentinel URL: %v", err)
 		}
+		if opts.ReadTimeout >= 0 && opts.ReadTimeout < minRead {
+			opts.ReadTimeout = minRead
+		}
 		return func() redis.UniversalClient { return redis.NewFailoverClient(opts) }, redacted, nil
 	}
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
 		return nil, "", bad("redis-url", redacted, "%v", err)
+	}
+	if opts.ReadTimeout >= 0 && opts.ReadTimeout < minRead {
+		opts.ReadTimeout = minRead
 	}
 	return func() redis.UniversalClient { return redis.NewClient(opts) }, redacted, nil
 }

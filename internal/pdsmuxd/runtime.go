@@ -150,15 +150,22 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 		return nil, bad("db-url", store.Redact(s.DBURL), "%v", err)
 	}
 	sm := store.NewMetrics(rt.reg)
-	rt.arch = store.NewArchiver(rt.db, rt.events, store.ArchiverConfig{Retention: s.ArchiveRetention, BufferBytes: opts.ArchiveBufferBytes}, sm, logger)
+	// What the archive and subscribers read: with --redis-wait-replicas,
+	// only entries that many Redis replicas hold, so a Sentinel failover
+	// cannot take back what was archived or delivered.
+	var reader fanout.Source = rt.events
+	if s.RedisWaitReplicas > 0 {
+		reader = rt.events.Replicated(s.RedisWaitReplicas, s.RedisWaitTimeout)
+	}
+	rt.arch = store.NewArchiver(rt.db, reader, store.ArchiverConfig{Retention: s.ArchiveRetention, BufferBytes: opts.ArchiveBufferBytes}, sm, logger)
 	rt.rec = &reconciler{log: rt.events, st: rt.db, arch: rt.arch, m: sm, lg: logger.With("component", "reconcile"),
 		dedupTTL: rt.events.Config().DedupTTL, ready: make(chan struct{})}
 	rt.events.OnLostWrites(rt.rec.lostWrites)
 
 	fm := fanout.NewMetrics(rt.reg)
 	// Subscribers get an entry only once the archive has read it (I7).
-	rt.bc = fanout.NewBroadcaster(rt.events, rt.arch.Await, fm, logger)
-	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers}, rt.events, rt.db, rt.bc,
+	rt.bc = fanout.NewBroadcaster(reader, rt.arch.Await, fm, logger)
+	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, MaxSubscribers: s.MaxSubscribers}, reader, rt.db, rt.bc,
 		func(_ context.Context, b cursor.Bounds) int64 { return rt.events.Head(b) }, fm, logger)
 
 	born, err := rt.db.Born(ctx, time.Now())

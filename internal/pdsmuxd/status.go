@@ -56,7 +56,7 @@ type ReplicaStatus struct {
 // ReadStatus gathers the status. A metrics endpoint that does not answer
 // is reported, not fatal; Redis that does not answer is an error.
 func ReadStatus(ctx context.Context, redisURL, prefix, metricsURL string) (Status, error) {
-	newRedis, redacted, err := redisClient(redisURL)
+	newRedis, redacted, err := redisClient(redisURL, 0)
 	if err != nil {
 		return Status{}, err
 	}
