@@ -1,11 +1,15 @@
 package pdsmuxd_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/fakepds"
@@ -23,6 +27,12 @@ import (
 // primary's replica. A strict consumer that reconnects by cursor to
 // either pdsmux gets every record exactly once, no (did, rev) twice and
 // seq strictly increasing.
+//
+// Before each kill the primary stops feeding its replica (lostTail), so
+// the failover really loses the log's last entries, as an asynchronous
+// replica lagging behind does: without --redis-wait-replicas the consumer
+// would have been sent entries the new primary lacks, and got their
+// (did, rev) again when the replicas' events are re-appended.
 //
 // Scaled for CI (issue 16 asks for 20,000 events and 5 kills): 3 kills,
 // about 1,500 commits paced at 5 ms (half of them lost by the Cocoon seq
@@ -70,6 +80,7 @@ func TestHA_SentinelFailover(t *testing.T) {
 		require.Eventually(t, func() bool { return len(f.Records()) >= at }, 60*time.Second, 10*time.Millisecond,
 			"kill %d: the consumer gets %d records", k+1, at)
 		old := nodes[cur]
+		lostTail(t, old, nodes[1-cur], 20)
 		old.Kill()
 		killedAt := time.Now()
 		next := sent.WaitFailover(old.Addr(), 60*time.Second)
@@ -99,4 +110,34 @@ func TestHA_SentinelFailover(t *testing.T) {
 		t.Logf("%s: %v replicated reads, %v wait timeouts", m, s["pdsmux_redis_wait_seconds_count"], s["pdsmux_redis_wait_timeouts_total"])
 		require.Positive(t, s["pdsmux_redis_wait_seconds_count"], "reads went through the replication wait")
 	}
+}
+
+// lostTail cuts replication from primary to replica (the replica's
+// PSYNC/SYNC/REPLCONF are refused by ACL and its link is killed) and
+// waits until the primary's log holds at least n entries the replica
+// lacks.
+func lostTail(t *testing.T, primary, replica *redisserver.Server, n int64) {
+	t.Helper()
+	ctx := context.Background()
+	pc, rc := primary.Client(), replica.Client()
+	require.NoError(t, pc.Do(ctx, "ACL", "SETUSER", "default", "-psync", "-sync", "-replconf").Err())
+	require.NoError(t, pc.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err())
+	last := func(c *redis.Client) int64 {
+		l, err := c.XRevRangeN(ctx, "{pdsmux}:log", "+", "-", 1).Result()
+		if err != nil || len(l) == 0 {
+			return 0
+		}
+		seq, _ := strconv.ParseInt(strings.TrimSuffix(l[0].ID, "-0"), 10, 64)
+		return seq
+	}
+	require.Eventually(t, func() bool {
+		p, r := last(pc), last(rc)
+		return p > 0 && r > 0 && countBetween(t, pc, r, p) >= n
+	}, 30*time.Second, 10*time.Millisecond, "the primary's log gets %d entries ahead of its cut-off replica", n)
+}
+
+func countBetween(t *testing.T, c *redis.Client, after, upto int64) int64 {
+	l, err := c.XRange(context.Background(), "{pdsmux}:log", "("+strconv.FormatInt(after, 10)+"-0", strconv.FormatInt(upto, 10)+"-0").Result()
+	require.NoError(t, err)
+	return int64(len(l))
 }
