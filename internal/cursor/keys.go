@@ -26,6 +26,7 @@ type keys struct {
 	fix    string
 	rolled string
 	reps   string // the configured replicas' names, for pdsmux status
+	ack    string // written by Replicated reads, to WAIT on
 }
 
 func newKeys(name string) (keys, error) {
@@ -46,6 +47,7 @@ func newKeys(name string) (keys, error) {
 		fix:    p + ":fix",
 		rolled: p + ":rolled",
 		reps:   p + ":replicas",
+		ack:    p + ":ack",
 	}, nil
 }
 

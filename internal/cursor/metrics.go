@@ -20,6 +20,8 @@ type Metrics struct {
 	maxBytes     prometheus.Gauge
 	logBytes     prometheus.Gauge
 	budgetTrims  prometheus.Counter
+	waitTime     prometheus.Histogram
+	waitTimeouts prometheus.Counter
 }
 
 // NewMetrics registers the log's metrics on reg.
@@ -48,6 +50,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
+	m.waitTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pdsmux_redis_wait_seconds",
+		Help:    "Latency of one replicated read (XRANGE, ack write, WAIT) with --redis-wait-replicas set: what waiting for the Redis replicas adds before delivery.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+	})
+	m.waitTimeouts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pdsmux_redis_wait_timeouts_total",
+		Help: "Replicated reads whose WAIT saw fewer than --redis-wait-replicas acknowledgements within --redis-wait-timeout; the entries were held back and the read retried. Steady growth means a Redis replica is down or cut off and delivery is paused.",
+	})
 	m.retention = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "pdsmux_log_retention_seconds",
 		Help: "How long the merged log keeps events in Redis (--retention).",
@@ -69,7 +80,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Entries trimmed from Redis to keep the log within --log-max-bytes (before --retention or --max-entries would have). Subscribers asking for them replay from the archive.",
 	})
 	reg.MustRegister(m.events, m.released, m.scriptTime, m.scriptErrors, m.readTime, m.retention, m.maxEntries,
-		m.maxBytes, m.logBytes, m.budgetTrims)
+		m.maxBytes, m.logBytes, m.budgetTrims, m.waitTime, m.waitTimeouts)
 	for _, k := range []frame.Kind{frame.KindCommit, frame.KindSync, frame.KindIdentity, frame.KindAccount, frame.KindUnknown} {
 		for _, o := range outcomeNames {
 			m.events.WithLabelValues(k.String(), o)
@@ -118,5 +129,15 @@ func (m *Metrics) setLogBytes(n int64) {
 func (m *Metrics) budgetTrimmed(n int64) {
 	if m != nil {
 		m.budgetTrims.Add(float64(n))
+	}
+}
+
+func (m *Metrics) observeWait(d time.Duration, ok bool) {
+	if m == nil {
+		return
+	}
+	m.waitTime.Observe(d.Seconds())
+	if !ok {
+		m.waitTimeouts.Inc()
 	}
 }

@@ -34,6 +34,14 @@ const (
 	DefaultLogFormat       = "json"
 	DefaultPLCURL          = "https://plc.directory"
 	DefaultDBURL           = "file:pdsmux.db"
+	// DefaultRedisWaitTimeout is one WAIT's bound; a timed-out wait is
+	// retried, so this only sets how often a lagging replica is logged
+	// and counted.
+	DefaultRedisWaitTimeout = time.Second
+	// maxRedisWaitTimeout keeps one WAIT well inside the client's read
+	// timeout, which validate raises to the wait plus this margin.
+	maxRedisWaitTimeout = 10 * time.Second
+	redisWaitMargin     = 3 * time.Second
 )
 
 // Config is everything an operator sets. cmd/pdsmux fills it from flags and
@@ -42,11 +50,17 @@ const (
 // setting has an "off" value): start from DefaultConfig. Empty strings
 // still mean the default.
 type Config struct {
-	Replicas      []string // "name=url" or "url"; http(s):// or ws(s)://
-	RedisURL      string
-	RedisPrefix   string
-	Listen        string
-	MetricsListen string
+	Replicas    []string // "name=url" or "url"; http(s):// or ws(s)://
+	RedisURL    string
+	RedisPrefix string
+	// RedisWaitReplicas: entries reach subscribers and the archive only
+	// once this many Redis replicas hold them (0: no wait, one Redis).
+	RedisWaitReplicas int
+	// RedisWaitTimeout bounds one WAIT; on timeout the read is retried
+	// (never delivered unreplicated).
+	RedisWaitTimeout time.Duration
+	Listen           string
+	MetricsListen    string
 
 	HoldTimeout time.Duration
 	DedupTTL    time.Duration
@@ -101,6 +115,7 @@ func DefaultConfig() Config {
 	return Config{
 		RedisURL:           DefaultRedisURL,
 		RedisPrefix:        DefaultPrefix,
+		RedisWaitTimeout:   DefaultRedisWaitTimeout,
 		Listen:             DefaultListen,
 		MetricsListen:      DefaultMetricsListen,
 		HoldTimeout:        DefaultHoldTimeout,
@@ -241,7 +256,20 @@ func (c Config) validate() (*settings, error) {
 		s.replicas = append(s.replicas, r)
 	}
 
-	client, redacted, err := redisClient(s.RedisURL)
+	if s.RedisWaitReplicas < 0 || s.RedisWaitReplicas > 16 {
+		return nil, bad("redis-wait-replicas", fmt.Sprint(s.RedisWaitReplicas), "want 0 (no wait, one Redis) to 16")
+	}
+	if s.RedisWaitTimeout <= 0 {
+		return nil, bad("redis-wait-timeout", s.RedisWaitTimeout.String(), "must be above 0 (leave it out for the default, %s)", DefaultRedisWaitTimeout)
+	}
+	if s.RedisWaitTimeout < 10*time.Millisecond || s.RedisWaitTimeout > maxRedisWaitTimeout {
+		return nil, bad("redis-wait-timeout", s.RedisWaitTimeout.String(), "want 10ms to %s", maxRedisWaitTimeout)
+	}
+	minRead := time.Duration(0)
+	if s.RedisWaitReplicas > 0 {
+		minRead = s.RedisWaitTimeout + redisWaitMargin
+	}
+	client, redacted, err := redisClient(s.RedisURL, minRead)
 	if err != nil {
 		return nil, err
 	}
@@ -258,7 +286,8 @@ func (c Config) validate() (*settings, error) {
 		return nil, bad("metrics-listen", s.MetricsListen, "must differ from --listen")
 	}
 	// Zero is never "the default" (the packages would quietly take theirs)
-	// and no setting has an "off" value: every number must be positive.
+	// and no setting but --redis-wait-replicas (0: no wait, checked above)
+	// has an "off" value: every number must be positive.
 	durations := []struct {
 		name   string
 		v, def time.Duration
@@ -403,9 +432,11 @@ func parseReplica(spec string) (replica, error) {
 }
 
 // redisClient checks a Redis URL and returns a constructor for its client
-// and the URL with its password redacted. Errors never show the password,
+// and the URL with its password redacted; the client's read timeout is
+// raised to at least minRead (a WAIT is pipelined and must not look like a
+// dead connection). Errors never show the password,
 // not even a part of one that net/url took for a port or a path.
-func redisClient(raw string) (func() redis.UniversalClient, string, error) {
+func redisClient(raw string, minRead time.Duration) (func() redis.UniversalClient, string, error) {
 	redacted := redact.URL(raw)
 	u, err := url.Parse(raw)
 	if err != nil || redact.Misparsed(u) {
@@ -436,6 +467,9 @@ func redisClient(raw string) (func() redis.UniversalClient, string, error) {
 			if err != nil {
 				return nil, "", bad("redis-url", redacted, "cluster URL: %v", err)
 			}
+			if opts.ReadTimeout >= 0 && opts.ReadTimeout < minRead {
+				opts.ReadTimeout = minRead
+			}
 			return func() redis.UniversalClient { return redis.NewClusterClient(opts) }, redacted, nil
 		}
 	}
@@ -444,11 +478,17 @@ func redisClient(raw string) (func() redis.UniversalClient, string, error) {
 		if err != nil {
 			return nil, "", bad("redis-url", raw, "sentinel URL: %s", scrub(err))
 		}
+		if opts.ReadTimeout >= 0 && opts.ReadTimeout < minRead {
+			opts.ReadTimeout = minRead
+		}
 		return func() redis.UniversalClient { return redis.NewFailoverClient(opts) }, redacted, nil
 	}
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
 		return nil, "", bad("redis-url", raw, "%s", scrub(err))
+	}
+	if opts.ReadTimeout >= 0 && opts.ReadTimeout < minRead {
+		opts.ReadTimeout = minRead
 	}
 	return func() redis.UniversalClient { return redis.NewClient(opts) }, redacted, nil
 }

@@ -37,6 +37,9 @@ func TestConfig_BadSettingsNameTheFlag(t *testing.T) {
 		"metrics-listen":       func(c *pdsmuxd.Config) { c.Listen, c.MetricsListen = "127.0.0.1:9", "127.0.0.1:9" },
 		"hold-timeout":         func(c *pdsmuxd.Config) { c.HoldTimeout = -time.Second },
 		"hold-timeout ":        func(c *pdsmuxd.Config) { c.HoldTimeout = 2 * time.Hour },
+		"redis-wait-replicas":  func(c *pdsmuxd.Config) { c.RedisWaitReplicas = -1 },
+		"redis-wait-timeout":   func(c *pdsmuxd.Config) { c.RedisWaitReplicas, c.RedisWaitTimeout = 1, time.Minute },
+		"redis-wait-timeout ":  func(c *pdsmuxd.Config) { c.RedisWaitTimeout = time.Millisecond },
 		"retention":            func(c *pdsmuxd.Config) { c.Retention = time.Second },
 		"replica-read-timeout": func(c *pdsmuxd.Config) { c.ReplicaReadTimeout = time.Millisecond },
 		"max-entries":          func(c *pdsmuxd.Config) { c.MaxEntries = -1 },
@@ -96,10 +99,14 @@ func TestConfig_ZeroIsRefused(t *testing.T) {
 		"crawl-interval":       func(c *pdsmuxd.Config, n int) { c.CrawlInterval = time.Duration(n) },
 		"crawl-idle":           func(c *pdsmuxd.Config, n int) { c.CrawlIdle = time.Duration(n) },
 		"shutdown-timeout":     func(c *pdsmuxd.Config, n int) { c.ShutdownTimeout = time.Duration(n) },
+		"redis-wait-timeout":   func(c *pdsmuxd.Config, n int) { c.RedisWaitTimeout = time.Duration(n) },
 	}
 	// every number or duration field of Config is in the table
 	fields := 0
 	for f := range reflect.TypeFor[pdsmuxd.Config]().Fields() {
+		if f.Name == "RedisWaitReplicas" {
+			continue // the one setting whose 0 means off (no WAIT); its range is tested apart
+		}
 		if k := f.Type.Kind(); k == reflect.Int || k == reflect.Int64 {
 			fields++
 		}

@@ -170,7 +170,14 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 		return nil, bad("db-url", s.DBURL, "%v", err)
 	}
 	sm := store.NewMetrics(rt.reg)
-	rt.arch = store.NewArchiver(rt.db, rt.events, store.ArchiverConfig{Retention: s.ArchiveRetention, BufferBytes: opts.ArchiveBufferBytes}, sm, logger)
+	// What the archive and subscribers read: with --redis-wait-replicas,
+	// only entries that many Redis replicas hold, so a Sentinel failover
+	// cannot take back what was archived or delivered.
+	var reader fanout.Source = rt.events
+	if s.RedisWaitReplicas > 0 {
+		reader = rt.events.Replicated(s.RedisWaitReplicas, s.RedisWaitTimeout)
+	}
+	rt.arch = store.NewArchiver(rt.db, reader, store.ArchiverConfig{Retention: s.ArchiveRetention, BufferBytes: opts.ArchiveBufferBytes}, sm, logger)
 	rt.rec = &reconciler{log: rt.events, st: rt.db, arch: rt.arch, m: sm, lg: logger.With("component", "reconcile"),
 		dedupTTL: rt.events.Config().DedupTTL, ready: make(chan struct{}),
 		resync: func() {
@@ -181,9 +188,9 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 
 	fm := fanout.NewMetrics(rt.reg)
 	// Subscribers get an entry only once the archive has read it (I7).
-	rt.bc = fanout.NewBroadcaster(rt.events, rt.arch, fm, logger)
+	rt.bc = fanout.NewBroadcaster(reader, rt.arch, fm, logger)
 	rt.bc.SetMaxBatchBytes(s.mem.BatchBytes)
-	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, QueueBytes: s.mem.SubscriberQueueBytes, MaxSubscribers: s.MaxSubscribers, PingInterval: s.PingInterval}, rt.events, rt.db, rt.bc,
+	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, QueueBytes: s.mem.SubscriberQueueBytes, MaxSubscribers: s.MaxSubscribers, PingInterval: s.PingInterval}, reader, rt.db, rt.bc,
 		func(_ context.Context, b cursor.Bounds) int64 { return rt.events.Head(b) }, fm, logger)
 
 	born, err := rt.db.Born(ctx, time.Now())

@@ -63,7 +63,7 @@ type ReplicaStatus struct {
 // Every replica pdsmux was started with is listed, with or without a
 // cursor.
 func ReadStatus(ctx context.Context, redisURL, prefix, metricsURL string) (Status, error) {
-	newRedis, redacted, err := redisClient(redisURL)
+	newRedis, redacted, err := redisClient(redisURL, 0)
 	if err != nil {
 		return Status{}, err
 	}

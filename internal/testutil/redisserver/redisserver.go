@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -28,6 +30,8 @@ type Options struct {
 	// Cluster starts the server with cluster mode on (its bus on another
 	// free loopback port); StartCluster joins such servers into a cluster.
 	Cluster bool
+	// ReplicaOf starts the server as a replica of this host:port.
+	ReplicaOf string
 }
 
 // Server is one redis-server process.
@@ -85,6 +89,13 @@ func (s *Server) start(bin string) {
 		args = append(args, "--appendonly", "yes", "--appendfsync", s.opts.AppendFsync)
 	} else {
 		args = append(args, "--appendonly", "no")
+	}
+	if s.opts.ReplicaOf != "" {
+		host, port, err := net.SplitHostPort(s.opts.ReplicaOf)
+		if err != nil {
+			s.t.Fatalf("redisserver: ReplicaOf %q: %v", s.opts.ReplicaOf, err)
+		}
+		args = append(args, "--replicaof", host, port)
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = s.dir
@@ -159,6 +170,36 @@ func (s *Server) Restart() {
 	s.t.Helper()
 	bin, _ := exec.LookPath("redis-server")
 	s.start(bin)
+}
+
+// RestartReplicaOf starts the (stopped) server again as a replica of
+// addr, as an operator brings a failed primary back after a failover.
+func (s *Server) RestartReplicaOf(addr string) {
+	s.t.Helper()
+	s.opts.ReplicaOf = addr
+	s.Restart()
+}
+
+// WaitReplicaOf waits until the server is a replica of addr with its link
+// up (INFO replication: role, master_port, master_link_status).
+func (s *Server) WaitReplicaOf(addr string, within time.Duration) {
+	s.t.Helper()
+	_, port, _ := net.SplitHostPort(addr)
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(within)
+	var info string
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		info, _ = c.Info(ctx, "replication").Result()
+		cancel()
+		if strings.Contains(info, "role:slave") && strings.Contains(info, "master_port:"+port+"\r\n") &&
+			strings.Contains(info, "master_link_status:up") {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.t.Fatalf("redis-server %s is not a synced replica of %s after %s:\n%s", s.Addr(), addr, within, info)
 }
 
 // RemoveAOF deletes the AOF files (the server should be stopped).
