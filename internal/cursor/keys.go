@@ -117,7 +117,13 @@ func (l *Log) withSources(call func(keys, names []string) error) error {
 		}
 		err := call(keys, names)
 		missing, ok := undeclaredSources(err)
-		if !ok || !l.srcs.add(missing...) {
+		if !ok {
+			return err
+		}
+		// Another tailer may have added them since names was read, so
+		// retry unless this very call already declared them all.
+		l.srcs.add(missing...)
+		if !slices.ContainsFunc(missing, func(m string) bool { return !slices.Contains(names, m) }) {
 			return err
 		}
 	}
