@@ -3,8 +3,8 @@ package redisserver
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
