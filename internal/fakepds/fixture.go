@@ -19,6 +19,7 @@ import (
 
 	"github.com/pdsmux/pdsmux/internal/blocks"
 	"github.com/pdsmux/pdsmux/internal/frame"
+	"github.com/pdsmux/pdsmux/internal/xrpcerr"
 )
 
 // Fixture replays a recording of real replicas (testdata/cocoon-2replicas:
@@ -196,7 +197,7 @@ func (fx *Fixture) Serve(l net.Listener, liveFile, replayFile string) (*http.Ser
 	mux.HandleFunc("GET /xrpc/com.atproto.sync.getLatestCommit", func(w http.ResponseWriter, r *http.Request) {
 		l, ok := fx.latest[r.URL.Query().Get("did")]
 		if !ok {
-			xrpcError(w, http.StatusBadRequest, "RepoNotFound", "no such repo")
+			xrpcerr.Write(w, http.StatusBadRequest, "RepoNotFound", "no such repo")
 			return
 		}
 		writeJSON(w, http.StatusOK, l)
@@ -204,14 +205,14 @@ func (fx *Fixture) Serve(l net.Listener, liveFile, replayFile string) (*http.Ser
 	mux.HandleFunc("GET /xrpc/com.atproto.sync.getBlocks", func(w http.ResponseWriter, r *http.Request) {
 		set := fx.repos[r.URL.Query().Get("did")]
 		if set == nil {
-			xrpcError(w, http.StatusBadRequest, "RepoNotFound", "no such repo")
+			xrpcerr.Write(w, http.StatusBadRequest, "RepoNotFound", "no such repo")
 			return
 		}
 		out := blocks.NewSet()
 		for _, cs := range r.URL.Query()["cids"] {
 			c, err := cid.Decode(cs)
 			if err != nil {
-				xrpcError(w, http.StatusBadRequest, "InvalidRequest", "bad cid")
+				xrpcerr.Write(w, http.StatusBadRequest, "InvalidRequest", "bad cid")
 				return
 			}
 			data, _ := set.Lookup(c)
@@ -223,7 +224,7 @@ func (fx *Fixture) Serve(l net.Listener, liveFile, replayFile string) (*http.Ser
 		did := r.URL.Query().Get("did")
 		set := fx.repos[did]
 		if set == nil {
-			xrpcError(w, http.StatusBadRequest, "RepoNotFound", "no such repo")
+			xrpcerr.Write(w, http.StatusBadRequest, "RepoNotFound", "no such repo")
 			return
 		}
 		var buf bytes.Buffer

@@ -13,6 +13,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/pdsmux/pdsmux/internal/blocks"
+	"github.com/pdsmux/pdsmux/internal/xrpcerr"
 )
 
 // PLCCreatedAtLayout is how the PLC directory writes an operation's
@@ -57,9 +58,9 @@ func (s *Store) PLCHandler(endpoint string) http.Handler {
 		s.mu.Unlock()
 		switch {
 		case a == nil:
-			xrpcError(w, http.StatusNotFound, "NotFound", "DID not registered: "+did)
+			xrpcerr.Write(w, http.StatusNotFound, "NotFound", "DID not registered: "+did)
 		case err != nil:
-			xrpcError(w, http.StatusInternalServerError, "InternalError", err.Error())
+			xrpcerr.Write(w, http.StatusInternalServerError, "InternalError", err.Error())
 		case audit:
 			writeJSON(w, http.StatusOK, []plcLogEntry{*entry})
 		default:
@@ -71,7 +72,7 @@ func (s *Store) PLCHandler(endpoint string) http.Handler {
 func serveDIDDoc(w http.ResponseWriter, a *Account, handle, endpoint string) {
 	pub, err := a.Key.PublicKey()
 	if err != nil {
-		xrpcError(w, http.StatusInternalServerError, "InternalError", err.Error())
+		xrpcerr.Write(w, http.StatusInternalServerError, "InternalError", err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, identity.DIDDocument{

@@ -16,6 +16,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/pdsmux/pdsmux/internal/frame"
+	"github.com/pdsmux/pdsmux/internal/xrpcerr"
 )
 
 // Replica is one PDS process over a Store.
@@ -306,7 +307,7 @@ func (r *Replica) handleSubscribe(w http.ResponseWriter, req *http.Request) {
 	if c := req.URL.Query().Get("cursor"); c != "" {
 		v, err := strconv.ParseInt(c, 10, 64)
 		if err != nil || v < 0 {
-			xrpcError(w, http.StatusBadRequest, "InvalidRequest", "bad cursor")
+			xrpcerr.Write(w, http.StatusBadRequest, "InvalidRequest", "bad cursor")
 			return
 		}
 		cursor = v
@@ -329,7 +330,7 @@ func (r *Replica) handleSubscribe(w http.ResponseWriter, req *http.Request) {
 	r.mu.Unlock()
 	r.store.mu.Unlock()
 	if !up {
-		xrpcError(w, http.StatusServiceUnavailable, "Unavailable", "replica stopped")
+		xrpcerr.Write(w, http.StatusServiceUnavailable, "Unavailable", "replica stopped")
 		return
 	}
 	defer func() {

@@ -10,16 +10,13 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/pdsmux/pdsmux/internal/blocks"
+	"github.com/pdsmux/pdsmux/internal/xrpcerr"
 )
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-func xrpcError(w http.ResponseWriter, status int, name, msg string) {
-	writeJSON(w, status, map[string]string{"error": name, "message": msg})
 }
 
 // syncRoutes serves the read side of com.atproto.sync the way Cocoon does:
@@ -31,7 +28,7 @@ func (r *Replica) syncRoutes(mux *http.ServeMux) {
 		did := req.URL.Query().Get("did")
 		a := s.accounts[did]
 		if a == nil {
-			xrpcError(w, http.StatusBadRequest, "RepoNotFound", "could not find repo for DID: "+did)
+			xrpcerr.Write(w, http.StatusBadRequest, "RepoNotFound", "could not find repo for DID: "+did)
 		}
 		return a
 	}
@@ -98,7 +95,7 @@ func (r *Replica) syncRoutes(mux *http.ServeMux) {
 			c, err := cid.Decode(cs)
 			if err != nil {
 				s.mu.Unlock()
-				xrpcError(w, http.StatusBadRequest, "InvalidRequest", "bad cid: "+cs)
+				xrpcerr.Write(w, http.StatusBadRequest, "InvalidRequest", "bad cid: "+cs)
 				return
 			}
 			data, _ := a.blocks.Lookup(c) // missing: empty bytes, as Cocoon answers

@@ -2,7 +2,6 @@ package fanout
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/frame"
+	"github.com/pdsmux/pdsmux/internal/xrpcerr"
 )
 
 // Defaults for Config.
@@ -188,12 +188,6 @@ func (sub *subscriber) extend() {
 	_ = sub.conn.UnderlyingConn().SetReadDeadline(time.Now().Add(sub.idle + backlog))
 }
 
-func xrpcError(w http.ResponseWriter, status int, name, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": name, "message": msg})
-}
-
 // ServeHTTP handles GET /xrpc/com.atproto.sync.subscribeRepos.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cursorArg := int64(-1)
@@ -201,27 +195,27 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		v, err := strconv.ParseInt(c, 10, 64)
 		if err != nil || v < 0 {
 			s.m.request("bad_cursor")
-			xrpcError(w, http.StatusBadRequest, "InvalidRequest", fmt.Sprintf("cursor must be a non-negative integer, got %q", c))
+			xrpcerr.Write(w, http.StatusBadRequest, "InvalidRequest", fmt.Sprintf("cursor must be a non-negative integer, got %q", c))
 			return
 		}
 		cursorArg = v
 	}
 	select {
 	case <-s.closing:
-		xrpcError(w, http.StatusServiceUnavailable, "ServerShuttingDown", "pdsmux is shutting down; reconnect with your cursor")
+		xrpcerr.Write(w, http.StatusServiceUnavailable, "ServerShuttingDown", "pdsmux is shutting down; reconnect with your cursor")
 		return
 	default:
 	}
 	if n := s.count.Add(1); n > int64(s.cfg.MaxSubscribers) {
 		s.count.Add(-1)
 		s.m.request("too_many")
-		xrpcError(w, http.StatusServiceUnavailable, "TooManySubscribers", fmt.Sprintf("pdsmux serves at most %d subscribers", s.cfg.MaxSubscribers))
+		xrpcerr.Write(w, http.StatusServiceUnavailable, "TooManySubscribers", fmt.Sprintf("pdsmux serves at most %d subscribers", s.cfg.MaxSubscribers))
 		return
 	}
 	defer s.count.Add(-1)
 	if !websocket.IsWebSocketUpgrade(r) {
 		s.m.request("not_websocket")
-		xrpcError(w, http.StatusBadRequest, "InvalidRequest", "subscribeRepos is a websocket endpoint")
+		xrpcerr.Write(w, http.StatusBadRequest, "InvalidRequest", "subscribeRepos is a websocket endpoint")
 		return
 	}
 	conn, err := s.upg.Upgrade(w, r, nil)

@@ -77,12 +77,6 @@ func (h Health) ReplicaStates() string {
 	return strings.Join(names, ", ")
 }
 
-func xrpcError(w http.ResponseWriter, status int, name, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": name, "message": msg})
-}
-
 // FetchHealth asks a running pdsmux for its health. An answer that is not
 // pdsmux's (a replica's own /xrpc/_health, a proxy's error page) is an
 // error saying what answered; an unhealthy pdsmux's Health always has a

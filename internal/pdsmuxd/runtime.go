@@ -32,6 +32,7 @@ import (
 	"github.com/pdsmux/pdsmux/internal/store"
 	"github.com/pdsmux/pdsmux/internal/tail"
 	"github.com/pdsmux/pdsmux/internal/verify"
+	"github.com/pdsmux/pdsmux/internal/xrpcerr"
 )
 
 // Options are test seams, kept out of the operator's Config.
@@ -216,7 +217,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 			px.ServeHTTP(w, r)
 			return
 		}
-		xrpcError(w, http.StatusNotFound, "MethodNotImplemented", "pdsmux serves com.atproto.sync.* only; route other paths to the replicas")
+		xrpcerr.Write(w, http.StatusNotFound, "MethodNotImplemented", "pdsmux serves com.atproto.sync.* only; route other paths to the replicas")
 	})
 	idle := opts.IdleTimeout
 	if idle <= 0 {

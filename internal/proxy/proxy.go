@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pdsmux/pdsmux/internal/pool"
+	"github.com/pdsmux/pdsmux/internal/xrpcerr"
 )
 
 // maxBuffered bounds the error bodies kept in memory while trying the next
@@ -89,12 +90,6 @@ func forwarded(pr *httputil.ProxyRequest) {
 	pr.Out.Header.Del("X-Real-Ip")
 }
 
-func xrpcError(w http.ResponseWriter, status int, name, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": name, "message": msg})
-}
-
 func codeClass(status int) string {
 	return strconv.Itoa(status/100) + "xx"
 }
@@ -115,7 +110,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reps := p.pool.Ordered()
 	if len(reps) == 0 {
 		p.requests.WithLabelValues("none", "error").Inc()
-		xrpcError(w, http.StatusServiceUnavailable, "NoReplica", "no replica is configured")
+		xrpcerr.Write(w, http.StatusServiceUnavailable, "NoReplica", "no replica is configured")
 		return
 	}
 	// Only a request without a body can be sent again.
@@ -194,5 +189,5 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.requests.WithLabelValues("none", "error").Inc()
-	xrpcError(w, http.StatusBadGateway, "UpstreamFailure", fmt.Sprintf("no replica answered %s: %v", r.URL.Path, lastErr))
+	xrpcerr.Write(w, http.StatusBadGateway, "UpstreamFailure", fmt.Sprintf("no replica answered %s: %v", r.URL.Path, lastErr))
 }
