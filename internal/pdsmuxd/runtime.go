@@ -290,8 +290,9 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		g.Go(func() (err error) {
 			defer func() {
 				if p := recover(); p != nil {
-					err = fmt.Errorf("%s panicked: %v\n%s", name, p, debug.Stack())
-					rt.log.Error("component panicked", "component", name, "panic", p)
+					stack := debug.Stack()
+					err = fmt.Errorf("%s panicked: %v\n%s", name, p, stack)
+					rt.log.Error("component panicked", "component", name, "panic", fmt.Sprint(p), "stack", string(stack))
 				}
 			}()
 			if err := f(gctx); err != nil && gctx.Err() == nil {

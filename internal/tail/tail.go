@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -478,11 +479,19 @@ func (t *Tailer) door(ctx context.Context, batch []item) {
 
 // check runs the door on one item. A panic inside a decoder on hostile
 // input refuses the event instead of ending the process (which would
-// then read the same frame again after its restart).
+// then read the same frame again after its restart); it is logged at
+// error level with the panicking goroutine's stack, at most once a
+// minute (the line counts the panics it swallowed).
 func (t *Tailer) check(ctx context.Context, it *item) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("%w: the check panicked: %v", errDoorPanic, p)
+			stack := debug.Stack()
+			t.limiter.do("door_panic", func(n int) {
+				t.log.Error("the door panicked on an event; refusing it",
+					"did", it.in.DID, "rev", it.in.Rev, "seq", it.in.Seq,
+					"panic", fmt.Sprint(p), "stack", string(stack), "suppressed", n)
+			})
 		}
 	}()
 	return t.cfg.Door.Check(ctx, it.b, &it.in)
