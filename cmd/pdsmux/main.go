@@ -31,8 +31,8 @@ func app() *cli.Command {
 		Name:    "pdsmux",
 		Usage:   "make several replicas of one atproto PDS look like a single PDS to relays",
 		Version: pdsmuxd.Version,
-		Before: func(ctx context.Context, _ *cli.Command) (context.Context, error) {
-			return ctx, rejectUnknownEnv(os.Environ())
+		Before: func(ctx context.Context, cmd *cli.Command) (context.Context, error) {
+			return ctx, rejectUnknownEnv(knownEnv(cmd.Root()), os.Environ())
 		},
 		Commands:     []*cli.Command{serveCommand(), statusCommand(), healthCommand()},
 		OnUsageError: onUsageError,
