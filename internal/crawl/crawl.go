@@ -45,7 +45,7 @@ type Requester struct {
 	hc          *http.Client
 	subscribers func() int
 	log         *slog.Logger
-	requests    *prometheus.CounterVec
+	m           *metrics
 	now         func() time.Time
 	tick        time.Duration
 	relays      []*relayState
@@ -83,18 +83,9 @@ func New(cfg Config, hc *http.Client, subscribers func() int, reg prometheus.Reg
 		return nil
 	}
 	r := &Requester{cfg: cfg, hc: &own, subscribers: subscribers, log: logger.With("component", "crawl"), now: time.Now, tick: tick}
-	r.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pdsmux_crawl_requests_total",
-		Help: "requestCrawl calls to each configured relay, by outcome (ok, http_4xx, http_5xx, error). Failures back off and retry.",
-	}, []string{"relay", "outcome"})
-	if reg != nil {
-		reg.MustRegister(r.requests)
-	}
+	r.m = newMetrics(reg, cfg.Relays)
 	for _, u := range cfg.Relays {
 		r.relays = append(r.relays, &relayState{url: u})
-		for _, o := range []string{"ok", "http_4xx", "http_5xx", "error"} {
-			r.requests.WithLabelValues(u.String(), o)
-		}
 	}
 	return r
 }
@@ -163,15 +154,15 @@ func (r *Requester) request(ctx context.Context, base *url.URL) error {
 	}
 	resp, err := r.hc.Do(req)
 	if err != nil {
-		r.requests.WithLabelValues(base.String(), "error").Inc()
+		r.m.request(base, "error")
 		return err
 	}
 	defer resp.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	if resp.StatusCode/100 != 2 {
-		r.requests.WithLabelValues(base.String(), fmt.Sprintf("http_%dxx", resp.StatusCode/100)).Inc()
+		r.m.request(base, fmt.Sprintf("http_%dxx", resp.StatusCode/100))
 		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(msg))
 	}
-	r.requests.WithLabelValues(base.String(), "ok").Inc()
+	r.m.request(base, "ok")
 	return nil
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/identity"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/sync/errgroup"
@@ -105,19 +103,12 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	if logger == nil {
 		logger = NewLogger(os.Stderr, s.LogFormat, s.logLevel)
 	}
-	rt := &Runtime{s: s, log: logger, reg: prometheus.NewRegistry()}
+	rt := &Runtime{s: s, log: logger, reg: newRegistry()}
 	defer func() { // a partial build releases what it opened
 		if err != nil {
 			rt.closeResources()
 		}
 	}()
-	rt.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "pdsmux_build_info",
-		Help: "Always 1; labels carry the pdsmux and Go versions.",
-	}, []string{"version", "goversion"})
-	rt.reg.MustRegister(buildInfo)
-	buildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
 
 	rt.rdb = s.newRedis()
 	if err = checkRedis(ctx, rt.rdb, s.redisLog, logger); err != nil {

@@ -75,14 +75,7 @@ func New(cfg Config, eps []Endpoint, client *http.Client, reg prometheus.Registe
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	var gv *prometheus.GaugeVec
-	if reg != nil {
-		gv = prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "pdsmux_replica_healthy",
-			Help: "1 when the replica answers its HTTP health check. Proxied sync requests and repair use healthy replicas only.",
-		}, []string{"replica"})
-		reg.MustRegister(gv)
-	}
+	gv := newHealthyGauge(reg)
 	p := &Pool{cfg: cfg, client: client, log: logger.With("component", "pool")}
 	for _, ep := range eps {
 		r := &Replica{Name: ep.Name, URL: ep.URL}

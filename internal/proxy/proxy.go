@@ -29,31 +29,18 @@ type Proxy struct {
 	transport http.RoundTripper
 	log       *slog.Logger
 	errLog    *log.Logger
-	requests  *prometheus.CounterVec
-	retries   prometheus.Counter
+	m         *metrics
 }
 
 // New returns a proxy over p. reg may be nil.
 func New(p *pool.Pool, transport http.RoundTripper, reg prometheus.Registerer, logger *slog.Logger) *Proxy {
 	px := &Proxy{pool: p, transport: transport, log: logger.With("component", "proxy")}
 	px.errLog = slog.NewLogLogger(px.log.Handler(), slog.LevelWarn)
-	px.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "pdsmux_proxy_requests_total",
-		Help: "Proxied sync requests by replica and response status class (2xx, 3xx, 4xx, 5xx, error). replica=\"none\" means no replica could answer.",
-	}, []string{"replica", "code"})
-	px.retries = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "pdsmux_proxy_retries_total",
-		Help: "Proxied requests retried on another replica after a failure or a not-found answer.",
-	})
-	if reg != nil {
-		reg.MustRegister(px.requests, px.retries)
-	}
+	var names []string
 	for _, r := range p.All() {
-		for _, c := range []string{"2xx", "3xx", "4xx", "5xx", "error"} {
-			px.requests.WithLabelValues(r.Name, c)
-		}
+		names = append(names, r.Name)
 	}
-	px.requests.WithLabelValues("none", "error")
+	px.m = newMetrics(reg, names)
 	return px
 }
 
@@ -109,7 +96,7 @@ func notFound(body []byte) bool {
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	reps := p.pool.Ordered()
 	if len(reps) == 0 {
-		p.requests.WithLabelValues("none", "error").Inc()
+		p.m.requests.WithLabelValues("none", "error").Inc()
 		xrpcerr.Write(w, http.StatusServiceUnavailable, "NoReplica", "no replica is configured")
 		return
 	}
@@ -128,7 +115,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			},
 			ModifyResponse: func(resp *http.Response) error {
 				used := func() error {
-					p.requests.WithLabelValues(rep.Name, codeClass(resp.StatusCode)).Inc()
+					p.m.requests.WithLabelValues(rep.Name, codeClass(resp.StatusCode)).Inc()
 					return nil
 				}
 				switch {
@@ -163,7 +150,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		var rt *retryable
 		if errors.As(failed, &rt) {
-			p.requests.WithLabelValues(rep.Name, codeClass(rt.status)).Inc()
+			p.m.requests.WithLabelValues(rep.Name, codeClass(rt.status)).Inc()
 			if rt.body != nil && kept == nil {
 				kept = rt
 			}
@@ -171,14 +158,14 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				p.pool.ReportFailure(rep, failed)
 			}
 		} else {
-			p.requests.WithLabelValues(rep.Name, "error").Inc()
+			p.m.requests.WithLabelValues(rep.Name, "error").Inc()
 			p.pool.ReportFailure(rep, failed)
 		}
 		lastErr = failed
 		if !more {
 			break
 		}
-		p.retries.Inc()
+		p.m.retries.Inc()
 	}
 	if kept != nil {
 		for k, v := range kept.header {
@@ -188,6 +175,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(kept.body)
 		return
 	}
-	p.requests.WithLabelValues("none", "error").Inc()
+	p.m.requests.WithLabelValues("none", "error").Inc()
 	xrpcerr.Write(w, http.StatusBadGateway, "UpstreamFailure", fmt.Sprintf("no replica answered %s: %v", r.URL.Path, lastErr))
 }
