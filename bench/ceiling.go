@@ -6,7 +6,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/loopback"
 )
 
 // ceiling is how fast redis-server alone takes the stream's frames.
@@ -25,7 +25,7 @@ const ceilingBatch = 256
 // client: XADD with an approximate MAXLEN of pdsmux's default
 // --max-entries, pipelined ceilingBatch at a time. The merge cannot go
 // faster than this on the same machine and frames.
-func redisCeiling(env *testenv.Env, s *stream, n int) (ceiling, error) {
+func redisCeiling(env *loopback.Env, s *stream, n int) (ceiling, error) {
 	_, url, err := env.Redis("ceiling-redis")
 	if err != nil {
 		return ceiling{}, err

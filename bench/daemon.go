@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/loopback"
 )
 
 // variant is one system under test.
@@ -39,10 +39,10 @@ var durability = map[string]string{
 // rainbow.
 type daemon struct {
 	name     string
-	base     string          // http base URL subscribers use
-	metrics  string          // host:port of /metrics and /debug/pprof (pdsmux)
-	redisURL string          // pdsmux's Redis
-	procs    []*testenv.Proc // [0] is the daemon itself; the rest helpers (redis)
+	base     string           // http base URL subscribers use
+	metrics  string           // host:port of /metrics and /debug/pprof (pdsmux)
+	redisURL string           // pdsmux's Redis
+	procs    []*loopback.Proc // [0] is the daemon itself; the rest helpers (redis)
 	cleanup  func()
 }
 
@@ -63,7 +63,7 @@ const pinCore = "0"
 // Redis, its database file, its replicas and where DIDs resolve (the
 // bench's PLC) are set.
 // extra are further arguments (more replicas).
-func startPdsmux(env *testenv.Env, name string, ups []*upstream, plcURL string, pin bool, extra ...string) (*daemon, error) {
+func startPdsmux(env *loopback.Env, name string, ups []*upstream, plcURL string, pin bool, extra ...string) (*daemon, error) {
 	redis, redisURL, err := env.Redis(name + "-redis")
 	if err != nil {
 		return nil, err
@@ -73,7 +73,7 @@ func startPdsmux(env *testenv.Env, name string, ups []*upstream, plcURL string, 
 			return nil, fmt.Errorf("pin redis-server: %v: %s", err, out)
 		}
 	}
-	addrs, err := testenv.FreeAddrs(2)
+	addrs, err := loopback.FreeAddrs(2)
 	if err != nil {
 		return nil, err
 	}
@@ -89,17 +89,17 @@ func startPdsmux(env *testenv.Env, name string, ups []*upstream, plcURL string, 
 	if err != nil {
 		return nil, err
 	}
-	if err := testenv.WaitHTTP("http://"+addrs[0]+"/xrpc/_health", 30*time.Second, p); err != nil {
+	if err := loopback.WaitHTTP("http://"+addrs[0]+"/xrpc/_health", 30*time.Second, p); err != nil {
 		return nil, err
 	}
 	return &daemon{name: "pdsmux", base: "http://" + addrs[0], metrics: addrs[1], redisURL: redisURL,
-		procs: []*testenv.Proc{p, redis}}, nil
+		procs: []*loopback.Proc{p, redis}}, nil
 }
 
 // startRainbow runs indigo's rainbow on its defaults but for where it
 // keeps events (v.persist).
-func startRainbow(env *testenv.Env, name string, v variant, up *upstream, pin bool) (*daemon, error) {
-	addrs, err := testenv.FreeAddrs(2)
+func startRainbow(env *loopback.Env, name string, v variant, up *upstream, pin bool) (*daemon, error) {
+	addrs, err := loopback.FreeAddrs(2)
 	if err != nil {
 		return nil, err
 	}
@@ -133,12 +133,12 @@ func startRainbow(env *testenv.Env, name string, v variant, up *upstream, pin bo
 		return nil, err
 	}
 	base := "http://" + addrs[0]
-	if err := testenv.WaitHTTP(base+"/xrpc/_health", 30*time.Second, p); err != nil {
+	if err := loopback.WaitHTTP(base+"/xrpc/_health", 30*time.Second, p); err != nil {
 		p.Stop(5 * time.Second)
 		cleanup()
 		return nil, err
 	}
-	return &daemon{name: v.label, base: base, procs: []*testenv.Proc{p}, cleanup: cleanup}, nil
+	return &daemon{name: v.label, base: base, procs: []*loopback.Proc{p}, cleanup: cleanup}, nil
 }
 
 func (d *daemon) stop() {
@@ -161,7 +161,7 @@ type usage struct {
 func (d *daemon) usage() usage {
 	var u usage
 	for i, p := range d.procs {
-		r, pk, c := testenv.ProcStat(p.Pid())
+		r, pk, c := loopback.ProcStat(p.Pid())
 		if i == 0 {
 			u.rss, u.peak, u.cpu = r, pk, c
 		} else {

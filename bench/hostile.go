@@ -16,7 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/pdsmux/pdsmux/internal/fakepds"
-	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/loopback"
 )
 
 // hostileFrameBytes is about the size of every hostile frame: under the
@@ -179,7 +179,7 @@ func (h *hostileUpstream) serve(w http.ResponseWriter, r *http.Request) {
 // second. It reports pdsmux's
 // and redis-server's peak memory and whether the normal replica's events
 // kept flowing.
-func runHostile(env *testenv.Env, s *stream, p *plc, dur time.Duration) (hostileResult, error) {
+func runHostile(env *loopback.Env, s *stream, p *plc, dur time.Duration) (hostileResult, error) {
 	ctx := context.Background()
 	n := min(len(s.frames), int(hostileRate*dur.Seconds()))
 	idx := make([]int, n)

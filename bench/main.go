@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/loopback"
 )
 
 // scenario is one measured situation; every system in systems runs it in
@@ -85,7 +85,7 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	deps, err := testenv.LoadDeps(filepath.Join(dir, "bin"), os.Stderr, "rainbow")
+	deps, err := loopback.LoadDeps(filepath.Join(dir, "bin"), os.Stderr, "rainbow")
 	if err != nil {
 		return err
 	}
@@ -123,7 +123,7 @@ func run(o options) error {
 	rep := &report{quick: o.quick, opts: o, load0: load0, results: map[string]map[string]result{}}
 	if want(o.only, "R") {
 		fmt.Fprintln(os.Stderr, "bench: R, the Redis ceiling")
-		env, err := testenv.New(filepath.Join(dir, "R"), deps)
+		env, err := loopback.New(filepath.Join(dir, "R"), deps)
 		if err != nil {
 			return err
 		}
@@ -141,7 +141,7 @@ func run(o options) error {
 		rep.results[sc.id] = map[string]result{}
 		for _, v := range sc.systems {
 			fmt.Fprintf(os.Stderr, "bench: %s with %s\n", sc.id, v.label)
-			env, err := testenv.New(filepath.Join(dir, sc.id+"-"+v.id), deps)
+			env, err := loopback.New(filepath.Join(dir, sc.id+"-"+v.id), deps)
 			if err != nil {
 				return err
 			}
@@ -158,7 +158,7 @@ func run(o options) error {
 	}
 	if want(o.only, "H") {
 		fmt.Fprintln(os.Stderr, "bench: H, a hostile replica beside a normal one")
-		env, err := testenv.New(filepath.Join(dir, "H"), deps)
+		env, err := loopback.New(filepath.Join(dir, "H"), deps)
 		if err != nil {
 			return err
 		}
@@ -224,7 +224,7 @@ func pinSelf() (func(), error) {
 	return func() { _ = exec.Command("taskset", "-a", "-p", "-c", all, pid).Run() }, nil
 }
 
-func runScenario(env *testenv.Env, s *stream, sc scenario, v variant, p *plc, profile string) (result, error) {
+func runScenario(env *loopback.Env, s *stream, sc scenario, v variant, p *plc, profile string) (result, error) {
 	ctx := context.Background()
 	reps := sc.replicas
 	if v.rainbow {

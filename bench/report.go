@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/loopback"
 )
 
 // result is one system's run of one scenario.
@@ -75,7 +75,7 @@ func machine() string {
 	return fmt.Sprintf("%s, %d cores%s, %s", cpu, runtime.NumCPU(), mem, runtime.Version())
 }
 
-func (r *report) write(b *strings.Builder, deps testenv.Deps, s *stream) {
+func (r *report) write(b *strings.Builder, deps loopback.Deps, s *stream) {
 	redisV, _ := exec.Command(deps.Redis, "--version").Output()
 	indigo, _ := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/bluesky-social/indigo").Output()
 	commit, _ := exec.Command("git", "describe", "--always", "--dirty").Output()

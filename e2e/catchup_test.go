@@ -19,7 +19,7 @@ import (
 	_ "modernc.org/sqlite" // the relay's database, to read its persisted cursor
 
 	"github.com/pdsmux/pdsmux/internal/fakepds"
-	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/loopback"
 	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
 )
@@ -40,7 +40,7 @@ func TestE2E_RelayCatchesUpAfterOutage(t *testing.T) {
 		ping      = time.Second
 	)
 	start := time.Now()
-	env, err := testenv.New(t.TempDir(), deps)
+	env, err := loopback.New(t.TempDir(), deps)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -48,7 +48,7 @@ func TestE2E_RelayCatchesUpAfterOutage(t *testing.T) {
 		}
 		env.Close()
 	})
-	caddyPort, err := testenv.FreePort()
+	caddyPort, err := loopback.FreePort()
 	require.NoError(t, err)
 	st := fakepds.NewStore(fakepds.ModeOwn, 7)
 	var reps []*fakepds.Replica
@@ -220,7 +220,7 @@ func relayHostCursor(t *testing.T, dbPath string) int64 {
 }
 
 // relayLines counts the relay's log lines containing s.
-func relayLines(t *testing.T, r *testenv.Relay, s string) int {
+func relayLines(t *testing.T, r *loopback.Relay, s string) int {
 	t.Helper()
 	b, err := os.ReadFile(r.Log)
 	require.NoError(t, err)

@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/fakepds"
-	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/loopback"
 	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
 )
@@ -40,7 +40,7 @@ func TestE2E_CocoonModelEveryPostReachesRelayAcrossSIGKILL(t *testing.T) {
 }
 
 func cocoonModelToRelay(t *testing.T, kill bool) {
-	env, err := testenv.New(t.TempDir(), deps)
+	env, err := loopback.New(t.TempDir(), deps)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -48,7 +48,7 @@ func cocoonModelToRelay(t *testing.T, kill bool) {
 		}
 		env.Close()
 	})
-	caddyPort, err := testenv.FreePort()
+	caddyPort, err := loopback.FreePort()
 	require.NoError(t, err)
 	st := fakepds.NewStore(fakepds.ModeCocoon, 11)
 	st.OmitUpdatePrev = true
@@ -99,7 +99,7 @@ func cocoonModelToRelay(t *testing.T, kill bool) {
 		if kill && i == nPosts/2 {
 			mux.Kill()
 			require.NoError(t, mux.Restart())
-			require.NoError(t, testenv.WaitHTTP("http://"+mux.Addr+"/xrpc/_health", 30*time.Second, mux.Proc))
+			require.NoError(t, loopback.WaitHTTP("http://"+mux.Addr+"/xrpc/_health", 30*time.Second, mux.Proc))
 		}
 		a := accounts[rnd.IntN(len(accounts))]
 		rkey := fmt.Sprintf("p%04d", i)
@@ -133,7 +133,7 @@ func cocoonModelToRelay(t *testing.T, kill bool) {
 	}
 	require.Eventually(t, func() bool { return len(missing()) == 0 }, 90*time.Second, 200*time.Millisecond,
 		"posts never delivered to the relay's firehose as #commit creates")
-	rc := testenv.NewClient(relay.URL)
+	rc := loopback.NewClient(relay.URL)
 	for _, a := range accounts {
 		require.Eventually(t, func() bool {
 			_, rev, err := rc.LatestCommit(a.DID)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/loopback"
 	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
 )
 
@@ -24,18 +24,18 @@ import (
 // continue.
 func TestE2E_SplitReplicas(t *testing.T) {
 	s := newStack(t, split)
-	c1, c2 := testenv.NewClient(s.replicas[0].URL), testenv.NewClient(s.replicas[1].URL)
-	var accs [2][]*testenv.Account
-	var all []*testenv.Account
+	c1, c2 := loopback.NewClient(s.replicas[0].URL), loopback.NewClient(s.replicas[1].URL)
+	var accs [2][]*loopback.Account
+	var all []*loopback.Account
 	for i := range 4 {
-		c := []*testenv.Client{c1, c2}[i%2]
+		c := []*loopback.Client{c1, c2}[i%2]
 		a, err := c.CreateAccount(fmt.Sprintf("user%d.test", i))
 		require.NoError(t, err)
 		accs[i%2] = append(accs[i%2], a)
 		all = append(all, a)
 	}
 	var w writer
-	s.workload(&w, []*testenv.Client{c1, c2}, accs[:], 200, "split")
+	s.workload(&w, []*loopback.Client{c1, c2}, accs[:], 200, "split")
 	s.checkRelay(&w, all, 60*time.Second)
 
 	// Restart pdsmux while writes go on: the relay reconnects with its
@@ -43,7 +43,7 @@ func TestE2E_SplitReplicas(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.workload(&w, []*testenv.Client{c1, c2}, accs[:], 100, "restart")
+		s.workload(&w, []*loopback.Client{c1, c2}, accs[:], 100, "restart")
 	}()
 	time.Sleep(500 * time.Millisecond)
 	require.NoError(t, s.pdsmux.Restart())
@@ -105,25 +105,25 @@ func TestE2E_SplitReplicas(t *testing.T) {
 // other.
 func TestE2E_SharedReplicas(t *testing.T) {
 	s := newStack(t, shared)
-	caddy := testenv.NewClient(s.caddyURL)
-	var accs []*testenv.Account
+	caddy := loopback.NewClient(s.caddyURL)
+	var accs []*loopback.Account
 	for i := range 4 {
 		a, err := caddy.CreateAccount(fmt.Sprintf("user%d.test", i))
 		require.NoError(t, err)
 		accs = append(accs, a)
 	}
 	var w writer
-	s.workload(&w, []*testenv.Client{caddy}, [][]*testenv.Account{accs}, 200, "shared")
+	s.workload(&w, []*loopback.Client{caddy}, [][]*loopback.Account{accs}, 200, "shared")
 	s.checkRelay(&w, accs, 60*time.Second)
 
 	s.replicas[1].Stop(10 * time.Second)
 	stopped := time.Now()
 	for time.Since(stopped) < 30*time.Second {
-		s.workload(&w, []*testenv.Client{caddy}, [][]*testenv.Account{accs}, 10, "degraded")
+		s.workload(&w, []*loopback.Client{caddy}, [][]*loopback.Account{accs}, 10, "degraded")
 		time.Sleep(500 * time.Millisecond)
 	}
 	require.NoError(t, s.replicas[1].Restart())
-	s.workload(&w, []*testenv.Client{caddy}, [][]*testenv.Account{accs}, 20, "recovered")
+	s.workload(&w, []*loopback.Client{caddy}, [][]*loopback.Account{accs}, 20, "recovered")
 	s.checkRelay(&w, accs, 90*time.Second)
 }
 
@@ -135,7 +135,7 @@ func TestCaddyfileValidates(t *testing.T) {
 		"loopback": {"PDS_SITE=:18443", "CADDY_BIND=127.0.0.1", "PDSMUX_UPSTREAM=127.0.0.1:2480", "REPLICA_UPSTREAMS=127.0.0.1:1 127.0.0.1:2", "HEALTH_INTERVAL=1s"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			cmd := exec.Command(deps.Caddy, "validate", "--adapter", "caddyfile", "--config", filepath.Join(testenv.RepoRoot(), "Caddyfile"))
+			cmd := exec.Command(deps.Caddy, "validate", "--adapter", "caddyfile", "--config", filepath.Join(loopback.RepoRoot(), "Caddyfile"))
 			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "XDG_DATA_HOME=" + t.TempDir(), "XDG_CONFIG_HOME=" + t.TempDir()}, env...)
 			out, err := cmd.CombinedOutput()
 			require.NoError(t, err, "%s", out)

@@ -7,10 +7,10 @@ import (
 	"os"
 	"testing"
 
-	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/loopback"
 )
 
-var deps testenv.Deps
+var deps loopback.Deps
 
 func TestMain(m *testing.M) {
 	bin, err := os.MkdirTemp("", "pdsmux-e2e-bin-")
@@ -18,7 +18,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	deps, err = testenv.LoadDeps(bin, os.Stderr, "node", "pds", "caddy", "relay")
+	deps, err = loopback.LoadDeps(bin, os.Stderr, "node", "pds", "caddy", "relay")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: installing peers:", err)
 		os.Exit(1)

@@ -14,23 +14,23 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/loopback"
 	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
 )
 
 // stack is PLC, replicas, Redis, pdsmux, Caddy and a relay on loopback.
 type stack struct {
 	t         *testing.T
-	env       *testenv.Env
+	env       *loopback.Env
 	plcURL    string
 	redisURL  string
 	caddyPort int
 	caddyURL  string
-	secrets   testenv.PDSSecrets
-	replicas  []*testenv.PDS
-	pdsmux    *testenv.Pdsmux
-	caddy     *testenv.Proc
-	relay     *testenv.Relay
+	secrets   loopback.PDSSecrets
+	replicas  []*loopback.PDS
+	pdsmux    *loopback.Pdsmux
+	caddy     *loopback.Proc
+	relay     *loopback.Relay
 	firehose  *consumer.Consumer
 }
 
@@ -41,7 +41,7 @@ const (
 
 func newStack(t *testing.T, topology string) *stack {
 	t.Helper()
-	env, err := testenv.New(t.TempDir(), deps)
+	env, err := loopback.New(t.TempDir(), deps)
 	require.NoError(t, err)
 	s := &stack{t: t, env: env}
 	t.Cleanup(func() {
@@ -54,10 +54,10 @@ func newStack(t *testing.T, topology string) *stack {
 	require.NoError(t, err)
 	_, s.redisURL, err = env.Redis("redis")
 	require.NoError(t, err)
-	s.caddyPort, err = testenv.FreePort()
+	s.caddyPort, err = loopback.FreePort()
 	require.NoError(t, err)
 	s.caddyURL = fmt.Sprintf("http://localhost:%d", s.caddyPort)
-	s.secrets, err = testenv.NewPDSSecrets()
+	s.secrets, err = loopback.NewPDSSecrets()
 	require.NoError(t, err)
 	for i := range 2 {
 		dir := filepath.Join(env.Dir, "data-shared")
@@ -131,12 +131,12 @@ func (w *writer) all() map[key]bool {
 
 // workload makes n writes across accounts, alternating the clients (which
 // may be the replicas or Caddy): posts, likes of earlier posts, deletes.
-func (s *stack) workload(w *writer, clients []*testenv.Client, accounts [][]*testenv.Account, n int, tag string) {
+func (s *stack) workload(w *writer, clients []*loopback.Client, accounts [][]*loopback.Account, n int, tag string) {
 	s.t.Helper()
 	type post struct {
-		c   *testenv.Client
-		a   *testenv.Account
-		com testenv.Commit
+		c   *loopback.Client
+		a   *loopback.Account
+		com loopback.Commit
 	}
 	var posts []post
 	for i := range n {
@@ -157,11 +157,11 @@ func (s *stack) workload(w *writer, clients []*testenv.Client, accounts [][]*tes
 			}
 		case i%5 == 3 && len(posts) > 0: // like someone's post
 			p := posts[len(posts)/2]
-			com, err := c.CreateRecord(a, "app.bsky.feed.like", testenv.Like(p.com.URI, p.com.CID))
+			com, err := c.CreateRecord(a, "app.bsky.feed.like", loopback.Like(p.com.URI, p.com.CID))
 			require.NoError(s.t, err)
 			w.add(a.DID, com.Rev)
 		default:
-			com, err := c.CreateRecord(a, "app.bsky.feed.post", testenv.Post(fmt.Sprintf("%s post %d", tag, i)))
+			com, err := c.CreateRecord(a, "app.bsky.feed.post", loopback.Post(fmt.Sprintf("%s post %d", tag, i)))
 			require.NoError(s.t, err)
 			w.add(a.DID, com.Rev)
 			posts = append(posts, post{c: c, a: a, com: com})
@@ -183,7 +183,7 @@ func (s *stack) relayRevs() map[key]int {
 // checkRelay waits until the relay has every written (did, rev), then
 // asserts each exactly once, every repo at the replica's rev, and no chain
 // warning in the relay's log.
-func (s *stack) checkRelay(w *writer, accounts []*testenv.Account, within time.Duration) {
+func (s *stack) checkRelay(w *writer, accounts []*loopback.Account, within time.Duration) {
 	s.t.Helper()
 	want := w.all()
 	deadline := time.Now().Add(within)
@@ -210,9 +210,9 @@ func (s *stack) checkRelay(w *writer, accounts []*testenv.Account, within time.D
 		}
 	}
 	require.Empty(s.t, doubled, "(did, rev) doubled at the relay")
-	relay := testenv.NewClient(s.relay.URL)
+	relay := loopback.NewClient(s.relay.URL)
 	for _, a := range accounts {
-		_, want, err := testenv.NewClient(s.caddyURL).LatestCommit(a.DID)
+		_, want, err := loopback.NewClient(s.caddyURL).LatestCommit(a.DID)
 		require.NoError(s.t, err)
 		require.Eventually(s.t, func() bool {
 			_, got, err := relay.LatestCommit(a.DID)

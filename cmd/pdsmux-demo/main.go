@@ -20,7 +20,7 @@ import (
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/frame"
-	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/loopback"
 )
 
 func main() {
@@ -69,11 +69,11 @@ func (n *names) get(did string) string {
 // returns.
 func run(ctx context.Context, dir string) error {
 	fmt.Println("pdsmux demo: preparing peers (the first run installs Node 22, @atproto/pds and Caddy into ~/.cache/pdsmux: 10 to 15 minutes, most of it compiling better-sqlite3; later runs start in seconds)")
-	deps, err := testenv.LoadDeps(filepath.Join(dir, "bin"), os.Stderr, "node", "pds", "caddy")
+	deps, err := loopback.LoadDeps(filepath.Join(dir, "bin"), os.Stderr, "node", "pds", "caddy")
 	if err != nil {
 		return err
 	}
-	env, err := testenv.New(dir, deps)
+	env, err := loopback.New(dir, deps)
 	if err != nil {
 		return err
 	}
@@ -87,16 +87,16 @@ func run(ctx context.Context, dir string) error {
 	if err != nil {
 		return err
 	}
-	caddyPort, err := testenv.FreePort()
+	caddyPort, err := loopback.FreePort()
 	if err != nil {
 		return err
 	}
 	front := fmt.Sprintf("http://localhost:%d", caddyPort)
-	sec, err := testenv.NewPDSSecrets()
+	sec, err := loopback.NewPDSSecrets()
 	if err != nil {
 		return err
 	}
-	var reps []*testenv.PDS
+	var reps []*loopback.PDS
 	var addrs []string
 	args := []string{"--redis-url", redisURL, "--plc-url", plcURL, "--scan-interval", "3s", "--repair-grace", "3s"}
 	for i := range 2 {
@@ -137,7 +137,7 @@ func run(ctx context.Context, dir string) error {
 	lines := make(chan string, 64)
 	go printStream(conn, events, handles, lines)
 
-	clients := []*testenv.Client{testenv.NewClient(reps[0].URL), testenv.NewClient(reps[1].URL)}
+	clients := []*loopback.Client{loopback.NewClient(reps[0].URL), loopback.NewClient(reps[1].URL)}
 	alice, err := clients[0].CreateAccount("alice.test")
 	if err != nil {
 		return err
@@ -148,9 +148,9 @@ func run(ctx context.Context, dir string) error {
 	}
 	handles.set(alice.DID, "alice.test")
 	handles.set(bob.DID, "bob.test")
-	accounts := []*testenv.Account{alice, bob}
+	accounts := []*loopback.Account{alice, bob}
 	post := func(i int) error {
-		_, err := clients[i%2].CreateRecord(accounts[i%2], "app.bsky.feed.post", testenv.Post(fmt.Sprintf("hello #%d from %s via pds%d", i, accounts[i%2].Handle, i%2+1)))
+		_, err := clients[i%2].CreateRecord(accounts[i%2], "app.bsky.feed.post", loopback.Post(fmt.Sprintf("hello #%d from %s via pds%d", i, accounts[i%2].Handle, i%2+1)))
 		return err
 	}
 	for i := range 6 {

@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pdsmux/pdsmux/internal/loopback"
 	"github.com/pdsmux/pdsmux/internal/route"
-	"github.com/pdsmux/pdsmux/internal/testenv"
 )
 
 // replica stands in for one Cocoon process behind Caddy: it answers
@@ -105,9 +105,9 @@ func startRouter(t *testing.T, addr string, h http.Handler) *http.Server {
 // served; with the router down every request is still served, each token
 // on one replica.
 func TestCaddyfile_AccountAffineRouting(t *testing.T) {
-	peers, err := testenv.Peers(os.Stderr, "caddy")
+	peers, err := loopback.Peers(os.Stderr, "caddy")
 	require.NoError(t, err, "install caddy")
-	env, err := testenv.New(t.TempDir(), testenv.Deps{Caddy: peers["CADDY"]})
+	env, err := loopback.New(t.TempDir(), loopback.Deps{Caddy: peers["CADDY"]})
 	require.NoError(t, err)
 	t.Cleanup(env.Close)
 	t.Cleanup(func() {
@@ -117,7 +117,7 @@ func TestCaddyfile_AccountAffineRouting(t *testing.T) {
 	})
 
 	reg := prometheus.NewRegistry()
-	routerAddr, err := testenv.FreeAddrs(1)
+	routerAddr, err := loopback.FreeAddrs(1)
 	require.NoError(t, err)
 	router := startRouter(t, routerAddr[0], route.New(route.NewMetrics(reg)))
 
@@ -131,7 +131,7 @@ func TestCaddyfile_AccountAffineRouting(t *testing.T) {
 		reps = append(reps, r)
 		addrs = append(addrs, r.addr)
 	}
-	port, err := testenv.FreePort()
+	port, err := loopback.FreePort()
 	require.NoError(t, err)
 	_, err = env.Caddy("caddy", port, routerAddr[0], addrs)
 	require.NoError(t, err)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/loopback"
 	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/proc"
 )
@@ -27,7 +27,7 @@ type Server struct {
 // answers a query.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	peers, err := testenv.Peers(os.Stderr, "turso")
+	peers, err := loopback.Peers(os.Stderr, "turso")
 	if err != nil {
 		t.Fatalf("install tursodb: %v", err)
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pdsmux/pdsmux/internal/testenv"
+	"github.com/pdsmux/pdsmux/internal/loopback"
 	"github.com/pdsmux/pdsmux/internal/testutil"
 )
 
@@ -119,6 +119,6 @@ func (p *Proc) Output() string {
 
 // Memory reads VmRSS and VmHWM (peak RSS) of the process, in bytes.
 func (p *Proc) Memory() (rss, peak int64) {
-	rss, peak, _ = testenv.ProcStat(p.Cmd.Process.Pid)
+	rss, peak, _ = loopback.ProcStat(p.Cmd.Process.Pid)
 	return rss, peak
 }
