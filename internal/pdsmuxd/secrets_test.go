@@ -158,8 +158,14 @@ func TestSecrets_NeverInAnyOutput(t *testing.T) {
 		"--replica", replica, "--replica", "never=http://127.0.0.1:1",
 		"--verify-commit-signatures=false", "--plc-url", "http://127.0.0.1:1", "--scan-interval", "1h"}
 	p := proc.Start(t, "pdsmux", bin, args)
-	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Cmd.Process.Pid))
-	require.NoError(t, err)
+	// /proc/PID/cmdline reads empty for a moment after Start returns: the
+	// kernel sets the new program's arguments after closing the pipe
+	// that tells Start the exec succeeded.
+	var cmdline []byte
+	require.Eventually(t, func() bool {
+		cmdline, _ = os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p.Cmd.Process.Pid))
+		return len(cmdline) > 0
+	}, 10*time.Second, 10*time.Millisecond, "pdsmux's /proc/PID/cmdline stays empty")
 	require.Contains(t, string(cmdline), redisPW, "the secrets really are on the command line")
 	require.Contains(t, string(cmdline), dbToken)
 
