@@ -6,8 +6,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,23 +49,7 @@ func TestE2E_RelayCatchesUpAfterOutage(t *testing.T) {
 	caddyPort, err := loopback.FreePort()
 	require.NoError(t, err)
 	st := fakepds.NewStore(fakepds.ModeOwn, 7)
-	var reps []*fakepds.Replica
-	var addrs []string
-	for i := range 2 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		r := st.NewReplica(fmt.Sprintf("pds%d", i+1))
-		require.NoError(t, r.Start(l))
-		t.Cleanup(r.Stop)
-		reps = append(reps, r)
-		addrs = append(addrs, l.Addr().String())
-	}
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	plcSrv := &http.Server{Handler: st.PLCHandler(fmt.Sprintf("http://localhost:%d", caddyPort))}
-	go func() { _ = plcSrv.Serve(pl) }()
-	t.Cleanup(func() { plcSrv.Close() })
-	plcURL := "http://localhost:" + strings.Split(pl.Addr().String(), ":")[1]
+	reps, addrs, plcURL := fakeReplicas(t, st, "pds", caddyPort)
 
 	_, redisURL, err := env.Redis("redis")
 	require.NoError(t, err)

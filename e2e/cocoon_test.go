@@ -6,8 +6,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"sort"
 	"strings"
 	"testing"
@@ -52,23 +50,7 @@ func cocoonModelToRelay(t *testing.T, kill bool) {
 	require.NoError(t, err)
 	st := fakepds.NewStore(fakepds.ModeCocoon, 11)
 	st.OmitUpdatePrev = true
-	var reps []*fakepds.Replica
-	var addrs []string
-	for i := range 2 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		r := st.NewReplica(fmt.Sprintf("cocoon%d", i+1))
-		require.NoError(t, r.Start(l))
-		t.Cleanup(r.Stop)
-		reps = append(reps, r)
-		addrs = append(addrs, l.Addr().String())
-	}
-	pl, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	plcSrv := &http.Server{Handler: st.PLCHandler(fmt.Sprintf("http://localhost:%d", caddyPort))}
-	go func() { _ = plcSrv.Serve(pl) }()
-	t.Cleanup(func() { plcSrv.Close() })
-	plcURL := "http://localhost:" + strings.Split(pl.Addr().String(), ":")[1]
+	reps, addrs, plcURL := fakeReplicas(t, st, "cocoon", caddyPort)
 
 	_, redisURL, err := env.Redis("redis")
 	require.NoError(t, err)

@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/pdsmux/pdsmux/internal/fakepds"
 	"github.com/pdsmux/pdsmux/internal/loopback"
 	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
 )
@@ -223,4 +226,28 @@ func (s *stack) checkRelay(w *writer, accounts []*loopback.Account, within time.
 	require.NoError(s.t, err)
 	require.Zero(s.t, pd+since, "relay chain warnings:\n%s", strings.Join(lines, "\n"))
 	s.t.Logf("relay: %d written (did, rev) each seen once, %d repos at the replicas' rev, no chain warning", len(want), len(accounts))
+}
+
+// fakeReplicas starts two fake replicas of st (name1, name2) on loopback
+// and a PLC directory serving st's accounts, whose DID documents point at
+// Caddy on caddyPort. It returns the replicas, their addresses and the
+// PLC's URL (by "localhost", as the relay resolves it).
+func fakeReplicas(t *testing.T, st *fakepds.Store, name string, caddyPort int) ([]*fakepds.Replica, []string, string) {
+	var reps []*fakepds.Replica
+	var addrs []string
+	for i := range 2 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		r := st.NewReplica(fmt.Sprintf("%s%d", name, i+1))
+		require.NoError(t, r.Start(l))
+		t.Cleanup(r.Stop)
+		reps = append(reps, r)
+		addrs = append(addrs, l.Addr().String())
+	}
+	pl, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	plcSrv := &http.Server{Handler: st.PLCHandler(fmt.Sprintf("http://localhost:%d", caddyPort))}
+	go func() { _ = plcSrv.Serve(pl) }()
+	t.Cleanup(func() { plcSrv.Close() })
+	return reps, addrs, "http://localhost:" + strings.Split(pl.Addr().String(), ":")[1]
 }
