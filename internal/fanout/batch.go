@@ -8,13 +8,16 @@ const DefaultBatchBytes = 8 << 20
 
 // batchSizer picks how many entries the broadcaster's next read asks
 // Redis for (XREAD COUNT is a count, not bytes): as many as maxBytes holds
-// at the size of the largest entry of the previous read, between 1 and
+// at the size of the largest entry seen lately (the largest of a read,
+// halved every read that has none as large, so a few reads of small
+// entries between large ones do not open the count again), between 1 and
 // tailCount. A read is then about maxBytes at most unless entries grow
-// from one read to the next; what the log holds at all is bounded by its
-// own byte budget (cursor.Config.MaxBytes).
+// faster than that; what the log holds at all is bounded by its own byte
+// budget (cursor.Config.MaxBytes).
 type batchSizer struct {
 	maxBytes int64 // 0: DefaultBatchBytes
 	count    int64 // 0: nothing read yet
+	largest  int64 // the largest entry seen lately, bytes
 }
 
 // SetMaxBatchBytes bounds the bytes of one read of new entries (see
@@ -44,10 +47,11 @@ func (z *batchSizer) observe(entries []cursor.Entry, m *Metrics) {
 		total += n
 		largest = max(largest, n)
 	}
+	z.largest = max(largest, z.largest/2)
 	limit := z.maxBytes
 	if limit <= 0 {
 		limit = DefaultBatchBytes
 	}
-	z.count = min(max(limit/max(largest, 1), 1), tailCount)
+	z.count = min(max(limit/max(z.largest, 1), 1), tailCount)
 	m.setBatchBytes(total)
 }
