@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
 )
 
@@ -96,7 +97,7 @@ func TestRunBudget_KeepsStreamWithinBudgetAsItAppends(t *testing.T) {
 	done := make(chan struct{})
 	go func() { _ = l.RunBudget(ctx, func() int64 { return math.MaxInt64 }); close(done) }()
 	defer func() { cancel(); <-done }()
-	require.Eventually(t, func() bool { return gauge(t, reg, "pdsmux_log_bytes") > 0 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return testutil.Gauge(t, reg, "pdsmux_log_bytes") > 0 }, 10*time.Second, 10*time.Millisecond)
 
 	var peak int64
 	for i := 0; i < 120; i += 4 {
@@ -106,22 +107,9 @@ func TestRunBudget_KeepsStreamWithinBudgetAsItAppends(t *testing.T) {
 	require.LessOrEqual(t, streamBytes(t, srv), int64(budget))
 	t.Logf("30 MB appended; stream peak %d bytes (budget %d)", peak, budget)
 	require.LessOrEqual(t, peak, int64(budget), "appends near the budget trim before they return")
-	require.LessOrEqual(t, gauge(t, reg, "pdsmux_log_bytes"), float64(budget))
-	require.Equal(t, float64(budget), gauge(t, reg, "pdsmux_log_max_bytes"))
+	require.LessOrEqual(t, testutil.Gauge(t, reg, "pdsmux_log_bytes"), float64(budget))
+	require.Equal(t, float64(budget), testutil.Gauge(t, reg, "pdsmux_log_max_bytes"))
 	require.Positive(t, counter(t, reg, "pdsmux_log_budget_trimmed_total"))
-}
-
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range fams {
-		if f.GetName() == name {
-			return f.Metric[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }
 
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {

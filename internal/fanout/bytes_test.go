@@ -10,7 +10,6 @@ import (
 	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
-	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -59,15 +58,7 @@ func TestSubscribe_SlowConsumerOverByteBudget(t *testing.T) {
 	s := &stack{t: t, redis: rs, log: l, srv: srv, url: "http://" + ln.Addr().String(), gen: newGen(t, 1)}
 	<-bc.Ready()
 
-	d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err == nil {
-			_ = c.(*net.TCPConn).SetReadBuffer(64 << 10)
-		}
-		return c, err
-	}}
-	slow, _, err := d.Dial("ws"+strings.TrimPrefix(s.url, "http")+"/xrpc/com.atproto.sync.subscribeRepos", nil)
-	require.NoError(t, err)
+	slow := dialTinyBuffer(t, s.url)
 	defer slow.Close()
 	fast := dial(t, s, -1)
 	defer fast.Close()
@@ -79,8 +70,8 @@ func TestSubscribe_SlowConsumerOverByteBudget(t *testing.T) {
 	go func() {
 		var q, b float64
 		for {
-			q = max(q, gaugeValue(t, reg, "pdsmux_subscriber_queued_bytes"))
-			b = max(b, gaugeValue(t, reg, "pdsmux_fanout_batch_bytes"))
+			q = max(q, tu.Gauge(t, reg, "pdsmux_subscriber_queued_bytes"))
+			b = max(b, tu.Gauge(t, reg, "pdsmux_fanout_batch_bytes"))
 			select {
 			case <-stop:
 				peaks <- [2]float64{q, b}
@@ -120,17 +111,4 @@ func TestSubscribe_SlowConsumerOverByteBudget(t *testing.T) {
 	require.Less(t, n, frames, "the stalled subscriber was cut off before the end")
 	require.Equal(t, frame.KindError, last.Kind)
 	require.Equal(t, frame.ErrNameConsumerTooSlow, last.Name)
-}
-
-func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range fams {
-		if f.GetName() == name {
-			return f.Metric[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }

@@ -5,11 +5,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
@@ -133,3 +136,20 @@ func (s *stack) appendFrames(frames [][]byte) []int64 {
 }
 
 func (s *stack) append(n int) []int64 { return s.appendFrames(s.gen.frames(n)) }
+
+// dialTinyBuffer subscribes at url (http://host:port) on a socket with a
+// 64 KiB receive buffer, for a consumer that stops reading: the kernel
+// then holds little of what pdsmux sends it.
+func dialTinyBuffer(t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			_ = c.(*net.TCPConn).SetReadBuffer(64 << 10)
+		}
+		return c, err
+	}}
+	c, _, err := d.Dial("ws"+strings.TrimPrefix(url, "http")+"/xrpc/com.atproto.sync.subscribeRepos", nil)
+	require.NoError(t, err)
+	return c
+}

@@ -4,11 +4,9 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
@@ -123,15 +121,7 @@ func slowConsumerRun(t *testing.T) (p99A, p99B time.Duration) {
 
 	// Phase B: the same beside one consumer that does not read, on a
 	// socket with a tiny receive buffer.
-	d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err == nil {
-			_ = c.(*net.TCPConn).SetReadBuffer(64 << 10)
-		}
-		return c, err
-	}}
-	slow, _, err := d.Dial("ws"+strings.TrimPrefix(s.url, "http")+"/xrpc/com.atproto.sync.subscribeRepos", nil)
-	require.NoError(t, err)
+	slow := dialTinyBuffer(t, s.url)
 	defer slow.Close()
 	csB := fast()
 	waitSubscribers(t, s, 11)
