@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -240,10 +241,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.wg.Done()
 	}()
 
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	go s.readLoop(sub, cancel)
+	// The session ends when the peer leaves (readLoop) or the server
+	// closes, whatever it waits on (the archive, Redis, the queue).
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	go s.readLoop(sub, func() { cancel(nil) })
+	go func() {
+		select {
+		case <-s.closing:
+			cancel(errClosed)
+		case <-ctx.Done():
+		}
+	}()
 	err = s.serve(ctx, sub, cursorArg)
+	if context.Cause(ctx) == errClosed && !errors.Is(err, ErrTooSlow) {
+		err = errClosed
+	}
 	switch {
 	case errors.Is(err, ErrTooSlow):
 		s.writeFinal(conn, frame.ErrorFrame(frame.ErrNameConsumerTooSlow, fmt.Sprintf("subscriber fell more than %d frames or %d bytes behind", s.cfg.QueueLen, s.cfg.QueueBytes)))
@@ -383,10 +396,23 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 
 // replayArchive sends archived entries with seq > sub.after until it
 // reaches what Redis holds (redisFirst; 0 = Redis holds nothing), from
-// where replay continues with Redis.
+// where replay continues with Redis. With a Keeper it reads what the
+// archive has written and what it has read but not yet written (Recall);
+// Redis drops neither before the archive wrote it, unless the archive was
+// more than its buffer behind.
 func (s *Server) replayArchive(ctx context.Context, sub *subscriber, redisFirst int64) error {
+	before := redisFirst
+	if before <= 0 {
+		before = math.MaxInt64
+	}
 	for {
-		entries, err := s.arch.Range(ctx, sub.after, replayBatch)
+		var entries []cursor.Entry
+		var err error
+		if s.bc.keeper != nil {
+			entries, err = s.bc.keeper.Recall(ctx, sub.after, before, replayBatch)
+		} else {
+			entries, err = s.arch.Range(ctx, sub.after, replayBatch)
+		}
 		if err != nil {
 			return fmt.Errorf("fanout: archive replay after %d: %w", sub.after, err)
 		}

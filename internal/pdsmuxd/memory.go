@@ -34,6 +34,11 @@ type memory struct {
 	// BatchBytes bounds one broadcaster read: a quarter of the subscriber
 	// queue cap.
 	BatchBytes int64
+	// ArchiveBytes bounds what the archive has read and not yet written:
+	// an eighth of the log's budget, since Redis keeps those entries too
+	// (the byte budget does not drop them), so the log may pass its
+	// budget by this much while the database is slow.
+	ArchiveBytes int64
 }
 
 // parseBytes reads a size such as 512MiB, 1GiB or 300MB (KiB/MiB/GiB are
@@ -80,12 +85,13 @@ func (c Config) validateMemory() (memory, error) {
 		}
 	}
 	m.BatchBytes = m.SubscriberQueueBytes / 4
+	m.ArchiveBytes = max(m.LogBytes/8, minCapBytes)
 	return m, nil
 }
 
 // String is the budget as logged at start.
 func (m memory) String() string {
-	return fmt.Sprintf("budget %s: Go heap limit %s, Redis log %s, %s per replica queue, %s subscriber queues",
+	return fmt.Sprintf("budget %s: Go heap limit %s, Redis log %s, %s per replica queue, %s subscriber queues, %s archive buffer",
 		humanize.IBytes(uint64(m.Budget)), humanize.IBytes(uint64(m.GoLimit)), humanize.IBytes(uint64(m.LogBytes)),
-		humanize.IBytes(uint64(m.ReplicaQueueBytes)), humanize.IBytes(uint64(m.SubscriberQueueBytes)))
+		humanize.IBytes(uint64(m.ReplicaQueueBytes)), humanize.IBytes(uint64(m.SubscriberQueueBytes)), humanize.IBytes(uint64(m.ArchiveBytes)))
 }

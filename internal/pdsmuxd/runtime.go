@@ -50,8 +50,8 @@ type Options struct {
 	// (tail.Config.BackoffMax; 0: tail.DefaultBackoffMax, 30 s). Fault
 	// tests lower it so an outage reaches the cap in seconds.
 	ReplicaBackoffMax time.Duration
-	// ArchiveBufferBytes is the archiver's buffer budget, instead of
-	// store.DefaultBufferBytes.
+	// ArchiveBufferBytes is the archiver's buffer budget, instead of the
+	// one derived from the memory budget (an eighth of the log's).
 	ArchiveBufferBytes int
 }
 
@@ -169,7 +169,11 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	if s.RedisWaitReplicas > 0 {
 		reader = rt.events.Replicated(s.RedisWaitReplicas, s.RedisWaitTimeout)
 	}
-	rt.arch = store.NewArchiver(rt.db, reader, store.ArchiverConfig{Retention: s.ArchiveRetention, BufferBytes: opts.ArchiveBufferBytes}, sm, logger)
+	archBytes := int(s.mem.ArchiveBytes)
+	if opts.ArchiveBufferBytes > 0 {
+		archBytes = opts.ArchiveBufferBytes
+	}
+	rt.arch = store.NewArchiver(rt.db, reader, store.ArchiverConfig{Retention: s.ArchiveRetention, BufferBytes: archBytes}, sm, logger)
 	rt.rec = &reconciler{log: rt.events, st: rt.db, arch: rt.arch, m: sm, lg: logger.With("component", "reconcile"),
 		dedupTTL: rt.events.Config().DedupTTL, ready: make(chan struct{}),
 		resync: func() {
@@ -286,7 +290,9 @@ func (rt *Runtime) Run(ctx context.Context) error {
 					rt.log.Error("component panicked", "component", name, "panic", fmt.Sprint(p), "stack", string(stack))
 				}
 			}()
-			if err := f(gctx); err != nil && gctx.Err() == nil {
+			// After the stop, only an archive left unwritten is an
+			// error; the rest is the cancellation itself.
+			if err := f(gctx); err != nil && (gctx.Err() == nil || errors.Is(err, store.ErrUnwritten)) {
 				return fmt.Errorf("%s: %w", name, err)
 			}
 			return nil
@@ -313,11 +319,21 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	run("health checks", rt.pool.Run)
 	run("replica names", rt.publishReplicas)
 	run("trimmer", rt.trimLoop)
-	// The byte budget never drops what live subscribers have not had; they
-	// get nothing the archive has not read (Await), except while the archive
-	// is more than its buffer behind (the database down): then what the
-	// budget drops is recorded as an archive hole (pdsmux_archive_lost_total).
-	run("log byte budget", func(ctx context.Context) error { return rt.events.RunBudget(ctx, rt.bc.Head) })
+	// The byte budget never drops what live subscribers have not had nor
+	// what the archive has not written (TrimBound), except while the
+	// archive is more than its buffer behind (the database down): then
+	// what the budget drops before the archive reads it is recorded as an
+	// archive hole (pdsmux_archive_lost_total). At its budget it asks the
+	// archive to write now.
+	run("log byte budget", func(ctx context.Context) error {
+		return rt.events.RunBudget(ctx, func() int64 {
+			h, b := rt.bc.Head(), rt.arch.TrimBound()
+			if b < h {
+				rt.arch.Kick()
+			}
+			return min(h, b)
+		})
+	})
 	run("repair", afterReconcile(rt.repair.Run))
 	run("crawl", rt.crawl.Run)
 	serve := func(name string, srv *http.Server, ln net.Listener) {

@@ -109,7 +109,7 @@ func setMetaMax(key string, v int64) stmt {
 
 func (s *Store) metaInt(ctx context.Context, key string) (int64, error) {
 	var v string
-	err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
+	err := s.reader().QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -132,7 +132,7 @@ func (s *Store) Trimmed(ctx context.Context) (int64, error) { return s.metaInt(c
 // Range returns up to count archived entries with seq > after, oldest
 // first.
 func (s *Store) Range(ctx context.Context, after, count int64) ([]cursor.Entry, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, time_ms, kind, did, rev, source, frame FROM events
+	rows, err := s.reader().QueryContext(ctx, `SELECT seq, time_ms, kind, did, rev, source, frame FROM events
 		WHERE seq > ? ORDER BY seq LIMIT ?`, after, count)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: read archive after %d: %w", s.name, after, err)

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"sync"
@@ -108,6 +110,32 @@ func NewArchiver(st *Store, src Log, cfg ArchiverConfig, m *Metrics, logger *slo
 // log's age trim must not pass it.
 func (a *Archiver) Durable() int64 { return a.durable.Load() }
 
+// TrimBound is the highest seq the log's byte budget may drop: Durable,
+// so Redis keeps every entry the archive has not written (a replay finds
+// each seq in the store or in Redis, and a stop loses nothing: the next
+// start reads the rest again); math.MaxInt64 while the Archiver is more
+// than its buffer behind (the database is down or slow: the budget wins,
+// and what it drops before the Archiver reads it is recorded as a hole).
+// A caller at its budget asks for a write now (Kick).
+func (a *Archiver) TrimBound() int64 {
+	a.mu.Lock()
+	behind := a.behind
+	a.mu.Unlock()
+	if behind {
+		return math.MaxInt64
+	}
+	return a.durable.Load()
+}
+
+// Kick asks the Archiver to write what it has read now, not at its next
+// interval.
+func (a *Archiver) Kick() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
 // Await blocks until the Archiver has read every entry up to seq into
 // memory (so a reconcile's Flush makes it durable), or ctx ends, and
 // returns the highest seq that may be delivered to subscribers now: what
@@ -176,8 +204,17 @@ func (a *Archiver) Recall(ctx context.Context, after, before int64, count int) (
 	return out, nil
 }
 
+// stopWrite bounds the last write when Run stops.
+const stopWrite = 5 * time.Second
+
+// ErrUnwritten is returned by Run when what it had read could not be
+// written at the stop. Nothing is lost while Redis keeps the entries
+// (TrimBound): the next start archives them.
+var ErrUnwritten = errors.New("archive: entries read but not written at the stop")
+
 // Run reads the log from the store's high-water mark and writes what it
-// reads, until ctx ends; then it writes what it has read, for up to 5 s.
+// reads, until ctx ends; then it writes what it has read, for up to 5 s,
+// and returns ErrUnwritten (wrapping the write's error) if that failed.
 func (a *Archiver) Run(ctx context.Context) error {
 	if !a.start(ctx) {
 		return nil
@@ -196,9 +233,7 @@ func (a *Archiver) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			stop()
 			<-readDone
-			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			return a.Flush(fctx)
+			return a.stop()
 		case <-t.C:
 		case <-a.kick:
 		}
@@ -225,6 +260,31 @@ func (a *Archiver) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// stop writes what was read, for up to stopWrite.
+func (a *Archiver) stop() error {
+	ctx, cancel := context.WithTimeout(context.Background(), stopWrite)
+	defer cancel()
+	err := a.Flush(ctx)
+	if err == nil {
+		return nil
+	}
+	a.mu.Lock()
+	n, from, to := 0, int64(0), int64(0)
+	for _, it := range a.buf {
+		if it.hole {
+			continue
+		}
+		if n == 0 {
+			from = it.Seq
+		}
+		n, to = n+1, it.Seq
+	}
+	a.mu.Unlock()
+	a.log.Warn("stopping: the archive could not write what it had read; the entries stay in Redis and the next start archives them (unless Redis loses them too)",
+		"entries", n, "from", from, "through", to, "durable", a.durable.Load(), "err", err)
+	return fmt.Errorf("%w (%d entries, seqs %d-%d): %w", ErrUnwritten, n, from, to, err)
 }
 
 // start reads the store's high-water mark, retrying until the store
@@ -360,10 +420,7 @@ func (a *Archiver) accept(es []cursor.Entry, after int64) int64 {
 	a.m.setPending(len(a.buf), a.bufBytes)
 	a.m.setLag(max(a.head-a.durable.Load(), 0))
 	if a.bufBytes >= a.budget/2 || len(a.buf) >= writeChunk {
-		select {
-		case a.kick <- struct{}{}:
-		default:
-		}
+		a.Kick()
 	}
 	return after
 }
@@ -465,7 +522,7 @@ func (a *Archiver) writeHole(ctx context.Context, h item) error {
 		return nil
 	}
 	a.m.lost(h.Seq - from)
-	a.log.Error("Redis trimmed log entries before the archive could read them (the log outgrew --max-entries while the database was slow or unreachable); recorded as trimmed, replays across them get OutdatedCursor",
+	a.log.Error("Redis trimmed log entries before the archive could read them (the log passed its cap, --max-entries or --log-max-bytes, while the archive was more than its buffer behind: the database slow or unreachable); recorded as trimmed, replays across them get OutdatedCursor",
 		"after", from, "through", h.Seq, "seqs", h.Seq-from)
 	return nil
 }

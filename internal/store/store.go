@@ -20,7 +20,12 @@ import (
 
 // Store is the libsql database.
 type Store struct {
-	db     *sql.DB
+	db *sql.DB
+	// rd reads an embedded file over connections of its own (WAL readers
+	// do not wait for the writer), so a replay from the archive is not
+	// queued behind a write waiting on a slow disk or a lock; nil for a
+	// server (db has a pool) and for :memory:.
+	rd     *sql.DB
 	name   string // the URL with any secret removed, for messages
 	remote bool   // a libsql server over HTTP, not an embedded file
 }
@@ -70,6 +75,18 @@ func Open(ctx context.Context, raw, authToken string) (*Store, error) {
 				s.db.Close()
 				return nil, fmt.Errorf("store %s: %s: %w (is the file a SQLite database?)", s.name, p, err)
 			}
+		}
+		if !strings.Contains(raw, ":memory:") {
+			sep := "?"
+			if strings.Contains(raw, "?") {
+				sep = "&"
+			}
+			// modernc.org/sqlite applies _pragma to every connection
+			if s.rd, err = sql.Open("sqlite", raw+sep+"_pragma=busy_timeout(10000)&_pragma=query_only(1)"); err != nil {
+				s.db.Close()
+				return nil, fmt.Errorf("store %s: %w", s.name, err)
+			}
+			s.rd.SetMaxOpenConns(4)
 		}
 	}
 	if err := s.migrate(ctx); err != nil {
@@ -122,7 +139,20 @@ func checkFile(u *url.URL) error {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	if s.rd != nil {
+		s.rd.Close()
+	}
+	return s.db.Close()
+}
+
+// reader is the pool reads that need not see a write in progress use.
+func (s *Store) reader() *sql.DB {
+	if s.rd != nil {
+		return s.rd
+	}
+	return s.db
+}
 
 // Name is the database URL without secrets.
 func (s *Store) Name() string { return s.name }

@@ -1,0 +1,227 @@
+package pdsmuxd_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+
+	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/fakepds"
+	"github.com/pdsmux/pdsmux/internal/pdsmuxd"
+	"github.com/pdsmux/pdsmux/internal/store"
+	"github.com/pdsmux/pdsmux/internal/testutil"
+	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
+	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
+)
+
+// lockDB holds the embedded archive's write lock (another process's long
+// transaction: a backup, a sqlite3 shell) until the returned func is
+// called: the archive's writes wait and fail, its reads still answer
+// (WAL).
+func lockDB(t *testing.T, path string) (unlock func()) {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sql.Open("sqlite", "file:"+path)
+	require.NoError(t, err)
+	conn, err := db.Conn(ctx)
+	require.NoError(t, err)
+	_, err = conn.ExecContext(ctx, "BEGIN IMMEDIATE")
+	require.NoError(t, err)
+	done := false
+	unlock = func() {
+		if done {
+			return
+		}
+		done = true
+		_, _ = conn.ExecContext(ctx, "ROLLBACK")
+		conn.Close()
+		db.Close()
+	}
+	t.Cleanup(unlock)
+	return unlock
+}
+
+// The archive's database slow (its write lock held elsewhere) while 400
+// posts of 8 KB flow, 3 times the log's 1 MiB byte budget; the archive's
+// buffer is large enough that it keeps up with reading. The byte budget
+// keeps every entry the archive has not written, so:
+//   - a relay replaying from cursor 0 meanwhile gets every seq, every
+//     (did, rev) and every record once (before the fix, 241 of 400 seqs
+//     were skipped without an OutdatedCursor: trimmed from Redis, not yet
+//     in the database);
+//   - a stop before the database is back reports the unwritten entries
+//     (Run's error wraps store.ErrUnwritten, a warning in the log), and the
+//     next start archives every one of them from Redis: nothing lost.
+func TestArchive_SlowDatabaseLosesNothingToTheByteBudget(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
+	cfg := e.mergeConfig()
+	cfg.LogMaxBytes = "1MiB"
+	big := func(o *pdsmuxd.Options) { o.ArchiveBufferBytes = 16 << 20 }
+	run := e.start(cfg, "pdsmux", big)
+	waitConnected(t, run.rt)
+	e.createAccounts(2)
+	e.writeCommits(20, 7)
+	_, total := e.expected()
+	waitArchived(t, run.rt.MetricsAddr(), total)
+	before := testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_archive_events_total"]
+	l := e.reader()
+	first := allEntries(t, l)[0].Seq
+
+	unlock := lockDB(t, filepath.Join(e.dir, "pdsmux.db"))
+	e.bigPosts(400)
+	want, total := e.expected()
+	b := waitHead(t, l, first, total)
+	m := testutil.Scrape(t, run.rt.MetricsAddr())
+	require.Equal(t, before, m["pdsmux_archive_events_total"], "the database is locked: nothing was written meanwhile")
+	require.Zero(t, m["pdsmux_archive_behind"], "the archive's buffer held what it read")
+
+	// A relay replaying from the start while the database is locked.
+	c, _, err := consumer.Dial(context.Background(), "http://"+run.rt.Addr(), 0)
+	require.NoError(t, err)
+	defer c.Close()
+	require.Eventually(t, func() bool { s := c.Seqs(); return len(s) > 0 && s[len(s)-1] >= b.Last },
+		30*time.Second, 20*time.Millisecond, "the replay reaches the head %d", b.Last)
+	seqs := c.Seqs()
+	require.Len(t, seqs, total, "every seq %d..%d once", first, b.Last)
+	for i, s := range seqs {
+		require.Equal(t, first+int64(i), s, "seq %d without a gap", first+int64(i))
+	}
+	got := map[key]int{}
+	for _, ev := range c.Events() {
+		if ev.Kind == "commit" || ev.Kind == "sync" {
+			got[key{ev.DID, ev.Rev}]++
+		}
+	}
+	for k := range want {
+		require.Equal(t, 1, got[k], "(did, rev) %v once", k)
+	}
+	recs := c.Records()
+	for i := range 400 {
+		r := consumer.Record{DID: e.accounts[i%len(e.accounts)].DID, Collection: "app.bsky.feed.post", Rkey: "big" + pad5(i)}
+		require.Equal(t, 1, recs[r], "record %v once", r)
+	}
+	require.Zero(t, testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_archive_lost_total"])
+
+	// Stop with the database still locked: the unwritten entries are an
+	// error of the stop, not a silent loss.
+	run.cancel()
+	run.cancel = nil
+	err = <-run.done
+	require.ErrorIs(t, err, store.ErrUnwritten, "Run reports what the archive could not write")
+	_ = run.rt.Close(context.Background())
+	require.Contains(t, readLog(t, "pdsmux"), "the entries stay in Redis and the next start archives them")
+
+	unlock()
+	run2 := e.start(cfg, "pdsmux2", big)
+	st := openArchive(t, e)
+	require.Eventually(t, func() bool {
+		hw, err := st.HighWater(context.Background())
+		return err == nil && hw >= b.Last
+	}, 60*time.Second, 50*time.Millisecond, "the restarted archive catches up to %d", b.Last)
+	es, err := st.Range(context.Background(), 0, int64(total)+10)
+	require.NoError(t, err)
+	require.Len(t, es, total, "the archive holds every seq %d..%d", first, b.Last)
+	for i, en := range es {
+		require.Equal(t, first+int64(i), en.Seq)
+	}
+	require.Zero(t, testutil.Scrape(t, run2.rt.MetricsAddr())["pdsmux_archive_lost_total"], "nothing recorded as lost")
+}
+
+// SIGTERM's order in cmd/pdsmux: Run's context ends, then Close. An entry
+// that reached Redis after the archiver stopped reading (a replica's
+// append in flight at the signal) leaves a replay waiting for the archive
+// forever unless the shutdown ends the wait: the subscriber gets a
+// going-away close (1001) and Close returns in time.
+func TestShutdown_ReplayWaitingForTheArchiveGetsGoingAway(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
+	run := e.start(e.mergeConfig(), "pdsmux")
+	waitConnected(t, run.rt)
+	e.createAccounts(2)
+	e.writeCommits(50, 1)
+	_, total := e.expected()
+	waitArchived(t, run.rt.MetricsAddr(), total)
+	l := e.reader()
+	b := waitHead(t, l, allEntries(t, l)[0].Seq, total)
+
+	run.cancel()
+	run.cancel = nil
+	require.NoError(t, <-run.done)
+
+	// The append after the archiver stopped: a copy of the head's fields
+	// under the next seq.
+	ctx := context.Background()
+	rdb := e.redis.Client()
+	last, err := rdb.XRevRangeN(ctx, "{pdsmux}:log", "+", "-", 1).Result()
+	require.NoError(t, err)
+	require.Len(t, last, 1)
+	require.NoError(t, rdb.XAdd(ctx, &redis.XAddArgs{Stream: "{pdsmux}:log",
+		ID: strconv.FormatInt(b.Last+1, 10) + "-0", Values: last[0].Values}).Err())
+
+	conn, _, err := websocket.DefaultDialer.Dial("ws://"+run.rt.Addr()+"/xrpc/com.atproto.sync.subscribeRepos?cursor="+strconv.FormatInt(b.Last-3, 10), nil)
+	require.NoError(t, err)
+	defer conn.Close()
+	frames := make(chan struct{}, 16)
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+			if _, _, err := conn.ReadMessage(); err != nil {
+				ended <- err
+				return
+			}
+			frames <- struct{}{}
+		}
+	}()
+	for range 3 { // the three the archive read; the fourth waits for it
+		select {
+		case <-frames:
+		case err := <-ended:
+			t.Fatalf("the subscriber ended before the replay waited: %v", err)
+		}
+	}
+
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	require.NoError(t, run.rt.Close(cctx), "Close returns before its deadline")
+	err = <-ended
+	var ce *websocket.CloseError
+	require.True(t, errors.As(err, &ce), "a close frame, not a cut connection: %v", err)
+	require.Equal(t, websocket.CloseGoingAway, ce.Code)
+	require.Empty(t, frames, "nothing the archive had not read was sent")
+}
+
+// waitHead waits until the log has taken n entries from seq first on
+// (whether Redis still holds them or not) and returns its bounds.
+func waitHead(t *testing.T, l *cursor.Log, first int64, n int) cursor.Bounds {
+	t.Helper()
+	var b cursor.Bounds
+	require.Eventually(t, func() bool {
+		var err error
+		b, err = l.Bounds(context.Background())
+		return err == nil && b.Last-first+1 >= int64(n)
+	}, 30*time.Second, 20*time.Millisecond, "the log reaches %d entries from seq %d", n, first)
+	return b
+}
+
+// openArchive opens the embedded archive for reading.
+func openArchive(t *testing.T, e *env) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), "file:"+filepath.Join(e.dir, "pdsmux.db"), "")
+	require.NoError(t, err)
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func pad5(i int) string {
+	s := strconv.Itoa(i)
+	return strings.Repeat("0", 5-len(s)) + s
+}
