@@ -128,6 +128,7 @@ func (b *Broadcaster) recall(ctx context.Context, after, before int64) {
 		es, err := b.keeper.Recall(ctx, after, before, tailCount)
 		if err != nil {
 			if tries++; tries == 5 || !sleep(ctx, backoff) {
+				b.m.gap("recall_failed")
 				b.log.Error("cannot recall entries Redis lost from the archive; live subscribers miss them (replays get them from the archive)",
 					"after", after, "before", before, "err", err)
 				return

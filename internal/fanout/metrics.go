@@ -18,6 +18,7 @@ type Metrics struct {
 	head        prometheus.Gauge
 	tailErrors  prometheus.Counter
 	batchBytes  prometheus.Gauge
+	gaps        *prometheus.CounterVec
 	// queued reports the largest subscriber backlog in bytes (set by the
 	// Server; the gauge reads it at scrape time)
 	queued atomic.Pointer[func() int64]
@@ -58,6 +59,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pdsmux_fanout_batch_bytes",
 			Help: "Bytes of the broadcaster's last read of new entries from Redis. Each read asks for as many entries as fit the batch cap (a quarter of --subscriber-queue-bytes) at the size of the largest entry of the read before.",
 		}),
+		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pdsmux_subscriber_gaps_total",
+			Help: "Times subscribers were sent a stream that skips events, by cause: recall_failed (Redis lost entries live subscribers had not had and the archive could not give them back), replay_crossed_trim (a replay crossed seqs recorded as trimmed after it began; the subscriber got OutdatedCursor).",
+		}, []string{"cause"}),
 	}
 	subQueued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "pdsmux_subscriber_queued_bytes",
@@ -77,7 +82,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{"live", "replay", "outdated_cursor", "future_cursor", "bad_cursor", "too_many", "not_websocket", "upgrade_failed", "log_unavailable"} {
 		m.requests.WithLabelValues(o)
 	}
-	reg.MustRegister(m.subscribers, m.frames, m.bytes, m.tooSlowN, m.requests, m.head, m.tailErrors, m.batchBytes, subQueued)
+	for _, c := range []string{"recall_failed", "replay_crossed_trim"} {
+		m.gaps.WithLabelValues(c)
+	}
+	reg.MustRegister(m.subscribers, m.frames, m.bytes, m.tooSlowN, m.requests, m.head, m.tailErrors, m.batchBytes, m.gaps, subQueued)
 	return m
 }
 
@@ -110,6 +118,12 @@ func (m *Metrics) tooSlow() {
 func (m *Metrics) request(outcome string) {
 	if m != nil {
 		m.requests.WithLabelValues(outcome).Inc()
+	}
+}
+
+func (m *Metrics) gap(cause string) {
+	if m != nil {
+		m.gaps.WithLabelValues(cause).Inc()
 	}
 }
 

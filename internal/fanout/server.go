@@ -125,7 +125,9 @@ type subscriber struct {
 	conn  *websocket.Conn
 	q     *queue
 	after int64 // highest seq sent (replay) or joined at (live)
-	done  chan struct{}
+	// outdated: told OutdatedCursor already (once per session)
+	outdated bool
+	done     chan struct{}
 	// pings carries the peer's pings to the writer goroutine: it alone
 	// writes to the socket, so raw frame writes never interleave with a
 	// pong.
@@ -336,6 +338,7 @@ func (s *Server) serve(ctx context.Context, sub *subscriber, cursorArg int64) er
 		}
 		if cursorArg < trimmed {
 			s.m.request("outdated_cursor")
+			sub.outdated = true
 			if err := s.write(sub.conn, frame.InfoFrame(frame.InfoOutdatedCursor, "cursor is older than the retained log; replaying from the oldest retained event")); err != nil {
 				return err
 			}
@@ -368,6 +371,11 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 			// long replay, a trim under it): the archive has them.
 			if err := s.replayArchive(ctx, sub, entries[0].Seq); err != nil {
 				return err
+			}
+			if entries[0].Seq > sub.after+1 {
+				if err := s.crossing(ctx, sub); err != nil {
+					return err
+				}
 			}
 		}
 		// Redis may hold entries the archive has not read yet: they wait
@@ -420,6 +428,11 @@ func (s *Server) replayArchive(ctx context.Context, sub *subscriber, redisFirst 
 			if redisFirst > 0 && e.Seq >= redisFirst {
 				return nil
 			}
+			if e.Seq > sub.after+1 {
+				if err := s.crossing(ctx, sub); err != nil {
+					return err
+				}
+			}
 			if err := s.send(sub, e.Frame); err != nil {
 				return err
 			}
@@ -433,6 +446,32 @@ func (s *Server) replayArchive(ctx context.Context, sub *subscriber, redisFirst 
 			return err
 		}
 	}
+}
+
+// crossing is called when a replay is about to skip seqs after sub.after
+// that neither the archive nor Redis holds. Seqs may skip for good reason
+// (the seq counter jumps to the clock after Redis is restored); but when
+// the archive's trim mark has risen above sub.after since the replay
+// began (a hole recorded meanwhile: Redis trimmed entries before the
+// archive read them), the subscriber is told OutdatedCursor, once, as it
+// would have been at the start.
+func (s *Server) crossing(ctx context.Context, sub *subscriber) error {
+	if sub.outdated || s.arch == nil {
+		return nil
+	}
+	trimmed, err := s.arch.Trimmed(ctx)
+	if err != nil {
+		s.log.Warn("replay: cannot read the archive's trim mark", "err", err)
+		return nil
+	}
+	if sub.after >= trimmed {
+		return nil
+	}
+	sub.outdated = true
+	s.m.gap("replay_crossed_trim")
+	s.log.Warn("a replay crossed seqs the archive recorded as trimmed after it began; told the subscriber OutdatedCursor",
+		"after", sub.after, "trimmed", trimmed)
+	return s.send(sub, frame.InfoFrame(frame.InfoOutdatedCursor, "events after your position were trimmed before they could be archived; replay continues after them"))
 }
 
 // interrupted says why a replay loop must stop: the subscriber left or

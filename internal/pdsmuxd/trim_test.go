@@ -2,6 +2,7 @@ package pdsmuxd_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/fakepds"
 	"github.com/pdsmux/pdsmux/internal/frame"
 	"github.com/pdsmux/pdsmux/internal/store"
@@ -105,4 +107,87 @@ func archivedThrough(t *testing.T, e *env) int64 {
 	hw, err := st.HighWater(context.Background())
 	require.NoError(t, err)
 	return hw
+}
+
+// A hole the archive records while a replay is under way (Redis trimmed
+// entries before the archive read them: the database was down for
+// longer than the log's cap holds) is not crossed silently: the consumer,
+// which started above the trim mark and got no OutdatedCursor then, gets
+// one when its replay reaches the hole, and every seq outside the hole
+// exactly once. The hole is made as the archiver makes one (the rows
+// absent, store.WriteGap raising the trim mark), far enough ahead of the
+// consumer that the server cannot have read past it yet (the kernel's
+// socket buffers hold at most about 10 MB: 1,250 of these frames).
+func TestReplay_HoleRecordedDuringAReplayGivesOutdatedCursor(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
+	run := e.start(e.mergeConfig(), "pdsmux")
+	waitConnected(t, run.rt)
+	e.createAccounts(3)
+	e.bigPosts(2500)
+	_, total := e.expected()
+	l := e.reader()
+	waitLog(t, l, int64(total), 60*time.Second)
+	waitArchived(t, run.rt.MetricsAddr(), total)
+	all := allEntries(t, l)
+	ctx := context.Background()
+	// Redis ages out all but the last 100 (as the trim loop would).
+	require.NoError(t, e.redis.Client().ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: all[len(all)-100].Seq, Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
+	_, err := l.Trim(ctx, time.Now(), archivedThrough(t, e))
+	require.NoError(t, err)
+
+	conn, _, err := websocket.DefaultDialer.Dial("ws://"+run.rt.Addr()+"/xrpc/com.atproto.sync.subscribeRepos?cursor=0", nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	type got struct {
+		seq  int64
+		info string
+	}
+	var frames []got
+	read := func() {
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(30*time.Second)))
+		_, b, err := conn.ReadMessage()
+		require.NoError(t, err)
+		in, err := frame.Parse(b, 0)
+		if err != nil || in.Seq == 0 {
+			frames = append(frames, got{info: string(b)})
+			return
+		}
+		frames = append(frames, got{seq: in.Seq})
+	}
+	read()
+	require.NotZero(t, frames[0].seq, "no OutdatedCursor at the start: the cursor is above the trim mark")
+
+	lo, hi := all[2000].Seq, all[2099].Seq
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(e.dir, "pdsmux.db"))
+	require.NoError(t, err)
+	_, err = db.ExecContext(ctx, `DELETE FROM events WHERE seq BETWEEN ? AND ?`, lo, hi)
+	require.NoError(t, err)
+	db.Close()
+	st := openArchive(t, e)
+	require.NoError(t, st.WriteGap(ctx, []cursor.Entry{{Seq: hi, UpstreamSeq: -1}}))
+
+	for frames[len(frames)-1].seq < all[len(all)-1].Seq {
+		read()
+	}
+	var seqs []int64
+	infos := 0
+	for i, f := range frames {
+		if f.seq != 0 {
+			seqs = append(seqs, f.seq)
+			continue
+		}
+		infos++
+		require.Contains(t, f.info, "OutdatedCursor")
+		require.Equal(t, lo-1, frames[i-1].seq, "the info comes where the hole begins")
+		require.Equal(t, hi+1, frames[i+1].seq, "and the replay goes on after it")
+	}
+	require.Equal(t, 1, infos, "one OutdatedCursor")
+	var want []int64
+	for _, en := range all {
+		if en.Seq < lo || en.Seq > hi {
+			want = append(want, en.Seq)
+		}
+	}
+	require.Equal(t, want, seqs, "every seq outside the hole once, in order")
+	require.EqualValues(t, 1, testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_subscriber_gaps_total{cause=replay_crossed_trim}"])
 }
