@@ -53,6 +53,9 @@ type Options struct {
 	// ArchiveBufferBytes is the archiver's buffer budget, instead of the
 	// one derived from the memory budget (an eighth of the log's).
 	ArchiveBufferBytes int
+	// RepairClock is the repair loop's clock (repair.Config.Now), instead
+	// of time.Now: hold deadlines and back-off are then stepped by the test.
+	RepairClock func() time.Time
 }
 
 // DefaultIdleTimeout closes a keep-alive connection idle this long on the
@@ -198,7 +201,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 		age = repair.PLCAge{URL: s.PLCURL, HTTP: &http.Client{Timeout: 10 * time.Second, Transport: newTransport()}, UserAgent: s.UserAgent}
 	}
 	rt.repair = repair.New(repair.Config{ScanInterval: s.ScanInterval, Grace: s.RepairGrace, UserAgent: s.UserAgent,
-		NewRepos: s.NewRepos, Born: born, Age: age},
+		NewRepos: s.NewRepos, Born: born, Age: age, Now: opts.RepairClock},
 		rt.events, rt.pool, httpClient, dir, repair.NewMetrics(rt.reg), logger)
 	rt.crawl = crawl.New(crawl.Config{Relays: s.relays, Hostname: s.Hostname, Interval: s.CrawlInterval, Idle: s.CrawlIdle, UserAgent: s.UserAgent},
 		httpClient, rt.fan.Subscribers, rt.reg, logger)

@@ -10,6 +10,7 @@ type Metrics struct {
 	behind    prometheus.Gauge
 	scans     prometheus.Counter
 	forks     prometheus.Counter
+	abandons  prometheus.Counter
 }
 
 // NewMetrics registers the repair metrics on reg.
@@ -39,8 +40,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "pdsmux_repo_forks_total",
 			Help: "Repos found forked: two commits built on the same predecessor, i.e. two replicas wrote to one account at once (Cocoon's repo lock is per process). Each is repaired to the replica's head; a non-zero rate means the proxy does not keep each account on one replica.",
 		}),
+		abandons: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pdsmux_repair_holds_abandoned_total",
+			Help: "Held #commits dropped after AbandonAfter (5) repairs in a row found nothing to append: their predecessor was neither in the log nor at any replica's head (a replica streamed a write its repo does not have). Each is logged once as a warning. Should stay at 0; a rise means a replica serves a different or restored database.",
+		}),
 	}
-	reg.MustRegister(m.repairs, m.errors, m.heldRepos, m.behind, m.scans, m.forks)
+	reg.MustRegister(m.repairs, m.errors, m.heldRepos, m.behind, m.scans, m.forks, m.abandons)
 	for _, reason := range []string{"hold_timeout", "scan", "refused", "sync_rollback"} {
 		for _, kind := range []string{"commit", "sync", "rollback", "none", "inactive", "gone"} {
 			m.repairs.WithLabelValues(reason, kind)
@@ -80,6 +85,12 @@ func (m *Metrics) setBehind(n int) {
 func (m *Metrics) forked() {
 	if m != nil {
 		m.forks.Inc()
+	}
+}
+
+func (m *Metrics) abandoned(n int) {
+	if m != nil {
+		m.abandons.Add(float64(n))
 	}
 }
 

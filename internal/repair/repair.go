@@ -46,6 +46,9 @@ type Config struct {
 	Born time.Time
 	// Age dates DIDs for NewReposAuto; nil treats every unknown repo as old.
 	Age AccountAge
+	// Now is the clock of hold deadlines, back-off and scan grace; nil is
+	// time.Now (tests inject one to step through a back-off schedule).
+	Now func() time.Time
 }
 
 // Log is what repair needs of the merged log. *cursor.Log is one.
@@ -80,6 +83,7 @@ type Repairer struct {
 	ahead       map[string]time.Time // did -> first scan that saw it ahead of the log
 	statusAhead map[string]time.Time // did -> first scan that saw an unannounced status
 	failures    map[string]int       // did -> repairs failed in a row (hold queue)
+	idle        map[string]int       // did -> repairs in a row that found nothing to append while holds remained
 }
 
 // New returns a Repairer. dir verifies the replicas' head commit
@@ -100,10 +104,14 @@ func New(cfg Config, log Log, p *pool.Pool, hc *http.Client, dir identity.Direct
 	if cfg.NewRepos == "" {
 		cfg.NewRepos = NewReposAuto
 	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
 	return &Repairer{
 		cfg: cfg, log: log, pool: p, hc: hc, dir: dir, m: m,
-		lg: logger.With("component", "repair"), cache: newBlockCache(cfg.CacheBytes), now: time.Now,
-		ahead: map[string]time.Time{}, statusAhead: map[string]time.Time{}, failures: map[string]int{},
+		lg: logger.With("component", "repair"), cache: newBlockCache(cfg.CacheBytes), now: now,
+		ahead: map[string]time.Time{}, statusAhead: map[string]time.Time{}, failures: map[string]int{}, idle: map[string]int{},
 	}
 }
 
@@ -173,7 +181,6 @@ func (r *Repairer) expireHolds(ctx context.Context) {
 			}
 		}
 		kind, err := r.repair(ctx, did, reason, fp)
-		later := r.now().Add(r.log.Config().HoldTimeout)
 		var future *verify.FutureRevError
 		switch {
 		case err == nil:
@@ -184,11 +191,13 @@ func (r *Repairer) expireHolds(ctx context.Context) {
 				// Nothing to append: holds built on a rev the repo moved
 				// past (a fork's losing side) can never chain, and for a
 				// repo gone or inactive none will; drop them. What is left
-				// is looked at again after a hold time, not every poll.
+				// waits with back-off, then is given up.
 				if n, err := r.log.DropDeadHolds(ctx, did, kind != "none"); err == nil && n > 0 {
 					r.lg.Info("dropped held commits that can never be appended", "did", did, "held", n, "outcome", kind)
 				}
-				_ = r.log.DeferHolds(ctx, did, later)
+				r.waitOrAbandon(ctx, did)
+			} else {
+				delete(r.idle, did)
 			}
 		case errors.As(err, &future):
 			r.m.failed("future_rev")
@@ -221,21 +230,107 @@ func (r *Repairer) expireHolds(ctx context.Context) {
 	}
 }
 
-// MaxBackoff bounds the wait before a failing repair is tried again.
+// MaxBackoff bounds the wait before a failing repair is tried again, and
+// before held commits are looked at again after a repair found nothing to
+// append.
 const MaxBackoff = 5 * time.Minute
+
+// AbandonAfter is how many repairs in a row may find nothing to append
+// while a repo still has held commits before those are dropped. Such a
+// commit chains onto a rev that neither the log nor any replica's head
+// has (a write a replica streamed and then lost or undid, or a replica
+// lagging): none would pass a relay's chain check. They are looked at
+// again after the hold time, then 2, 4 and 8 times it (16 hold times in
+// all: 32 s with the default 2 s), so a replica that catches up meanwhile
+// gets them appended or repaired. Dropping them counts
+// pdsmux_repair_holds_abandoned_total and logs one warning; the replica's
+// resume cursor is no longer pinned below them, and if a replica's head
+// later passes the log, the listRepos scan repairs the repo.
+const AbandonAfter = 5
+
+// maxTracked bounds the per-repo counts (failures, idle): past it they
+// are forgotten wholesale.
+const maxTracked = 100_000
+
+// backOffWait is the hold time doubled n-1 times, at most MaxBackoff.
+func (r *Repairer) backOffWait(n int) time.Duration {
+	return min(r.log.Config().HoldTimeout<<min(n-1, 16), MaxBackoff)
+}
 
 // backOff records one more failed repair of did and returns when to try
 // again (the hold time, doubled per failure, at most MaxBackoff) and
 // whether to log it (the 1st, 2nd, 4th, 8th, ... failure), so a PLC or
 // replica outage neither hammers them nor floods the log.
 func (r *Repairer) backOff(did string) (time.Time, bool) {
-	if len(r.failures) >= 100_000 { // bounded: forget wholesale
+	if len(r.failures) >= maxTracked {
 		clear(r.failures)
 	}
 	n := r.failures[did] + 1
 	r.failures[did] = n
-	d := min(r.log.Config().HoldTimeout<<min(n-1, 16), MaxBackoff)
-	return r.now().Add(d), n&(n-1) == 0
+	return r.now().Add(r.backOffWait(n)), n&(n-1) == 0
+}
+
+// waitOrAbandon follows a repair of did that found nothing to append. If
+// held commits remain it counts one more such repair and looks at them
+// again after backOffWait of that count; on the AbandonAfter-th it drops
+// them (see AbandonAfter).
+func (r *Repairer) waitOrAbandon(ctx context.Context, did string) {
+	holds, err := r.log.Holds(ctx, did)
+	if err != nil { // Redis trouble; the tailers report it
+		_ = r.log.DeferHolds(ctx, did, r.now().Add(r.log.Config().HoldTimeout))
+		return
+	}
+	if len(holds) == 0 {
+		delete(r.idle, did)
+		return
+	}
+	if len(r.idle) >= maxTracked {
+		clear(r.idle)
+	}
+	n := r.idle[did] + 1
+	r.idle[did] = n
+	if n < AbandonAfter {
+		_ = r.log.DeferHolds(ctx, did, r.now().Add(r.backOffWait(n)))
+		return
+	}
+	if err := r.abandon(ctx, did, holds); err != nil {
+		r.lg.Warn("dropping held commits that never chained failed; will retry", "did", did, "err", err)
+		_ = r.log.DeferHolds(ctx, did, r.now().Add(r.log.Config().HoldTimeout))
+		return
+	}
+	delete(r.idle, did)
+}
+
+// abandon drops every held commit of did (cursor.Log.DropDeadHolds with
+// all, one atomic step that also unpins the replicas' resume cursors),
+// counts them, and logs one warning naming what was dropped, the log's
+// rev and a replica's head rev.
+func (r *Repairer) abandon(ctx context.Context, did string, holds []cursor.Hold) error {
+	n, err := r.log.DropDeadHolds(ctx, did, true)
+	if err != nil {
+		return err
+	}
+	r.m.abandoned(n)
+	if n == 0 {
+		return nil
+	}
+	var revs, since, from []string
+	for _, h := range holds[:min(len(holds), 10)] {
+		revs, since, from = append(revs, h.Rev), append(since, h.Since), append(from, h.Replica)
+	}
+	logRev, headRev := "", ""
+	if sts, err := r.log.RepoStates(ctx, did); err == nil && sts[0].OK {
+		logRev = sts[0].Rev
+	}
+	if _, _, rev, err := r.findHead(ctx, did); err == nil {
+		headRev = rev
+	}
+	r.lg.Warn("dropped held commits that never chained: their predecessor is neither in the log nor at any replica's head. "+
+		"Check that the replicas named in held_from serve the same database as the others (a replica restored from backup or pointed at another database streams writes the repo does not have). "+
+		"Nothing more is needed if the write was undone; if a replica's head later passes the log's rev, the listRepos scan repairs the repo",
+		"did", did, "dropped", n, "held_revs", revs, "held_since", since, "held_from", from,
+		"log_rev", logRev, "replica_head_rev", headRev, "repairs", AbandonAfter)
+	return nil
 }
 
 // noticeFork reports a held commit built on a rev the log has already
