@@ -61,7 +61,7 @@ func (s *Store) write(ctx context.Context, entries []cursor.Entry, gap bool) err
 		}
 	}
 
-	var stmts []stmt
+	var stmts []Stmt
 	for start := 0; !gap && start < len(entries); start += eventRows {
 		chunk := entries[start:min(start+eventRows, len(entries))]
 		var q strings.Builder
@@ -74,42 +74,43 @@ func (s *Store) write(ctx context.Context, entries []cursor.Entry, gap bool) err
 			q.WriteString("(?, ?, ?, ?, ?, ?, ?)")
 			args = append(args, e.Seq, e.Time.UnixMilli(), e.Kind, e.DID, e.Rev, e.Source, e.Frame)
 		}
-		stmts = append(stmts, stmt{q.String(), args})
+		stmts = append(stmts, Stmt{q.String(), args})
 	}
 	for did, e := range repos {
-		stmts = append(stmts, stmt{`INSERT INTO repos (did, rev, commit_cid, seq) VALUES (?, ?, ?, ?)
+		stmts = append(stmts, Stmt{`INSERT INTO repos (did, rev, commit_cid, seq) VALUES (?, ?, ?, ?)
 			ON CONFLICT (did) DO UPDATE SET rev = excluded.rev, commit_cid = excluded.commit_cid, seq = excluded.seq
 			WHERE excluded.rev > repos.rev`, []any{did, e.Rev, e.Commit, e.Seq}})
 	}
 	for did, e := range accounts {
-		stmts = append(stmts, stmt{`INSERT INTO accounts (did, status, seq) VALUES (?, ?, ?)
+		stmts = append(stmts, Stmt{`INSERT INTO accounts (did, status, seq) VALUES (?, ?, ?)
 			ON CONFLICT (did) DO UPDATE SET status = excluded.status, seq = excluded.seq
 			WHERE excluded.seq > accounts.seq`, []any{did, e.Status, e.Seq}})
 	}
 	for r, c := range cursors {
-		stmts = append(stmts, stmt{`INSERT INTO cursors (replica, cursor) VALUES (?, ?)
+		stmts = append(stmts, Stmt{`INSERT INTO cursors (replica, cursor) VALUES (?, ?)
 			ON CONFLICT (replica) DO UPDATE SET cursor = max(cursor, excluded.cursor)`, []any{r, c}})
 	}
 	stmts = append(stmts, setMetaMax("high_water", hw))
 	if gap {
 		stmts = append(stmts, setMetaMax("trimmed", hw))
 	}
-	if err := s.exec(ctx, stmts); err != nil {
+	if err := s.b.Exec(ctx, stmts); err != nil {
 		return fmt.Errorf("store %s: archive seqs %d-%d: %w", s.name, entries[0].Seq, entries[len(entries)-1].Seq, err)
 	}
 	return nil
 }
 
 // setMetaMax raises the integer kept under key to v (never lowers it).
-func setMetaMax(key string, v int64) stmt {
-	return stmt{`INSERT INTO meta (key, value) VALUES (?, ?)
+func setMetaMax(key string, v int64) Stmt {
+	return Stmt{`INSERT INTO meta (key, value) VALUES (?, ?)
 		ON CONFLICT (key) DO UPDATE SET value = CAST(max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)`,
 		[]any{key, strconv.FormatInt(v, 10)}}
 }
 
 func (s *Store) metaInt(ctx context.Context, key string) (int64, error) {
 	var v string
-	err := s.reader().QueryRowContext(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
+	rows, err := s.b.Read(ctx, `SELECT value FROM meta WHERE key = ?`, key)
+	err = scanOne(rows, err, &v)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, nil
 	}
@@ -132,7 +133,7 @@ func (s *Store) Trimmed(ctx context.Context) (int64, error) { return s.metaInt(c
 // Range returns up to count archived entries with seq > after, oldest
 // first.
 func (s *Store) Range(ctx context.Context, after, count int64) ([]cursor.Entry, error) {
-	rows, err := s.reader().QueryContext(ctx, `SELECT seq, time_ms, kind, did, rev, source, frame FROM events
+	rows, err := s.b.Read(ctx, `SELECT seq, time_ms, kind, did, rev, source, frame FROM events
 		WHERE seq > ? ORDER BY seq LIMIT ?`, after, count)
 	if err != nil {
 		return nil, fmt.Errorf("store %s: read archive after %d: %w", s.name, after, err)
@@ -161,17 +162,19 @@ func (s *Store) Trim(ctx context.Context, before time.Time) (int64, error) {
 	// Seqs grow with time, so the newest old event bounds what goes; later
 	// writes only add higher seqs, so reading it first is safe.
 	var top sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, `SELECT max(seq) FROM events WHERE time_ms < ?`, before.UnixMilli()).Scan(&top); err != nil {
+	rows, err := s.b.Query(ctx, `SELECT max(seq) FROM events WHERE time_ms < ?`, before.UnixMilli())
+	if err := scanOne(rows, err, &top); err != nil {
 		return 0, fmt.Errorf("store %s: trim: %w", s.name, err)
 	}
 	if !top.Valid {
 		return 0, nil
 	}
 	var n int64
-	if err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM events WHERE seq <= ?`, top.Int64).Scan(&n); err != nil {
+	rows, err = s.b.Query(ctx, `SELECT count(*) FROM events WHERE seq <= ?`, top.Int64)
+	if err := scanOne(rows, err, &n); err != nil {
 		return 0, fmt.Errorf("store %s: trim: %w", s.name, err)
 	}
-	if err := s.exec(ctx, []stmt{
+	if err := s.b.Exec(ctx, []Stmt{
 		{`DELETE FROM events WHERE seq <= ?`, []any{top.Int64}},
 		setMetaMax("trimmed", top.Int64),
 	}); err != nil {
@@ -190,7 +193,7 @@ func (s *Store) State(ctx context.Context, dedupWindow time.Duration) (cursor.Du
 		return st, err
 	}
 	q := func(query string, args []any, scan func(*sql.Rows) error) error {
-		rows, err := s.db.QueryContext(ctx, query, args...)
+		rows, err := s.b.Query(ctx, query, args...)
 		if err != nil {
 			return fmt.Errorf("store %s: %w", s.name, err)
 		}
@@ -255,7 +258,7 @@ func (s *Store) State(ctx context.Context, dedupWindow time.Duration) (cursor.Du
 // repos from old ones by it: a repo whose account was created after it is
 // announced with its records (see docs/ARCHITECTURE.md).
 func (s *Store) Born(ctx context.Context, now time.Time) (time.Time, error) {
-	if err := s.exec(ctx, []stmt{{`INSERT INTO meta (key, value) VALUES ('born', ?) ON CONFLICT (key) DO NOTHING`,
+	if err := s.b.Exec(ctx, []Stmt{{`INSERT INTO meta (key, value) VALUES ('born', ?) ON CONFLICT (key) DO NOTHING`,
 		[]any{strconv.FormatInt(now.UnixMilli(), 10)}}}); err != nil {
 		return time.Time{}, fmt.Errorf("store %s: record start time: %w", s.name, err)
 	}

@@ -3,8 +3,12 @@
 // Go) or a remote libsql server (libsql://, https://) such as Turso or
 // sqld, through github.com/tursodatabase/libsql-client-go.
 //
-// Every write is atomic and, on a server, one HTTP round trip: the
-// statements go as a single BEGIN...COMMIT pipeline request (see exec), so
+// The Store speaks to its database through one Backend interface (atomic
+// write of a batch, reads ordered with writes or beside them, close), one
+// file per backend: backend_file.go (WAL, one writer connection and a
+// read-only pool, so replays do not queue behind a slow write) and
+// backend_hrana.go. Every write is atomic and, on a server, one HTTP round
+// trip: the statements go as a single BEGIN...COMMIT pipeline request, so
 // the store never relies on a server keeping a stream open between
 // requests.
 //
