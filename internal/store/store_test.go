@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,21 +18,6 @@ import (
 	"github.com/pdsmux/pdsmux/internal/store"
 	"github.com/pdsmux/pdsmux/internal/testutil/libsqlserver"
 )
-
-// backends are the databases every store test runs against: the embedded
-// file (the default deployment) and a real libsql server over HTTP (the
-// Turso/sqld path).
-var backends = map[string]func(t *testing.T) string{
-	"file":   func(t *testing.T) string { return "file:" + filepath.Join(t.TempDir(), "pdsmux.db") },
-	"remote": func(t *testing.T) string { return libsqlserver.Start(t).URL },
-}
-
-// forEachBackend runs f as a subtest on a fresh database of each backend.
-func forEachBackend(t *testing.T, f func(t *testing.T, url string)) {
-	for name, newURL := range backends {
-		t.Run(name, func(t *testing.T) { f(t, newURL(t)) })
-	}
-}
 
 func open(t *testing.T, url string) *store.Store {
 	t.Helper()
@@ -98,19 +84,19 @@ func TestStore_Conformance(t *testing.T) {
 	})
 }
 
-func TestStore_RefusesNewerSchemaNamingTheFile(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "pdsmux.db")
-	s := open(t, "file:"+path)
-	require.NoError(t, s.Close())
-	// a newer pdsmux wrote this file
-	s2, err := store.Open(ctx, "file:"+path, "")
-	require.NoError(t, err)
-	require.NoError(t, store.SetSchemaVersionForTest(ctx, s2, store.SchemaVersion+1))
-	require.NoError(t, s2.Close())
-	_, err = store.Open(ctx, "file:"+path, "")
-	require.ErrorIs(t, err, store.ErrNewerSchema)
-	require.Contains(t, err.Error(), path)
+// A database a newer pdsmux wrote is refused, naming it, on every
+// backend.
+func TestStore_RefusesNewerSchemaNamingTheDatabase(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		s := open(t, url)
+		require.NoError(t, store.SetSchemaVersionForTest(ctx, s, store.SchemaVersion+1))
+		require.NoError(t, s.Close())
+		// a newer pdsmux wrote this database
+		_, err := store.Open(ctx, url, "")
+		require.ErrorIs(t, err, store.ErrNewerSchema)
+		require.Contains(t, err.Error(), strings.TrimPrefix(url, "file:"))
+	})
 }
 
 func TestStore_CorruptFileIsAClearError(t *testing.T) {
