@@ -29,12 +29,26 @@ type Keeper interface {
 	// and returns the highest seq that may be sent now (math.MaxInt64 when
 	// nothing is held back): an entry reaches a subscriber only once the
 	// archive has read it, so what a subscriber saw is never only in Redis
-	// (I7), unless the archive is too far behind to wait for.
+	// (I7), unless the archive is too far behind to wait for. It has no
+	// error: the live stream is never held back for a database that is
+	// down or slow, so it returns math.MaxInt64 while the archive is
+	// behind (store.Archiver: more than its buffer, or before its
+	// database first answered). When ctx ends first it returns below
+	// seq, and the caller stops (the subscriber left, the server is
+	// shutting down).
 	Await(ctx context.Context, seq int64) int64
 	// Recall returns up to count entries with after < seq < before that
-	// the archive has read (written or not), oldest first. When Redis lost
-	// entries the broadcaster had not delivered yet, it delivers them from
-	// here.
+	// the archive has read (written or not), oldest first; fewer (none)
+	// when it holds no more of them. When Redis lost entries the
+	// broadcaster had not delivered yet, it delivers them from here, and
+	// a replay reads archived history from here.
+	//
+	// Errors: any error means the archive could not answer (see Archive);
+	// none is matched. In the broadcaster, an error is retried 4 times
+	// over about 1.5 s, then given up: live subscribers skip those
+	// entries, counted as pdsmux_subscriber_gaps_total{cause="recall_failed"}
+	// and logged (the live stream does not wait for the database). In a
+	// replay an error ends it like an error of Archive.Range.
 	Recall(ctx context.Context, after, before int64, count int) ([]cursor.Entry, error)
 }
 

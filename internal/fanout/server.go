@@ -61,10 +61,29 @@ func (c *Config) setDefaults() {
 // what a lost Redis can no longer show (the durable high-water mark).
 type HeadFunc func(ctx context.Context, b cursor.Bounds) int64
 
-// Archive is durable history older than Redis keeps (internal/store).
+// Archive is durable history older than Redis keeps; pdsmuxd passes
+// *store.Store.
+//
+// Errors: any error means the archive could not answer (the database
+// unreachable, locked or slow past ctx, ctx ended); the fanout matches no
+// particular error and retries nothing itself. What an error costs is
+// given per method. When ctx ends (the subscriber left, the server is
+// shutting down) a call must return promptly, with any error: the
+// session then ends for that reason (a shutdown closes with 1001 going
+// away).
 type Archive interface {
+	// Range returns up to count entries with seq > after, oldest first;
+	// fewer (none) at the end of what it holds. It is read only when the
+	// Broadcaster has no Keeper (Keeper.Recall is read instead). An error
+	// ends the replay: the subscriber's socket is closed without an error
+	// frame; reconnecting with the last seq it got as its cursor, it
+	// misses and repeats nothing.
 	Range(ctx context.Context, after, count int64) ([]cursor.Entry, error)
-	// Trimmed is the highest seq retention removed from the archive.
+	// Trimmed is the highest seq retention (or a recorded hole) removed
+	// from the archive, 0 when none. An error is logged and costs only
+	// the OutdatedCursor notice: at the start of a replay Redis's own
+	// trim mark is used instead, and a replay crossing seqs trimmed after
+	// it began crosses them without the notice.
 	Trimmed(ctx context.Context) (int64, error)
 }
 
