@@ -20,7 +20,9 @@ const eventRows = 200
 // each repo's rev (only forward), each account's status, each replica's
 // cursor (only forward) and the seq high-water mark. Entries already
 // archived are ignored, so overlapping writers (two pdsmux, a backfill
-// beside the live feed) are safe.
+// beside the live feed) are safe. An error names the database and the
+// seqs; nothing was written, unless a server's answer was lost (see
+// Backend.Exec): writing the same entries again is always safe.
 func (s *Store) Write(ctx context.Context, entries []cursor.Entry) error {
 	return s.write(ctx, entries, false)
 }
@@ -124,14 +126,17 @@ func (s *Store) metaInt(ctx context.Context, key string) (int64, error) {
 	return n, nil
 }
 
-// HighWater is the highest archived seq (0 when empty).
+// HighWater is the highest archived seq (0 when empty). It reads beside
+// a write in progress (Backend.Read); errors name the database.
 func (s *Store) HighWater(ctx context.Context) (int64, error) { return s.metaInt(ctx, "high_water") }
 
-// Trimmed is the highest seq dropped by retention (0 when none).
+// Trimmed is the highest seq dropped by retention or recorded as a hole
+// (WriteGap), 0 when none. Errors as HighWater.
 func (s *Store) Trimmed(ctx context.Context) (int64, error) { return s.metaInt(ctx, "trimmed") }
 
 // Range returns up to count archived entries with seq > after, oldest
-// first.
+// first. It reads beside a write in progress (Backend.Read); errors name
+// the database.
 func (s *Store) Range(ctx context.Context, after, count int64) ([]cursor.Entry, error) {
 	rows, err := s.b.Read(ctx, `SELECT seq, time_ms, kind, did, rev, source, frame FROM events
 		WHERE seq > ? ORDER BY seq LIMIT ?`, after, count)

@@ -165,7 +165,7 @@ func (a *Archiver) Await(ctx context.Context, seq int64) int64 {
 // Recall returns up to count entries with after < seq < before that the
 // Archiver has read, written or still buffered, oldest first. After Redis
 // lost entries, the broadcaster delivers from here those it had not
-// delivered yet.
+// delivered yet. Its errors are Store.Range's (the buffer cannot fail).
 func (a *Archiver) Recall(ctx context.Context, after, before int64, count int) ([]cursor.Entry, error) {
 	// The buffer first: what a write moves out of it meanwhile is then in
 	// the store.
