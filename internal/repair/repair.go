@@ -83,6 +83,7 @@ type Repairer struct {
 	ahead       map[string]time.Time // did -> first scan that saw it ahead of the log
 	statusAhead map[string]time.Time // did -> first scan that saw an unannounced status
 	failures    map[string]int       // did -> repairs failed in a row (hold queue)
+	logFailures int                  // repairs in a row the log failed (ErrLog), all repos
 	idle        map[string]int       // did -> repairs in a row that found nothing to append while holds remained
 }
 
@@ -217,6 +218,15 @@ func (r *Repairer) expireHolds(ctx context.Context) {
 					"did", did, "reason", reason, "err", err, "failures", r.failures[did], "retry_at", at)
 			}
 			_ = r.log.DeferHolds(ctx, did, at)
+		case errors.Is(err, ErrLog):
+			// Redis failing over or unreachable is not the repo's fault:
+			// no per-repo back-off (after a few failovers it would leave
+			// a busy repo unrepaired long enough to outgrow one #commit).
+			r.logFailures++
+			if n := r.logFailures; n&(n-1) == 0 {
+				r.lg.Warn("repair could not use the log (Redis); will retry after the hold time", "did", did, "reason", reason, "err", err, "failures", n)
+			}
+			_ = r.log.DeferHolds(ctx, did, r.now().Add(r.log.Config().HoldTimeout))
 		default:
 			at, loud := r.backOff(did)
 			if loud {
@@ -226,6 +236,7 @@ func (r *Repairer) expireHolds(ctx context.Context) {
 		}
 		if err == nil {
 			delete(r.failures, did)
+			r.logFailures = 0
 		}
 	}
 }
@@ -401,12 +412,12 @@ func (r *Repairer) repair(ctx context.Context, did, reason string, flag *cursor.
 func (r *Repairer) repairOnce(ctx context.Context, did, reason string, flag *cursor.Flag) (string, error) {
 	sts, err := r.log.RepoStates(ctx, did)
 	if err != nil {
-		return "", err
+		return "", logErr(err)
 	}
 	st := sts[0]
 	statuses, err := r.log.AccountStatuses(ctx, did)
 	if err != nil {
-		return "", err
+		return "", logErr(err)
 	}
 	if s := statuses[0]; s != "" && s != "active" {
 		// Relays drop events of inactive accounts; when the account is
@@ -524,7 +535,7 @@ func (r *Repairer) announceNew(ctx context.Context, src *source, head cid.Cid, h
 	}
 	statuses, err := r.log.AccountStatuses(ctx, did)
 	if err != nil {
-		return "", err
+		return "", logErr(err)
 	}
 	if statuses[0] == "" {
 		if err := r.appendSynthetic(ctx, frame.TypeAccount, &comatproto.SyncSubscribeRepos_Account{
@@ -623,7 +634,7 @@ func (r *Repairer) appendRollback(ctx context.Context, did string, head cid.Cid,
 		if !errors.Is(err, cursor.ErrRepairRace) {
 			r.m.failed("append")
 		}
-		return "", err
+		return "", logErr(err)
 	}
 	r.lg.Warn("the replica's repo went back to an older rev (restored from backup?); announced it with #sync", "did", did, "from_rev", atRev, "to_rev", rev)
 	return "rollback", nil
@@ -656,7 +667,7 @@ func (r *Repairer) appendRepair(ctx context.Context, b []byte, atRev string) err
 		if !errors.Is(err, cursor.ErrRepairRace) {
 			r.m.failed("append")
 		}
-		return err
+		return logErr(err)
 	}
 	return nil
 }
@@ -667,7 +678,7 @@ func (r *Repairer) appendSynthetic(ctx context.Context, t string, body frame.Mar
 		return err
 	}
 	_, err = r.log.AppendSynthetic(ctx, ev)
-	return err
+	return logErr(err)
 }
 
 // toEvent encodes a frame pdsmux built and makes it a log event.

@@ -14,23 +14,28 @@ type Follower struct {
 	events   []Event
 	last     int64
 	sessions int
+	bases    map[string]int // sessions per base URL
+	cur      *Consumer      // the open session, if any
 	done     chan struct{}
 }
 
 // Follow subscribes to bases from cursor (< 0: live) until ctx ends.
 // opts apply to every session's Consumer (e.g. a Strict's Attach).
 func Follow(ctx context.Context, bases []string, cursor int64, opts ...func(*Consumer)) *Follower {
-	f := &Follower{last: cursor, done: make(chan struct{})}
+	f := &Follower{last: cursor, bases: map[string]int{}, done: make(chan struct{})}
 	go func() {
 		defer close(f.done)
 		for i := 0; ctx.Err() == nil; i++ {
 			f.mu.Lock()
 			cur := f.last
 			f.mu.Unlock()
-			c, _, err := Dial(ctx, bases[i%len(bases)], cur, append(opts[:len(opts):len(opts)], func(c *Consumer) { c.OnEvent = f.add })...)
+			base := bases[i%len(bases)]
+			c, _, err := Dial(ctx, base, cur, append(opts[:len(opts):len(opts)], func(c *Consumer) { c.OnEvent = f.add })...)
 			if err == nil {
 				f.mu.Lock()
 				f.sessions++
+				f.bases[base]++
+				f.cur = c
 				f.mu.Unlock()
 				select {
 				case <-c.Done():
@@ -38,6 +43,9 @@ func Follow(ctx context.Context, bases []string, cursor int64, opts ...func(*Con
 					c.Close()
 					<-c.Done()
 				}
+				f.mu.Lock()
+				f.cur = nil
+				f.mu.Unlock()
 			}
 			select {
 			case <-ctx.Done():
@@ -69,6 +77,28 @@ func (f *Follower) Sessions() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.sessions
+}
+
+// SessionsAt is how many connections were made to each base URL.
+func (f *Follower) SessionsAt() map[string]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]int, len(f.bases))
+	for b, n := range f.bases {
+		out[b] = n
+	}
+	return out
+}
+
+// Drop closes the open session, as a relay restarting or losing its link
+// would: the Follower reconnects with its cursor to the next base URL.
+func (f *Follower) Drop() {
+	f.mu.Lock()
+	c := f.cur
+	f.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
 }
 
 // Done is closed after ctx ended and the last session closed.

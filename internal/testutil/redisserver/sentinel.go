@@ -137,7 +137,10 @@ func (ss *Sentinels) waitReady(others, replicas int, within time.Duration) {
 
 // MasterAddr is the primary's host:port as the sentinels report it: the
 // answer of a majority (2 of 3), or "" when they disagree or fail.
-func (ss *Sentinels) MasterAddr() string {
+func (ss *Sentinels) MasterAddr() string { return ss.masterAddr(len(ss.ports)/2 + 1) }
+
+// masterAddr is the primary as at least need sentinels report it, or "".
+func (ss *Sentinels) masterAddr(need int) string {
 	votes := map[string]int{}
 	for i := range ss.ports {
 		c := ss.client(i)
@@ -150,20 +153,22 @@ func (ss *Sentinels) MasterAddr() string {
 		}
 	}
 	for a, v := range votes {
-		if v > len(ss.ports)/2 {
+		if v >= need {
 			return a
 		}
 	}
 	return ""
 }
 
-// WaitFailover waits until a majority of the sentinels report a primary
-// other than old, and returns it.
+// WaitFailover waits until every sentinel reports a primary other than
+// old, and returns it. A majority is not enough before old comes back: a
+// sentinel that missed the switch would start a failover of its own and
+// could promote old again.
 func (ss *Sentinels) WaitFailover(old string, within time.Duration) string {
 	ss.t.Helper()
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
-		if a := ss.MasterAddr(); a != "" && a != old {
+		if a := ss.masterAddr(len(ss.ports)); a != "" && a != old {
 			return a
 		}
 		time.Sleep(50 * time.Millisecond)
