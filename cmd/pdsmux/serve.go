@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -165,6 +167,7 @@ func serveCommand() *cli.Command {
 			if os.Getenv("GOMEMLIMIT") == "" {
 				debug.SetMemoryLimit(rt.MemoryLimit())
 			}
+			abortOnSecondSignal(pdsmuxd.NewLogger(os.Stderr, format, slog.LevelInfo))
 			runErr := rt.Run(ctx)
 			// a fresh context: ctx is already cancelled by the signal
 			cctx, cancel := context.WithTimeout(context.Background(), rt.ShutdownTimeout())
@@ -226,4 +229,20 @@ func statusCommand() *cli.Command {
 			return st.WriteText(os.Stdout)
 		},
 	}
+}
+
+// abortOnSecondSignal exits at once, with status 1, on a second SIGINT or
+// SIGTERM: the first starts the graceful stop (which may wait up to
+// --shutdown-timeout for subscribers and 5 s for a slow archive write); a
+// second one means the operator will not wait. What was not written stays
+// in Redis for the next start, as after a kill.
+func abortOnSecondSignal(logger *slog.Logger) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs // the first: the graceful stop, through the command's context
+		s := <-sigs
+		logger.Error("second signal: exiting now without finishing the stop", "signal", s.String())
+		os.Exit(1)
+	}()
 }

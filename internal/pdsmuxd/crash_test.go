@@ -211,11 +211,15 @@ func TestShutdown_SIGTERMIsGraceful(t *testing.T) {
 }
 
 // bigPosts writes n posts of about 8 KB through the replicas: a log whose
-// replay outlasts the kernel's socket buffers.
+// replay outlasts the kernel's socket buffers. The i-th post of the env
+// (from 0, across calls) goes to account i mod the accounts, rkey
+// big%05d.
 func (e *env) bigPosts(n int) {
 	e.t.Helper()
 	text := strings.Repeat("a long post to make the replay outlast the socket buffers. ", 140)
-	for i := range n {
+	for range n {
+		i := e.bigN
+		e.bigN++
 		a := e.accounts[i%len(e.accounts)]
 		_, _, err := e.replicas[i%len(e.replicas)].Write(a.DID, fakepds.Op{Action: "create", Collection: "app.bsky.feed.post",
 			Rkey: fmt.Sprintf("big%05d", i), Record: fakepds.Post(text, time.Now())})

@@ -31,6 +31,7 @@ type env struct {
 	store    *fakepds.Store
 	replicas []*fakepds.Replica
 	accounts []*fakepds.Account
+	bigN     int // posts bigPosts wrote so far (their rkeys go on from here)
 }
 
 func newEnv(t *testing.T, mode fakepds.Mode, n int, ro redisserver.Options) *env {

@@ -89,10 +89,11 @@ type Runtime struct {
 
 	// running is Run's cancel and end, so that Close stops Run and waits
 	// for it (the archiver's last flush) before closing the stores.
-	runMu   sync.Mutex
-	stopRun context.CancelFunc
-	runDone chan struct{}
-	stopped string // why Run returned, for Close's "stopped" line
+	runMu     sync.Mutex
+	stopRun   context.CancelFunc
+	runDone   chan struct{}
+	stopped   string // why Run returned, for Close's "stopped" line
+	runFailed bool   // Run returned an error: the "stopped" line is a warning
 }
 
 // Build validates cfg and constructs every component. It binds the
@@ -365,7 +366,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 		reason = context.Cause(ctx).Error() // e.g. "terminated signal received"
 	}
 	rt.runMu.Lock()
-	rt.stopped = reason
+	rt.stopped, rt.runFailed = reason, err != nil
 	rt.runMu.Unlock()
 	if ctx.Err() != nil && err == nil {
 		return nil
@@ -417,13 +418,13 @@ func (rt *Runtime) Close(ctx context.Context) error {
 	}
 	rt.closeResources()
 	rt.runMu.Lock()
-	reason := rt.stopped
+	reason, runFailed := rt.stopped, rt.runFailed
 	rt.runMu.Unlock()
 	if reason == "" {
 		reason = "closed"
 	}
 	err := errors.Join(errs...)
-	if err != nil {
+	if err != nil || runFailed {
 		rt.log.Warn("stopped", "reason", reason, "err", err)
 	} else {
 		rt.log.Info("stopped", "reason", reason)

@@ -4,9 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -224,4 +227,90 @@ func openArchive(t *testing.T, e *env) *store.Store {
 func pad5(i int) string {
 	s := strconv.Itoa(i)
 	return strings.Repeat("0", 5-len(s)) + s
+}
+
+// The binary with --log-max-bytes 1MiB (the archive's buffer is then
+// 1 MiB too), the embedded archive's write lock held elsewhere while 300
+// posts of 8 KB flow, so the archive goes more than its buffer behind and
+// the byte budget may pass what it has read; then SIGTERM. The stop is
+// honest about it: an error naming how many of the unwritten entries
+// Redis no longer holds (not "they stay in Redis"), a non-zero exit; the
+// next start records exactly those as trimmed (pdsmux_archive_lost_total)
+// and archives every other seq.
+func TestStop_ArchiveBehindSaysWhatRedisNoLongerHolds(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{AppendFsync: "everysec"})
+	metrics := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	p, _ := e.startProcOn("pdsmux", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)), metrics, "--log-max-bytes", "1MiB")
+	e.createAccounts(2)
+	e.writeCommits(20, 3)
+	_, total := e.expected()
+	waitArchived(t, metrics, total)
+	l := e.reader()
+	first := allEntries(t, l)[0].Seq
+
+	unlock := lockDB(t, filepath.Join(e.dir, "pdsmux.db"))
+	// Posts until the archive is behind and the byte budget has passed
+	// its durable position (the budget trims as appends come).
+	var b cursor.Bounds
+	for i := 0; ; i++ {
+		require.Less(t, i, 20, "the byte budget passes the archive's durable position")
+		e.bigPosts(100)
+		_, total = e.expected()
+		b = waitHead(t, l, first, total)
+		if testutil.Scrape(t, metrics)["pdsmux_archive_behind"] == 1 && b.Trimmed > archivedThrough(t, e) {
+			break
+		}
+	}
+	p.Signal(syscall.SIGTERM)
+	require.True(t, p.Wait(60*time.Second), "exits")
+	require.Error(t, p.Err(), "non-zero exit: the archive could not write")
+	mm := regexp.MustCompile(`Redis no longer holds seqs after the archive's durable position.* entries=(\d+) from=(\d+) through=(\d+) durable=(\d+) gone_through=(\d+) gone=(\d+)`).FindStringSubmatch(p.Output())
+	require.NotNil(t, mm, "the stop says Redis no longer holds some of what was not written")
+	from, _ := strconv.ParseInt(mm[2], 10, 64)
+	goneThrough, _ := strconv.ParseInt(mm[5], 10, 64)
+	gone, _ := strconv.Atoi(mm[6])
+	rb, err := l.Bounds(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, goneThrough+1, rb.First, "Redis holds everything after what the stop called gone")
+	require.Positive(t, gone)
+
+	unlock()
+	e.startProcOn("pdsmux2", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)), metrics)
+	st := openArchive(t, e)
+	require.Eventually(t, func() bool {
+		hw, err := st.HighWater(context.Background())
+		return err == nil && hw >= b.Last
+	}, 60*time.Second, 50*time.Millisecond, "the restarted archive catches up to %d", b.Last)
+	require.EqualValues(t, gone, testutil.Scrape(t, metrics)["pdsmux_archive_lost_total"], "the next start counts exactly what the stop called gone")
+	es, err := st.Range(context.Background(), 0, int64(total)+10)
+	require.NoError(t, err)
+	require.Len(t, es, total-gone, "every other seq archived")
+	tr, err := st.Trimmed(context.Background())
+	require.NoError(t, err)
+	require.Equal(t, goneThrough, tr, "the trim mark ends the hole")
+	t.Logf("stop: %s read and unwritten from seq %d, %d seqs gone from Redis; next start: %d archived, %d recorded as trimmed", mm[1], from, gone, len(es), gone)
+}
+
+// A second signal aborts a stop that waits on a slow archive write (the
+// database locked): the process exits at once with status 1 and says so,
+// without the stop's 5 s write attempt (whose warning never comes). The
+// two signals differ (SIGINT, SIGTERM) so the kernel cannot merge them.
+func TestStop_SecondSignalExitsAtOnce(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
+	metrics := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	p, _ := e.startProcOn("pdsmux", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)), metrics)
+	e.createAccounts(2)
+	_, total := e.expected()
+	waitArchived(t, metrics, total)
+	lockDB(t, filepath.Join(e.dir, "pdsmux.db"))
+	e.writeCommits(20, 5)
+	require.Eventually(t, func() bool { return testutil.Scrape(t, metrics)["pdsmux_archive_pending_events"] > 0 },
+		10*time.Second, 20*time.Millisecond, "the archive holds entries it cannot write")
+	p.Signal(syscall.SIGINT)
+	p.Signal(syscall.SIGTERM)
+	require.True(t, p.Wait(30*time.Second), "exits")
+	require.Error(t, p.Err(), "status 1")
+	out := p.Output()
+	require.Contains(t, out, "second signal: exiting now without finishing the stop")
+	require.NotContains(t, out, "stopping: the archive could not write", "the stop's write attempt was cut short")
 }

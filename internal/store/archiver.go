@@ -282,8 +282,24 @@ func (a *Archiver) stop() error {
 		n, to = n+1, it.Seq
 	}
 	a.mu.Unlock()
-	a.log.Warn("stopping: the archive could not write what it had read; the entries stay in Redis and the next start archives them (unless Redis loses them too)",
-		"entries", n, "from", from, "through", to, "durable", a.durable.Load(), "err", err)
+	// Redis keeps what the archive has not written (TrimBound) unless the
+	// archive was more than its buffer behind: then the byte budget may
+	// have passed them, and they are lost from the archive.
+	bctx, bcancel := context.WithTimeout(context.Background(), time.Second)
+	b, berr := a.src.Bounds(bctx)
+	bcancel()
+	durable := a.durable.Load()
+	switch {
+	case berr == nil && b.Trimmed > durable:
+		a.log.Error("stopping: the archive could not write what it had read, and Redis no longer holds seqs after the archive's durable position (the log's cap passed them while the archive was more than its buffer behind); the next start records those as trimmed (pdsmux_archive_lost_total), replays across them get OutdatedCursor",
+			"entries", n, "from", from, "through", to, "durable", durable, "gone_through", b.Trimmed, "gone", b.Trimmed-durable, "err", err)
+	case berr != nil:
+		a.log.Warn("stopping: the archive could not write what it had read; the next start archives what Redis still holds of it (Redis did not answer to say how much)",
+			"entries", n, "from", from, "through", to, "durable", a.durable.Load(), "err", err, "redis_err", berr)
+	default:
+		a.log.Warn("stopping: the archive could not write what it had read; the entries stay in Redis and the next start archives them (unless Redis loses them too)",
+			"entries", n, "from", from, "through", to, "durable", a.durable.Load(), "err", err)
+	}
 	return fmt.Errorf("%w (%d entries, seqs %d-%d): %w", ErrUnwritten, n, from, to, err)
 }
 
@@ -522,7 +538,7 @@ func (a *Archiver) writeHole(ctx context.Context, h item) error {
 		return nil
 	}
 	a.m.lost(h.Seq - from)
-	a.log.Error("Redis trimmed log entries before the archive could read them (the log passed its cap, --max-entries or --log-max-bytes, while the archive was more than its buffer behind: the database slow or unreachable); recorded as trimmed, replays across them get OutdatedCursor",
+	a.log.Error("Redis trimmed log entries before the archive wrote them (the log passed its cap, --max-entries or --log-max-bytes, while the archive was more than its buffer behind: the database slow or unreachable, or stopped before it could write them); recorded as trimmed, replays across them get OutdatedCursor",
 		"after", from, "through", h.Seq, "seqs", h.Seq-from)
 	return nil
 }
