@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pdsmux/pdsmux/internal/loopback"
@@ -17,10 +19,14 @@ type variant struct {
 	label   string // column heading
 	rainbow bool
 	persist string // rainbow: "disk", "tmpfs" or "memory"
+	// wait: pdsmux with a second redis-server replicating the first and
+	// --redis-wait-replicas 1 (docs/ha.md), to price the replication wait
+	wait bool
 }
 
 var (
 	vPdsmux   = variant{id: "pdsmux", label: "pdsmux"}
+	vWait     = variant{id: "pdsmux-wait", label: "pdsmux, Redis replica + wait", wait: true}
 	vDisk     = variant{id: "rb-disk", label: "rainbow disk", rainbow: true, persist: "disk"}
 	vTmpfs    = variant{id: "rb-tmpfs", label: "rainbow tmpfs", rainbow: true, persist: "tmpfs"}
 	vMemory   = variant{id: "rb-memory", label: "rainbow memory", rainbow: true, persist: "memory"}
@@ -29,10 +35,11 @@ var (
 
 // durability says what each system keeps when it stops, as run here.
 var durability = map[string]string{
-	"pdsmux":    "Redis AOF, fsync every second (a power loss can drop the last second of the log; each replica's cursor re-fetches it) + the libsql archive on disk",
-	"rb-disk":   "pebble on disk, fsync per event (indigo's pebblepersist hard-codes pebble.Sync): every event durable before it is sent",
-	"rb-tmpfs":  "pebble on /dev/shm (tmpfs), fsync per event: survives a process restart, not a reboot or power loss",
-	"rb-memory": "no persistence (`--persist-db \"\"`): a ring of the last 20,000 events in process memory, lost on any restart",
+	"pdsmux":      "Redis AOF, fsync every second (a power loss can drop the last second of the log; each replica's cursor re-fetches it) + the libsql archive on disk",
+	"pdsmux-wait": "as pdsmux, plus a second redis-server replicating the first, and `--redis-wait-replicas 1`: an event reaches subscribers and the archive only once the replica has it (docs/ha.md)",
+	"rb-disk":     "pebble on disk, fsync per event (indigo's pebblepersist hard-codes pebble.Sync): every event durable before it is sent",
+	"rb-tmpfs":    "pebble on /dev/shm (tmpfs), fsync per event: survives a process restart, not a reboot or power loss",
+	"rb-memory":   "no persistence (`--persist-db \"\"`): a ring of the last 20,000 events in process memory, lost on any restart",
 }
 
 // daemon is the system under test: pdsmux (with its redis-server) or
@@ -63,10 +70,28 @@ const pinCore = "0"
 // Redis, its database file, its replicas and where DIDs resolve (the
 // bench's PLC) are set.
 // extra are further arguments (more replicas).
-func startPdsmux(env *loopback.Env, name string, ups []*upstream, plcURL string, pin bool, extra ...string) (*daemon, error) {
+func startPdsmux(env *loopback.Env, name string, ups []*upstream, plcURL string, pin, wait bool, extra ...string) (*daemon, error) {
 	redis, redisURL, err := env.Redis(name + "-redis")
 	if err != nil {
 		return nil, err
+	}
+	helpers := []*loopback.Proc{redis}
+	if wait {
+		u, err := url.Parse(redisURL)
+		if err != nil {
+			return nil, err
+		}
+		replica, replicaURL, err := env.Redis(name+"-replica", "--replicaof", u.Hostname(), u.Port())
+		if err != nil {
+			return nil, err
+		}
+		helpers = append(helpers, replica)
+		// the first sync waits out repl-diskless-sync-delay (5 s): measure
+		// the wait on a replica that is online, not its first sync
+		if err := waitReplicaOnline(replicaURL, 30*time.Second); err != nil {
+			return nil, err
+		}
+		extra = append(extra, "--redis-wait-replicas", "1")
 	}
 	if pin {
 		if out, err := exec.Command("taskset", "-a", "-p", "-c", pinCore, strconv.Itoa(redis.Pid())).CombinedOutput(); err != nil {
@@ -93,7 +118,7 @@ func startPdsmux(env *loopback.Env, name string, ups []*upstream, plcURL string,
 		return nil, err
 	}
 	return &daemon{name: "pdsmux", base: "http://" + addrs[0], metrics: addrs[1], redisURL: redisURL,
-		procs: []*loopback.Proc{p, redis}}, nil
+		procs: append([]*loopback.Proc{p}, helpers...)}, nil
 }
 
 // startRainbow runs indigo's rainbow on its defaults but for where it
@@ -171,4 +196,24 @@ func (d *daemon) usage() usage {
 		}
 	}
 	return u
+}
+
+// waitReplicaOnline waits until the redis-server at redisURL is a replica
+// with its link to the primary up (INFO replication).
+func waitReplicaOnline(redisURL string, within time.Duration) error {
+	u, err := url.Parse(redisURL)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(within)
+	for {
+		out, err := exec.Command("redis-cli", "-h", u.Hostname(), "-p", u.Port(), "info", "replication").Output()
+		if err == nil && strings.Contains(string(out), "master_link_status:up") {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the Redis replica at %s did not come online within %s", u.Host, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -196,7 +196,7 @@ func runHostile(env *loopback.Env, s *stream, p *plc, dur time.Duration) (hostil
 		return hostileResult{}, err
 	}
 	defer h.ln.Close()
-	d, err := startPdsmux(env, "pdsmux", []*upstream{normal}, p.URL(), false, "--replica", "hostile="+h.URL())
+	d, err := startPdsmux(env, "pdsmux", []*upstream{normal}, p.URL(), false, false, "--replica", "hostile="+h.URL())
 	if err != nil {
 		return hostileResult{}, err
 	}

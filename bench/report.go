@@ -122,6 +122,7 @@ func (r *report) write(b *strings.Builder, deps loopback.Deps, s *stream) {
 		}
 	}
 	r.targets(b)
+	r.waitCost(b)
 }
 
 func (r *report) table(b *strings.Builder, sc scenario) {
@@ -306,4 +307,19 @@ func (r *report) summary(b *strings.Builder) {
 	if r.ceiling.evps > 0 {
 		fmt.Fprintf(b, "The Redis ceiling for the same frames (R) is %.0f events/s.\n\n", r.ceiling.evps)
 	}
+}
+
+// waitCost reports what --redis-wait-replicas 1 (a second redis-server
+// replicating the first) adds at 1,000 events/s (issue 16), from
+// scenario C.
+func (r *report) waitCost(b *strings.Builder) {
+	p, ok1 := r.results["C"][vPdsmux.id]
+	w, ok2 := r.results["C"][vWait.id]
+	if !ok1 || !ok2 {
+		return
+	}
+	fmt.Fprintf(b, "## The replication wait (docs/ha.md)\n\nScenario C with a second redis-server replicating the first and `--redis-wait-replicas 1`: added latency p50 %s (without: %s), p99 %s (without: %s), so the wait adds %s at p99; CPU per 100k events with both redis-servers %.2f s (without: %.2f s); all delivered once: %v.\n\n",
+		ms(w.p50), ms(p.p50), ms(w.p99), ms(p.p99), ms(w.p99-p.p99),
+		per100k(w.u1.cpu-w.u0.cpu+w.u1.helperCPU-w.u0.helperCPU, w.events), per100k(p.u1.cpu-p.u0.cpu+p.u1.helperCPU-p.u0.helperCPU, p.events),
+		w.complete && w.dups == 0)
 }

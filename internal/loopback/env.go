@@ -165,7 +165,7 @@ func randomHex(n int) string {
 }
 
 // Redis starts redis-server with AOF (everysec).
-func (e *Env) Redis(name string) (*Proc, string, error) {
+func (e *Env) Redis(name string, extra ...string) (*Proc, string, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, "", err
@@ -174,8 +174,8 @@ func (e *Env) Redis(name string) (*Proc, string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, "", err
 	}
-	p, err := e.Start(name, e.Deps.Redis, []string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--dir", dir,
-		"--save", "", "--appendonly", "yes", "--appendfsync", "everysec"})
+	p, err := e.Start(name, e.Deps.Redis, append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--dir", dir,
+		"--save", "", "--appendonly", "yes", "--appendfsync", "everysec"}, extra...))
 	if err != nil {
 		return nil, "", err
 	}
