@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
@@ -318,10 +317,7 @@ func TestFault_OldCursorReplaysArchiveThenRedisThenLive(t *testing.T) {
 
 	// Redis ages out everything before the 400th entry.
 	ctx := context.Background()
-	require.NoError(t, e.redis.Client().ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: all[400].Seq, Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
-	n, err := l.Trim(ctx, time.Now(), archivedThrough(t, e))
-	require.NoError(t, err)
-	require.EqualValues(t, 400, n)
+	require.EqualValues(t, 400, ageOut(t, e, l, all[400].Seq))
 
 	c, _, err := consumer.Dial(ctx, "http://"+run.rt.Addr(), 0)
 	require.NoError(t, err)

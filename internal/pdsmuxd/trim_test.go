@@ -47,19 +47,13 @@ func TestReplay_TrimUnderAReplayLeavesNoGap(t *testing.T) {
 	waitArchived(t, run.rt.MetricsAddr(), total)
 	all := allEntries(t, l)
 	ctx := context.Background()
-	// ageOut makes Redis's age trim due for everything before all[i] and
-	// runs it as the trim loop does: never past the archive's durable
-	// position (read from the database itself).
-	ageOut := func(i int) {
-		require.NoError(t, e.redis.Client().ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: all[i].Seq, Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
-		n, err := l.Trim(ctx, time.Now(), archivedThrough(t, e))
-		require.NoError(t, err)
-		require.Positive(t, n)
+	ageOutAt := func(i int) {
+		require.Positive(t, ageOut(t, e, l, all[i].Seq))
 		b, err := l.Bounds(ctx)
 		require.NoError(t, err)
 		require.Equal(t, all[i].Seq, b.First)
 	}
-	ageOut(600)
+	ageOutAt(600)
 
 	conn, _, err := websocket.DefaultDialer.Dial("ws://"+run.rt.Addr()+"/xrpc/com.atproto.sync.subscribeRepos?cursor=0", nil)
 	require.NoError(t, err)
@@ -80,7 +74,7 @@ func TestReplay_TrimUnderAReplayLeavesNoGap(t *testing.T) {
 	for range 50 {
 		read()
 	}
-	ageOut(1200) // the consumer is at about the 50th, in the archive
+	ageOutAt(1200) // the consumer is at about the 50th, in the archive
 	for len(seqs) < len(all) {
 		read()
 	}
@@ -95,6 +89,18 @@ func TestReplay_TrimUnderAReplayLeavesNoGap(t *testing.T) {
 	m := testutil.Scrape(t, run.rt.MetricsAddr())
 	require.EqualValues(t, 1200, m["pdsmux_subscriber_frames_total{phase=archive}"], "the trimmed part came from the archive")
 	require.Positive(t, m["pdsmux_subscriber_frames_total{phase=replay}"], "the rest from Redis")
+}
+
+// ageOut makes Redis's age trim due for every entry before seq and runs
+// it as the trim loop does: never past the archive's durable position
+// (read from the database itself). It returns how many entries went.
+func ageOut(t *testing.T, e *env, l *cursor.Log, seq int64) int64 {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, e.redis.Client().ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: seq, Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
+	n, err := l.Trim(ctx, time.Now(), archivedThrough(t, e))
+	require.NoError(t, err)
+	return n
 }
 
 // archivedThrough reads the archive's durable high-water mark from the
@@ -130,10 +136,7 @@ func TestReplay_HoleRecordedDuringAReplayGivesOutdatedCursor(t *testing.T) {
 	waitArchived(t, run.rt.MetricsAddr(), total)
 	all := allEntries(t, l)
 	ctx := context.Background()
-	// Redis ages out all but the last 100 (as the trim loop would).
-	require.NoError(t, e.redis.Client().ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: all[len(all)-100].Seq, Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
-	_, err := l.Trim(ctx, time.Now(), archivedThrough(t, e))
-	require.NoError(t, err)
+	ageOut(t, e, l, all[len(all)-100].Seq) // all but the last 100
 
 	conn, _, err := websocket.DefaultDialer.Dial("ws://"+run.rt.Addr()+"/xrpc/com.atproto.sync.subscribeRepos?cursor=0", nil)
 	require.NoError(t, err)
