@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -273,7 +274,8 @@ func (e *Env) PDS(name, dataDir, plcURL, publicURL string, sec PDSSecrets) (*PDS
 }
 
 // Caddy runs the repository's Caddyfile on 127.0.0.1:port in front of
-// pdsmux and the replicas.
+// pdsmux and the replicas. pdsmuxAddr is PDSMUX_UPSTREAM: one host:port,
+// or several separated by spaces (an HA pair, docs/ha.md).
 func (e *Env) Caddy(name string, port int, pdsmuxAddr string, replicaAddrs []string) (*Proc, error) {
 	p, err := e.Start(name, e.Deps.Caddy, []string{"run", "--adapter", "caddyfile", "--config", filepath.Join(RepoRoot(), "Caddyfile")},
 		fmt.Sprintf("PDS_SITE=:%d", port),
@@ -300,15 +302,19 @@ type Pdsmux struct {
 	MetricsAddr string
 }
 
-// Pdsmux starts pdsmux.
+// Pdsmux starts pdsmux. Its database is file:DIR/name.db unless args
+// give --db-url (an HA pair shares one).
 func (e *Env) Pdsmux(name string, args ...string) (*Pdsmux, error) {
 	addrs, err := FreeAddrs(2)
 	if err != nil {
 		return nil, err
 	}
 	addr, maddr := addrs[0], addrs[1]
-	all := append([]string{"serve", "--listen", addr, "--metrics-listen", maddr, "--log-format", "text",
-		"--db-url", "file:" + filepath.Join(e.Dir, name+".db")}, args...)
+	all := []string{"serve", "--listen", addr, "--metrics-listen", maddr, "--log-format", "text"}
+	if !slices.Contains(args, "--db-url") {
+		all = append(all, "--db-url", "file:"+filepath.Join(e.Dir, name+".db"))
+	}
+	all = append(all, args...)
 	p, err := e.Start(name, e.Deps.Pdsmux, all)
 	if err != nil {
 		return nil, err
