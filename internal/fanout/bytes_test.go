@@ -47,7 +47,7 @@ func TestSubscribe_SlowConsumerOverByteBudget(t *testing.T) {
 	require.NoError(t, err)
 	bc := fanout.NewBroadcaster(l, nil, m, quiet)
 	bc.SetMaxBatchBytes(queueBytes / 4)
-	srv := fanout.NewServer(fanout.Config{QueueLen: 1_000_000, QueueBytes: queueBytes, WriteTimeout: time.Minute}, l, nil, bc, nil, m, quiet)
+	srv := fanout.NewServer(fanout.Config{QueueLen: 1_000_000, QueueBytes: queueBytes}, l, nil, bc, nil, m, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = bc.Run(ctx) }()
@@ -58,7 +58,7 @@ func TestSubscribe_SlowConsumerOverByteBudget(t *testing.T) {
 	s := &stack{t: t, redis: rs, log: l, srv: srv, url: "http://" + ln.Addr().String(), gen: newGen(t, 1)}
 	<-bc.Ready()
 
-	slow := dialTinyBuffer(t, s.url)
+	slow := dialTinyBuffer(t, s.url, "")
 	defer slow.Close()
 	fast := dial(t, s, -1)
 	defer fast.Close()

@@ -15,6 +15,10 @@
 //
 // Each subscriber has a bounded queue; when it fills, the subscriber gets
 // a ConsumerTooSlow error frame and is closed. Others never wait for it.
+// One writer goroutine per subscriber is its socket's only writer, pings
+// included, from the upgrade on; one liveness window (two ping intervals
+// plus the time a reader at 64 KiB/s needs for what the subscriber has not
+// shown it read) bounds its read deadline and every write to it.
 //
 // It does not own the log (internal/cursor) or the proxying of the other
 // sync endpoints (internal/proxy).

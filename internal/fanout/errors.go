@@ -7,4 +7,7 @@ var (
 	ErrTooSlow = errors.New("fanout: subscriber too slow")
 	// errClosed ends a subscriber when the server shuts down.
 	errClosed = errors.New("fanout: server shutting down")
+	// errStalled ends a subscriber a write to which timed out: it took
+	// nothing off its socket for its liveness window (subscriber.deadline).
+	errStalled = errors.New("fanout: subscriber stopped reading")
 )

@@ -1,6 +1,7 @@
 package fanout_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
@@ -33,25 +35,55 @@ type stack struct {
 	srv   *fanout.Server
 	url   string
 	gen   *gen
-	base  []int64 // seqs of the accounts' creation #sync events
+	base  []int64              // seqs of the accounts' creation #sync events
+	reg   *prometheus.Registry // the fanout's metrics (newStack only)
+	logs  *logBuffer           // the fanout's log, debug and up (newStack only)
 }
 
-func newStack(t *testing.T, cfg fanout.Config) *stack { return newGatedStack(t, cfg, nil) }
+// logBuffer is a log output tests can read while it is written.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newStack(t *testing.T, cfg fanout.Config) *stack {
+	return newStackOn(t, cfg, nil, testutil.Listen(t))
+}
 
 // newGatedStack is a stack whose broadcaster waits for keeper.
 func newGatedStack(t *testing.T, cfg fanout.Config, keeper fanout.Keeper) *stack {
+	return newStackOn(t, cfg, keeper, testutil.Listen(t))
+}
+
+// newStackOn is a stack serving on ln; keeper may be nil.
+func newStackOn(t *testing.T, cfg fanout.Config, keeper fanout.Keeper, ln net.Listener) *stack {
 	t.Helper()
 	rs := redisserver.Start(t, redisserver.Options{})
 	l, err := cursor.New(rs.Client(), cursor.Config{}, nil, quiet)
 	require.NoError(t, err)
 	_, err = l.Reconcile(context.Background(), cursor.DurableState{}, false)
 	require.NoError(t, err)
-	bc := fanout.NewBroadcaster(l, keeper, nil, quiet)
-	srv := fanout.NewServer(cfg, l, nil, bc, nil, nil, quiet)
+	reg := prometheus.NewRegistry()
+	m := fanout.NewMetrics(reg)
+	logs := &logBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	bc := fanout.NewBroadcaster(l, keeper, m, logger)
+	srv := fanout.NewServer(cfg, l, nil, bc, nil, m, logger)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = bc.Run(ctx); close(done) }()
-	ln := testutil.Listen(t)
 	hs := &http.Server{Handler: srv}
 	go func() { _ = hs.Serve(ln) }()
 	t.Cleanup(func() {
@@ -62,7 +94,7 @@ func newGatedStack(t *testing.T, cfg fanout.Config, keeper fanout.Keeper) *stack
 		cancel()
 		<-done
 	})
-	st := &stack{t: t, redis: rs, log: l, srv: srv, url: "http://" + ln.Addr().String(), gen: newGen(t, 20)}
+	st := &stack{t: t, redis: rs, log: l, srv: srv, url: "http://" + ln.Addr().String(), gen: newGen(t, 20), reg: reg, logs: logs}
 	st.base = st.appendFrames(st.gen.syncs)
 	return st
 }
@@ -137,10 +169,24 @@ func (s *stack) appendFrames(frames [][]byte) []int64 {
 
 func (s *stack) append(n int) []int64 { return s.appendFrames(s.gen.frames(n)) }
 
-// dialTinyBuffer subscribes at url (http://host:port) on a socket with a
-// 64 KiB receive buffer, for a consumer that stops reading: the kernel
-// then holds little of what pdsmux sends it.
-func dialTinyBuffer(t *testing.T, url string) *websocket.Conn {
+// tinySendBuffers makes every connection its listener accepts send
+// through a 64 KiB kernel buffer: a subscriber's backlog then waits in
+// pdsmux's writes, not in the kernel (which would take megabytes).
+type tinySendBuffers struct{ net.Listener }
+
+func (l tinySendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		_ = c.(*net.TCPConn).SetWriteBuffer(64 << 10)
+	}
+	return c, err
+}
+
+// dialTinyBuffer subscribes at url (http://host:port), with query
+// ("?cursor=N" or ""), on a socket with a 64 KiB receive buffer, for a
+// consumer that stops reading: the kernel then holds little of what
+// pdsmux sends it.
+func dialTinyBuffer(t *testing.T, url, query string) *websocket.Conn {
 	t.Helper()
 	d := websocket.Dialer{NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
@@ -149,7 +195,7 @@ func dialTinyBuffer(t *testing.T, url string) *websocket.Conn {
 		}
 		return c, err
 	}}
-	c, _, err := d.Dial("ws"+strings.TrimPrefix(url, "http")+"/xrpc/com.atproto.sync.subscribeRepos", nil)
+	c, _, err := d.Dial("ws"+strings.TrimPrefix(url, "http")+"/xrpc/com.atproto.sync.subscribeRepos"+query, nil)
 	require.NoError(t, err)
 	return c
 }

@@ -7,10 +7,12 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/fanout"
 	"github.com/pdsmux/pdsmux/internal/frame"
+	tu "github.com/pdsmux/pdsmux/internal/testutil"
 )
 
 // A subscriber reading a long replay slowly is kept: with a 100 ms ping
@@ -82,4 +84,175 @@ func TestSubscribe_SilentPeerIsDropped(t *testing.T) {
 	require.Eventually(t, func() bool { return s.srv.Subscribers() == 1 }, 5*time.Second, 10*time.Millisecond)
 	require.Eventually(t, func() bool { return s.srv.Subscribers() == 0 }, 5*time.Second, 10*time.Millisecond,
 		"a peer that never answers must be dropped")
+}
+
+// stream reads frames off a subscriber's socket, counting seqs and
+// (did, rev).
+type stream struct {
+	t     *testing.T
+	conn  *websocket.Conn
+	rate  int // bytes/s the reader takes; 0: as fast as it can
+	start time.Time
+	bytes int
+	seqs  []int64
+	revs  map[[2]string]int
+}
+
+func newStream(t *testing.T, conn *websocket.Conn, rate int) *stream {
+	return &stream{t: t, conn: conn, rate: rate, start: time.Now(), revs: map[[2]string]int{}}
+}
+
+// read takes n commit frames, at r.rate when set.
+func (r *stream) read(n int) {
+	r.t.Helper()
+	for range n {
+		require.NoError(r.t, r.conn.SetReadDeadline(time.Now().Add(30*time.Second)))
+		_, b, err := r.conn.ReadMessage()
+		if err != nil {
+			r.t.Fatalf("cut after %d frames (%d bytes in %s): %v", len(r.seqs), r.bytes, time.Since(r.start).Round(time.Millisecond), err)
+		}
+		in, err := frame.Parse(b, 0)
+		require.NoError(r.t, err)
+		require.Equal(r.t, frame.KindCommit, in.Kind, "frame %d", len(r.seqs))
+		r.seqs = append(r.seqs, in.Seq)
+		r.revs[[2]string{in.DID, in.Rev}]++
+		r.bytes += len(b)
+		if r.rate > 0 {
+			if ahead := time.Duration(r.bytes)*time.Second/time.Duration(r.rate) - time.Since(r.start); ahead > 0 {
+				time.Sleep(ahead) // the reader's speed
+			}
+		}
+	}
+}
+
+// check asserts the stream was want: every seq once, in order, and every
+// (did, rev) once.
+func (r *stream) check(want []int64) {
+	r.t.Helper()
+	require.Equal(r.t, want, r.seqs, "every seq once, in order")
+	require.Len(r.t, r.revs, len(want), "a (did, rev) per seq")
+	for k, n := range r.revs {
+		require.Equal(r.t, 1, n, "(did, rev) %v once", k)
+	}
+}
+
+// A replaying subscriber that stops reading for one ping interval (half
+// its liveness window: its own database stalls) while pdsmux's writes to
+// it wait is kept: it then gets every seq and every (did, rev) once, and
+// no write timed out. A write waits as long as the peer may show no sign
+// of life, not a fixed time.
+func TestSubscribe_ReaderPausingWithinItsLivenessWindowIsKept(t *testing.T) {
+	const ping = time.Second
+	s := newStackOn(t, fanout.Config{PingInterval: ping}, nil, tinySendBuffers{tu.Listen(t)})
+	backlog := s.append(2000) // far more than the kernels' socket buffers hold
+	conn := dialTinyBuffer(t, s.url, "?cursor="+fmt.Sprint(s.base[len(s.base)-1]))
+	t.Cleanup(func() { conn.Close() })
+	r := newStream(t, conn, 0)
+	r.read(100)
+	time.Sleep(ping) // the pause is the subject
+	require.Less(t, labeledCounter(t, s.reg, "pdsmux_subscriber_frames_total", "phase", "replay"), float64(len(backlog)),
+		"pdsmux's writes waited during the pause")
+	r.read(len(backlog) - 100)
+	r.check(backlog)
+	require.Zero(t, counterValue(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
+}
+
+// A subscriber that stops reading is cut once a write to it has waited
+// for its liveness window (two ping intervals, plus the time a reader at
+// 64 KiB/s needs for the write), in replay and live alike, however much
+// is queued for it: a live backlog is written in bounded chunks, each
+// with its own deadline. Its process stays alive (it pings every 50 ms,
+// a sign of life that keeps its read deadline away), so only the writes
+// can tell. The cut is counted and logged; it is not a queue overflow
+// (ConsumerTooSlow).
+func TestSubscribe_StalledReaderIsCutAfterItsLivenessWindow(t *testing.T) {
+	const ping = 200 * time.Millisecond
+	for _, phase := range []string{"replay", "live"} {
+		t.Run(phase, func(t *testing.T) {
+			t.Parallel()
+			s := newStackOn(t, fanout.Config{PingInterval: ping, QueueLen: 100_000, QueueBytes: 1 << 30}, nil, tinySendBuffers{tu.Listen(t)})
+			frames := s.gen.frames(2000) // far more than the kernels' socket buffers hold
+			query := ""
+			if phase == "replay" {
+				query = "?cursor=" + fmt.Sprint(s.base[len(s.base)-1])
+				s.appendFrames(frames)
+			}
+			conn := dialTinyBuffer(t, s.url, query)
+			t.Cleanup(func() { conn.Close() })
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				tick := time.NewTicker(50 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-tick.C:
+						if conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(time.Second)) != nil {
+							return
+						}
+					}
+				}
+			}()
+			if phase == "live" {
+				waitSubscribers(t, s, 1)
+				s.appendFrames(frames)
+			}
+			start := time.Now()
+			require.Eventually(t, func() bool { return s.srv.Subscribers() == 0 }, 15*time.Second, 10*time.Millisecond,
+				"the stalled subscriber is cut")
+			t.Logf("%s: cut %s after the backlog was in the log", phase, time.Since(start).Round(time.Millisecond))
+			require.EqualValues(t, 1, counterValue(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
+			require.Zero(t, counterValue(t, s.reg, "pdsmux_subscriber_too_slow_total"))
+			require.Contains(t, s.logs.String(), "dropped a subscriber that took nothing off its socket for its liveness window")
+		})
+	}
+}
+
+// A live subscriber reading steadily at 256 KiB/s (four times the
+// slowest reader presumed alive) takes a burst that fits its queue but
+// takes far longer to write than its liveness window (two 100 ms ping
+// intervals): it gets every seq and every (did, rev) once, never cut.
+func TestSubscribe_SteadyReaderTakesALiveBurst(t *testing.T) {
+	s := newStackOn(t, fanout.Config{PingInterval: 100 * time.Millisecond}, nil, tinySendBuffers{tu.Listen(t)})
+	conn := dialTinyBuffer(t, s.url, "")
+	t.Cleanup(func() { conn.Close() })
+	waitSubscribers(t, s, 1)
+	var frames [][]byte
+	size := 0
+	for size < 768<<10 { // three times what the kernels' buffers hold here
+		for _, b := range s.gen.frames(100) {
+			frames = append(frames, b)
+			size += len(b)
+		}
+	}
+	want := s.appendFrames(frames)
+	r := newStream(t, conn, 256<<10)
+	r.read(len(want))
+	t.Logf("burst: %d frames, %d bytes, read in %s", len(frames), size, time.Since(r.start).Round(time.Millisecond))
+	r.check(want)
+	require.Zero(t, counterValue(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
+	require.Zero(t, counterValue(t, s.reg, "pdsmux_subscriber_too_slow_total"))
+}
+
+// labeledCounter is the value of counter name{label=value} in reg.
+func labeledCounter(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.Metric {
+			for _, l := range m.Label {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{%s=%q}", name, label, value)
+	return 0
 }

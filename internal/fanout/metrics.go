@@ -14,6 +14,7 @@ type Metrics struct {
 	bytes       *prometheus.CounterVec
 	liveBytes   prometheus.Counter
 	tooSlowN    prometheus.Counter
+	stalledN    prometheus.Counter
 	requests    *prometheus.CounterVec
 	head        prometheus.Gauge
 	tailErrors  prometheus.Counter
@@ -42,6 +43,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		tooSlowN: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pdsmux_subscriber_too_slow_total",
 			Help: "Subscribers closed with ConsumerTooSlow because their queue overflowed. They reconnect with their cursor; a steady rate means a consumer or its link is too slow.",
+		}),
+		stalledN: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pdsmux_subscriber_write_timeouts_total",
+			Help: "Subscribers closed because a write to them timed out: they took nothing off their socket for two ping intervals plus the time a reader at 64 KiB/s needs for what they had not shown they read (no close frame). They reconnect with their cursor. A queue overflow is ConsumerTooSlow instead.",
 		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdsmux_subscribe_requests_total",
@@ -85,7 +90,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, c := range []string{"recall_failed", "replay_crossed_trim"} {
 		m.gaps.WithLabelValues(c)
 	}
-	reg.MustRegister(m.subscribers, m.frames, m.bytes, m.tooSlowN, m.requests, m.head, m.tailErrors, m.batchBytes, m.gaps, subQueued)
+	reg.MustRegister(m.subscribers, m.frames, m.bytes, m.tooSlowN, m.stalledN, m.requests, m.head, m.tailErrors, m.batchBytes, m.gaps, subQueued)
 	return m
 }
 
@@ -112,6 +117,12 @@ func (m *Metrics) sentLive(frames int, bytes int64) {
 func (m *Metrics) tooSlow() {
 	if m != nil {
 		m.tooSlowN.Inc()
+	}
+}
+
+func (m *Metrics) stalled() {
+	if m != nil {
+		m.stalledN.Inc()
 	}
 }
 

@@ -26,7 +26,6 @@ const (
 	DefaultQueueBytes     = 32 << 20
 	DefaultMaxSubscribers = 2_000
 	DefaultPingInterval   = 30 * time.Second
-	DefaultWriteTimeout   = 10 * time.Second
 	replayBatch           = 500
 )
 
@@ -35,8 +34,7 @@ type Config struct {
 	QueueLen       int           // frames a subscriber may fall behind before ConsumerTooSlow
 	QueueBytes     int64         // bytes (websocket frames) it may fall behind before ConsumerTooSlow; the frames are shared by all subscribers
 	MaxSubscribers int           // further subscribers get HTTP 503
-	PingInterval   time.Duration // websocket ping period; a subscriber silent for two periods (plus the time to read what it was sent, up to 32 MiB at 64 KiB/s) is closed
-	WriteTimeout   time.Duration // a single frame write may take this long
+	PingInterval   time.Duration // websocket ping period; it sets the liveness window (see subscriber.idle)
 }
 
 func (c *Config) setDefaults() {
@@ -51,9 +49,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.PingInterval <= 0 {
 		c.PingInterval = DefaultPingInterval
-	}
-	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = DefaultWriteTimeout
 	}
 }
 
@@ -154,13 +149,16 @@ type subscriber struct {
 	// ping ticks from the upgrade on, in replay and live alike.
 	ping *time.Ticker
 	// idle is how long the peer may show no sign of life (no message, no
-	// pong) before it is dropped, plus the time it needs to read what we
-	// sent since it last answered (see alive).
+	// pong, nothing taken off its socket) before it is dropped, plus the
+	// time it needs to read what we sent (see window).
 	idle time.Duration
-	// written counts bytes handed to the socket; read is the count the
-	// peer's latest pong echoed (each ping carries the count at its
-	// sending, so its pong proves the peer read everything before it).
+	// written counts bytes handed (or being handed) to the socket; read
+	// is the count the peer's latest pong echoed (each ping carries the
+	// count at its sending, between writes, so its pong proves the peer
+	// read everything before it).
 	written, read atomic.Int64
+	// vec is the live writer's writev vector, reused.
+	vec [][]byte
 }
 
 // newSubscriber is the state of one upgraded connection; its ping ticker
@@ -180,6 +178,13 @@ const minReadRate = 64 << 10
 // but unread by a peer that stopped (whose writes then time out).
 const maxInFlight = 32 << 20
 
+// maxChunk bounds the bytes of one write of a live backlog (a larger
+// frame goes alone): each write has its own deadline, which allows for
+// its bytes (see window), so a subscriber that stops reading is cut
+// within its window plus 4 s (maxChunk at minReadRate) however much is
+// queued for it.
+const maxChunk = 256 << 10
+
 // pong records the peer's answer to a ping sent when written was data.
 func (sub *subscriber) pong(data string) {
 	if n, err := strconv.ParseInt(data, 10, 64); err == nil && n > sub.read.Load() {
@@ -188,8 +193,11 @@ func (sub *subscriber) pong(data string) {
 	sub.extend()
 }
 
-// wrote records n bytes handed to the socket.
-func (sub *subscriber) wrote(n int64) {
+// sending records n bytes about to be handed to the socket, before the
+// write: the read deadline then leaves the peer the time to read them,
+// and a pong that arrives while the write is under way proves only what
+// was sent before its ping.
+func (sub *subscriber) sending(n int64) {
 	sub.written.Add(n)
 	sub.extend()
 }
@@ -199,15 +207,40 @@ func (sub *subscriber) pingData() []byte {
 	return strconv.AppendInt(nil, sub.written.Load(), 10)
 }
 
-// extend moves the read deadline to idle from now, plus the time a reader
-// at minReadRate needs for the bytes it has not yet shown it read: a peer
-// busy with a long replay answers pings late but is not dropped; a dead
-// one is (and one that stops taking data makes the writes time out).
-func (sub *subscriber) extend() {
+// window is how long from now the peer may show no sign of life: idle,
+// plus the time a reader at minReadRate needs for the bytes it has not
+// shown it read (those being written included). The read deadline and
+// every write's deadline are this far away, so one rule decides both: a
+// peer busy with a long backlog answers pings late, and takes a write
+// late, but is not dropped, however slow down to minReadRate; one that
+// stops reading or answering is, once its window is over. A live backlog
+// is written in chunks of maxChunk, so what the window allows for the
+// write itself stays bounded.
+func (sub *subscriber) window() time.Duration {
 	// what can be in flight is bounded by both kernels' socket buffers
 	unread := min(max(sub.written.Load()-sub.read.Load(), 0), maxInFlight)
-	backlog := time.Duration(unread) * time.Second / minReadRate
-	_ = sub.conn.UnderlyingConn().SetReadDeadline(time.Now().Add(sub.idle + backlog))
+	return sub.idle + time.Duration(unread)*time.Second/minReadRate
+}
+
+// extend moves the read deadline to the end of the peer's window.
+func (sub *subscriber) extend() {
+	_ = sub.conn.UnderlyingConn().SetReadDeadline(time.Now().Add(sub.window()))
+}
+
+// deadline is when a write starting now must be done (see window); one
+// that times out ends the session with errStalled.
+func (sub *subscriber) deadline() time.Time {
+	return time.Now().Add(sub.window())
+}
+
+// stalled marks a write that timed out: the peer took nothing for its
+// liveness window (see deadline).
+func stalled(err error) error {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w: %w", errStalled, err)
+	}
+	return err
 }
 
 // ServeHTTP handles GET /xrpc/com.atproto.sync.subscribeRepos.
@@ -275,22 +308,36 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	err = s.serve(ctx, sub, cursorArg)
-	if context.Cause(ctx) == errClosed && !errors.Is(err, ErrTooSlow) {
-		err = errClosed
-	}
 	switch {
+	case errors.Is(err, errStalled):
+		// nothing more is written: the socket may hold part of a frame
+		s.m.stalled()
+		s.log.Info("dropped a subscriber that took nothing off its socket for its liveness window (two ping intervals plus the time to read at 64 KiB/s what it had not shown it read); it may reconnect with its cursor",
+			"after", sub.after, "sent_bytes", sub.written.Load(), "proved_read_bytes", sub.read.Load(), "idle", sub.idle,
+			"user_agent", truncate(r.UserAgent(), 100))
 	case errors.Is(err, ErrTooSlow):
-		s.writeFinal(conn, frame.ErrorFrame(frame.ErrNameConsumerTooSlow, fmt.Sprintf("subscriber fell more than %d frames or %d bytes behind", s.cfg.QueueLen, s.cfg.QueueBytes)))
-	case errors.Is(err, errClosed):
+		s.writeFinal(sub, frame.ErrorFrame(frame.ErrNameConsumerTooSlow, fmt.Sprintf("subscriber fell more than %d frames or %d bytes behind", s.cfg.QueueLen, s.cfg.QueueBytes)))
+	case errors.Is(err, errClosed) || context.Cause(ctx) == errClosed:
 		_ = conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseGoingAway, "pdsmux shutting down"), time.Now().Add(time.Second))
 	}
 }
 
-func (s *Server) writeFinal(conn *websocket.Conn, b []byte) {
-	_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-	_ = conn.WriteMessage(websocket.BinaryMessage, b)
-	_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, ""), time.Now().Add(time.Second))
+// truncate cuts s to at most n bytes.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// writeFinal sends an error frame and a close, after which the session
+// ends.
+func (s *Server) writeFinal(sub *subscriber, b []byte) {
+	sub.sending(int64(len(b)))
+	_ = sub.conn.SetWriteDeadline(sub.deadline())
+	_ = sub.conn.WriteMessage(websocket.BinaryMessage, b)
+	_ = sub.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, ""), time.Now().Add(time.Second))
 }
 
 // readLoop consumes control frames until the peer leaves. It never
@@ -340,12 +387,12 @@ func (s *Server) serve(ctx context.Context, sub *subscriber, cursorArg int64) er
 		if err != nil {
 			s.m.request("log_unavailable")
 			s.log.Warn("subscriber with cursor: cannot read the log", "err", err)
-			s.writeFinal(sub.conn, frame.ErrorFrame("InternalError", "event log unavailable; retry later"))
+			s.writeFinal(sub, frame.ErrorFrame("InternalError", "event log unavailable; retry later"))
 			return nil
 		}
 		if head := s.head(ctx, bounds); cursorArg > head {
 			s.m.request("future_cursor")
-			s.writeFinal(sub.conn, frame.ErrorFrame(frame.ErrNameFutureCursor, fmt.Sprintf("cursor %d is beyond the newest seq %d", cursorArg, head)))
+			s.writeFinal(sub, frame.ErrorFrame(frame.ErrNameFutureCursor, fmt.Sprintf("cursor %d is beyond the newest seq %d", cursorArg, head)))
 			return nil
 		}
 		trimmed := bounds.Trimmed
@@ -358,7 +405,7 @@ func (s *Server) serve(ctx context.Context, sub *subscriber, cursorArg int64) er
 		if cursorArg < trimmed {
 			s.m.request("outdated_cursor")
 			sub.outdated = true
-			if err := s.write(sub.conn, frame.InfoFrame(frame.InfoOutdatedCursor, "cursor is older than the retained log; replaying from the oldest retained event")); err != nil {
+			if err := s.send(sub, frame.InfoFrame(frame.InfoOutdatedCursor, "cursor is older than the retained log; replaying from the oldest retained event")); err != nil {
 				return err
 			}
 		} else {
@@ -506,43 +553,44 @@ func (s *Server) interrupted(ctx context.Context) error {
 	}
 }
 
-func (s *Server) write(conn *websocket.Conn, b []byte) error {
-	_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-	return conn.WriteMessage(websocket.BinaryMessage, b)
-}
-
 // send writes one replayed frame, and between frames does what the live
 // loop does: a ping when due, a pong for the peer's ping.
 func (s *Server) send(sub *subscriber, b []byte) error {
 	if err := s.control(sub); err != nil {
 		return err
 	}
-	if err := s.write(sub.conn, b); err != nil {
-		return err
-	}
-	sub.wrote(int64(len(b)))
-	return nil
+	sub.sending(int64(len(b)))
+	_ = sub.conn.SetWriteDeadline(sub.deadline())
+	return stalled(sub.conn.WriteMessage(websocket.BinaryMessage, b))
 }
 
 // control sends a due ping or a pending pong, without waiting.
 func (s *Server) control(sub *subscriber) error {
 	select {
 	case <-sub.ping.C:
-		return sub.conn.WriteControl(websocket.PingMessage, sub.pingData(), time.Now().Add(s.cfg.WriteTimeout))
+		return s.ping(sub)
 	case data := <-sub.pings:
-		return sub.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.cfg.WriteTimeout))
+		return s.pong(sub, data)
 	default:
 		return nil
 	}
 }
 
-// live sends the broadcaster's entries as they are queued. Everything
-// queued is written with one writev of pre-built frames; this goroutine is
-// the socket's only writer (pings and pongs included).
+// ping sends a ping carrying the bytes written so far (see pong).
+func (s *Server) ping(sub *subscriber) error {
+	data := sub.pingData()
+	return stalled(sub.conn.WriteControl(websocket.PingMessage, data, sub.deadline()))
+}
+
+// pong answers the peer's ping.
+func (s *Server) pong(sub *subscriber, data string) error {
+	return stalled(sub.conn.WriteControl(websocket.PongMessage, []byte(data), sub.deadline()))
+}
+
+// live sends the broadcaster's entries as they are queued. This goroutine
+// is the socket's only writer (pings and pongs included).
 func (s *Server) live(ctx context.Context, sub *subscriber) error {
-	raw := sub.conn.UnderlyingConn()
 	var batch []msg
-	var bufs net.Buffers
 	for {
 		select {
 		case <-ctx.Done():
@@ -550,11 +598,11 @@ func (s *Server) live(ctx context.Context, sub *subscriber) error {
 		case <-s.closing:
 			return errClosed
 		case <-sub.ping.C:
-			if err := sub.conn.WriteControl(websocket.PingMessage, sub.pingData(), time.Now().Add(s.cfg.WriteTimeout)); err != nil {
+			if err := s.ping(sub); err != nil {
 				return err
 			}
 		case data := <-sub.pings:
-			if err := sub.conn.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(s.cfg.WriteTimeout)); err != nil {
+			if err := s.pong(sub, data); err != nil {
 				return err
 			}
 		case <-sub.q.notify:
@@ -563,20 +611,42 @@ func (s *Server) live(ctx context.Context, sub *subscriber) error {
 			if over {
 				return ErrTooSlow
 			}
-			bufs = bufs[:0]
-			for _, m := range batch {
-				bufs = append(bufs, m.wire)
-			}
-			_ = raw.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-			n, err := bufs.WriteTo(raw)
-			if err != nil {
+			if err := s.writeLive(sub, batch); err != nil {
 				return err
 			}
-			sub.wrote(n)
-			s.m.sentLive(len(batch), n)
 			clear(batch)
 		}
 	}
+}
+
+// writeLive writes batch, pre-built frames, straight to the socket: one
+// writev per chunk of at most maxChunk bytes, each with its own deadline,
+// and a due ping or pending pong between chunks.
+func (s *Server) writeLive(sub *subscriber, batch []msg) error {
+	raw := sub.conn.UnderlyingConn()
+	for len(batch) > 0 {
+		if err := s.control(sub); err != nil {
+			return err
+		}
+		k, n := 0, 0
+		for k < len(batch) && (k == 0 || n+len(batch[k].wire) <= maxChunk) {
+			sub.vec = append(sub.vec, batch[k].wire)
+			n += len(batch[k].wire)
+			k++
+		}
+		bufs := net.Buffers(sub.vec) // WriteTo consumes bufs, not sub.vec
+		sub.sending(int64(n))
+		_ = raw.SetWriteDeadline(sub.deadline())
+		_, err := bufs.WriteTo(raw)
+		clear(sub.vec)
+		sub.vec = sub.vec[:0]
+		if err != nil {
+			return stalled(err)
+		}
+		s.m.sentLive(k, int64(n))
+		batch = batch[k:]
+	}
+	return nil
 }
 
 // Close tells every subscriber the server is going away (close code 1001)

@@ -87,9 +87,10 @@ func slowConsumerRun(t *testing.T) (p99A, p99B time.Duration) {
 	_, err = l.Reconcile(context.Background(), cursor.DurableState{}, false)
 	require.NoError(t, err)
 	bc := fanout.NewBroadcaster(l, nil, m, quiet)
-	// A generous write timeout: the stalled consumer starts reading only
-	// after the whole run, and must then still get its ConsumerTooSlow.
-	srv := fanout.NewServer(fanout.Config{QueueLen: queueLen, WriteTimeout: 2 * time.Minute}, l, nil, bc, nil, m, quiet)
+	// The default ping interval gives a write a minute: the stalled
+	// consumer starts reading only after the whole run, and must then
+	// still get its ConsumerTooSlow.
+	srv := fanout.NewServer(fanout.Config{QueueLen: queueLen}, l, nil, bc, nil, m, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { _ = bc.Run(ctx) }()
@@ -121,7 +122,7 @@ func slowConsumerRun(t *testing.T) (p99A, p99B time.Duration) {
 
 	// Phase B: the same beside one consumer that does not read, on a
 	// socket with a tiny receive buffer.
-	slow := dialTinyBuffer(t, s.url)
+	slow := dialTinyBuffer(t, s.url, "")
 	defer slow.Close()
 	csB := fast()
 	waitSubscribers(t, s, 11)
