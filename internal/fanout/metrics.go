@@ -66,7 +66,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdsmux_subscriber_gaps_total",
-			Help: "Times subscribers were sent a stream that skips events, by cause: recall_failed (Redis lost entries live subscribers had not had and the archive could not give them back), replay_crossed_trim (a replay crossed seqs recorded as trimmed after it began; the subscriber got OutdatedCursor).",
+			Help: "Times subscribers were sent a stream that skips events, by cause: recall_failed (Redis lost entries live subscribers had not had and the archive could not give them back), replay_crossed_trim (a replay crossed seqs trimmed before they were archived, recorded after it began or not recorded yet; the subscriber got OutdatedCursor, once per hole).",
 		}, []string{"cause"}),
 	}
 	subQueued := prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -77,8 +77,9 @@ type Archive interface {
 	// Trimmed is the highest seq retention (or a recorded hole) removed
 	// from the archive, 0 when none. An error is logged and costs only
 	// the OutdatedCursor notice: at the start of a replay Redis's own
-	// trim mark is used instead, and a replay crossing seqs trimmed after
-	// it began crosses them without the notice.
+	// trim mark is used instead, and a replay crossing seqs the archive
+	// recorded as trimmed after it began crosses them without the notice
+	// (see Server.crossing).
 	Trimmed(ctx context.Context) (int64, error)
 }
 
@@ -139,9 +140,10 @@ type subscriber struct {
 	conn  *websocket.Conn
 	q     *queue
 	after int64 // highest seq sent (replay) or joined at (live)
-	// outdated: told OutdatedCursor already (once per session)
-	outdated bool
-	done     chan struct{}
+	// told is the highest trim mark the subscriber was told OutdatedCursor
+	// for, 0 when none (see crossing).
+	told int64
+	done chan struct{}
 	// pings carries the peer's pings to the writer goroutine: it alone
 	// writes to the socket, so raw frame writes never interleave with a
 	// pong.
@@ -404,7 +406,7 @@ func (s *Server) serve(ctx context.Context, sub *subscriber, cursorArg int64) er
 		}
 		if cursorArg < trimmed {
 			s.m.request("outdated_cursor")
-			sub.outdated = true
+			sub.told = trimmed
 			if err := s.send(sub, frame.InfoFrame(frame.InfoOutdatedCursor, "cursor is older than the retained log; replaying from the oldest retained event")); err != nil {
 				return err
 			}
@@ -432,14 +434,17 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 		if err != nil {
 			return fmt.Errorf("fanout: replay after %d: %w", sub.after, err)
 		}
-		if s.arch != nil && len(entries) > 0 && entries[0].Seq > sub.after+1 {
+		if len(entries) > 0 && entries[0].Seq > sub.after+1 {
 			// Redis trimmed entries this subscriber has not had yet (a
-			// long replay, a trim under it): the archive has them.
-			if err := s.replayArchive(ctx, sub, entries[0].Seq); err != nil {
-				return err
+			// long replay, a trim under it): the archive has them, unless
+			// it was more than its buffer behind (see crossing).
+			if s.arch != nil {
+				if err := s.replayArchive(ctx, sub, entries[0].Seq); err != nil {
+					return err
+				}
 			}
 			if entries[0].Seq > sub.after+1 {
-				if err := s.crossing(ctx, sub); err != nil {
+				if err := s.crossing(ctx, sub, true); err != nil {
 					return err
 				}
 			}
@@ -495,7 +500,7 @@ func (s *Server) replayArchive(ctx context.Context, sub *subscriber, redisFirst 
 				return nil
 			}
 			if e.Seq > sub.after+1 {
-				if err := s.crossing(ctx, sub); err != nil {
+				if err := s.crossing(ctx, sub, false); err != nil {
 					return err
 				}
 			}
@@ -515,28 +520,52 @@ func (s *Server) replayArchive(ctx context.Context, sub *subscriber, redisFirst 
 }
 
 // crossing is called when a replay is about to skip seqs after sub.after
-// that neither the archive nor Redis holds. Seqs may skip for good reason
-// (the seq counter jumps to the clock after Redis is restored); but when
-// the archive's trim mark has risen above sub.after since the replay
-// began (a hole recorded meanwhile: Redis trimmed entries before the
-// archive read them), the subscriber is told OutdatedCursor, once, as it
-// would have been at the start.
-func (s *Server) crossing(ctx context.Context, sub *subscriber) error {
-	if sub.outdated || s.arch == nil {
+// that it found nowhere: neither the archive (nor the archiver's buffer)
+// nor Redis holds them. fromRedis says the next entry comes from Redis,
+// beyond everything the archive has read; otherwise it comes from the
+// archive.
+//
+// Seqs may skip for good reason: the seq counter jumps to the clock after
+// Redis is restored, and the seqs between never existed. They are a hole
+// when a trim mark covers them (is above sub.after):
+//   - the archive's: its retention, or a hole it recorded (Redis trimmed
+//     entries before the archive read them);
+//   - Redis's, when the next entry comes from Redis: the archive read
+//     none of the skipped seqs, so Redis trimmed them unread (the archive
+//     more than its buffer behind: the database down or slow), and the
+//     archive records the hole only once it reads again. Between two
+//     archived entries Redis's mark says nothing: the archiver read both
+//     and recorded any hole between them, and a jump there may have been
+//     trimmed from Redis since.
+//
+// The subscriber is told OutdatedCursor once per hole: when the mark is
+// above the one it was last told (at the start or at a crossing before).
+// A mark that cannot be read is logged and costs only the notice.
+func (s *Server) crossing(ctx context.Context, sub *subscriber, fromRedis bool) error {
+	var mark int64
+	if s.arch != nil {
+		t, err := s.arch.Trimmed(ctx)
+		if err != nil {
+			s.log.Warn("replay: cannot read the archive's trim mark", "err", err)
+		} else {
+			mark = t
+		}
+	}
+	if fromRedis {
+		b, err := s.src.Bounds(ctx)
+		if err != nil {
+			s.log.Warn("replay: cannot read the log's trim mark", "err", err)
+		} else {
+			mark = max(mark, b.Trimmed)
+		}
+	}
+	if mark <= sub.after || mark <= sub.told {
 		return nil
 	}
-	trimmed, err := s.arch.Trimmed(ctx)
-	if err != nil {
-		s.log.Warn("replay: cannot read the archive's trim mark", "err", err)
-		return nil
-	}
-	if sub.after >= trimmed {
-		return nil
-	}
-	sub.outdated = true
+	sub.told = mark
 	s.m.gap("replay_crossed_trim")
-	s.log.Warn("a replay crossed seqs the archive recorded as trimmed after it began; told the subscriber OutdatedCursor",
-		"after", sub.after, "trimmed", trimmed)
+	s.log.Warn("a replay crossed seqs trimmed before they were archived; told the subscriber OutdatedCursor",
+		"after", sub.after, "trimmed", mark)
 	return s.send(sub, frame.InfoFrame(frame.InfoOutdatedCursor, "events after your position were trimmed before they could be archived; replay continues after them"))
 }
 

@@ -139,6 +139,100 @@ func TestArchive_SlowDatabaseLosesNothingToTheByteBudget(t *testing.T) {
 	require.Zero(t, testutil.Scrape(t, run2.rt.MetricsAddr())["pdsmux_archive_lost_total"], "nothing recorded as lost")
 }
 
+// The same database stall with the derived archive buffer (an eighth of
+// the 1 MiB byte budget): the archive goes more than its buffer behind,
+// stops reading, and the byte budget trims entries it never read (as
+// documented). A relay replaying from cursor 0 meanwhile finds those seqs
+// neither in the archive (nor its buffer) nor in Redis, while the hole is
+// not yet recorded in the archive (its database is locked): Redis's own
+// trim mark covers them, so the relay gets OutdatedCursor right where the
+// hole begins, counted once, and every other seq and (did, rev) once.
+// Once the database is back the archive records the same hole (before
+// the fix the replay crossed 222 seqs silently).
+func TestReplay_HoleTrimmedFromRedisWhileTheArchiveIsBehindGivesOutdatedCursor(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
+	cfg := e.mergeConfig()
+	cfg.LogMaxBytes = "1MiB"
+	run := e.start(cfg, "pdsmux")
+	waitConnected(t, run.rt)
+	e.createAccounts(2)
+	e.writeCommits(20, 7)
+	_, total := e.expected()
+	waitArchived(t, run.rt.MetricsAddr(), total)
+	l := e.reader()
+	first := allEntries(t, l)[0].Seq
+
+	unlock := lockDB(t, filepath.Join(e.dir, "pdsmux.db"))
+	e.bigPosts(400)
+	require.Eventually(t, func() bool { return testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_archive_behind"] == 1 },
+		30*time.Second, 50*time.Millisecond, "the archive goes more than its buffer behind")
+	e.writeCommits(5, 8) // appends now trim to the byte budget, past what the archive read
+	want, total := e.expected()
+	b := waitHead(t, l, first, total)
+	ctx := context.Background()
+	// The seqs run on from first without a jump, so the archive has read
+	// through first + (written + buffered) - 1.
+	require.Eventually(t, func() bool {
+		bb, err := l.Bounds(ctx)
+		m := testutil.Scrape(t, run.rt.MetricsAddr())
+		read := first + int64(m["pdsmux_archive_events_total"]+m["pdsmux_archive_pending_events"]) - 1
+		return err == nil && m["pdsmux_archive_behind"] == 1 && bb.Trimmed > read
+	}, 30*time.Second, 50*time.Millisecond, "the archive is behind and the byte budget trimmed Redis past what it read")
+
+	c, _, err := consumer.Dial(ctx, "http://"+run.rt.Addr(), 0)
+	require.NoError(t, err)
+	defer c.Close()
+	require.Eventually(t, func() bool { s := c.Seqs(); return len(s) > 0 && s[len(s)-1] >= b.Last },
+		30*time.Second, 20*time.Millisecond, "the replay reaches the head %d", b.Last)
+	bb, err := l.Bounds(ctx)
+	require.NoError(t, err)
+
+	evs := c.Events()
+	infos, lo, hi := 0, int64(0), int64(0) // the hole: seqs lo..hi
+	got := map[key]int{}
+	var prev int64
+	for i, ev := range evs {
+		if ev.Kind == "info" {
+			infos++
+			require.Equal(t, "OutdatedCursor", ev.Name)
+			require.Less(t, i+1, len(evs))
+			lo, hi = prev+1, evs[i+1].Seq-1
+			continue
+		}
+		if prev != 0 && ev.Seq != prev+1 {
+			require.Equal(t, "info", evs[i-1].Kind, "a gap %d -> %d without OutdatedCursor", prev, ev.Seq)
+		}
+		prev = ev.Seq
+		if ev.Kind == "commit" || ev.Kind == "sync" {
+			got[key{ev.DID, ev.Rev}]++
+		}
+	}
+	require.Equal(t, 1, infos, "one OutdatedCursor")
+	require.LessOrEqual(t, first, lo)
+	require.LessOrEqual(t, lo, hi, "it comes where the hole begins")
+	require.LessOrEqual(t, hi, bb.Trimmed, "Redis's trim mark covers the hole")
+	var wantSeqs []int64
+	for q := first; q <= b.Last; q++ {
+		if q < lo || q > hi {
+			wantSeqs = append(wantSeqs, q)
+		}
+	}
+	require.Equal(t, wantSeqs, c.Seqs(), "every seq outside the hole once, in order")
+	for k, n := range got {
+		require.True(t, want[k], "(did, rev) %v was written", k)
+		require.Equal(t, 1, n, "(did, rev) %v once", k)
+	}
+	require.Equal(t, int(hi-lo+1), len(want)-len(got), "the (did, rev)s missing are the hole's (posts)")
+	require.EqualValues(t, 1, testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_subscriber_gaps_total{cause=replay_crossed_trim}"])
+	t.Logf("hole %d..%d (%d seqs) of %d..%d", lo, hi, hi-lo+1, first, b.Last)
+
+	// The database back: the archive records the hole the relay was told of.
+	unlock()
+	require.Eventually(t, func() bool {
+		return testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_archive_lost_total"] == float64(hi-lo+1)
+	}, 60*time.Second, 50*time.Millisecond, "the archive records the hole of %d seqs", hi-lo+1)
+}
+
 // SIGTERM's order in cmd/pdsmux: Run's context ends, then Close. An entry
 // that reached Redis after the archiver stopped reading (a replica's
 // append in flight at the signal) leaves a replay waiting for the archive
