@@ -121,7 +121,7 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 		if b.keeper != nil && len(entries) > 0 && entries[0].Seq > after+1 {
 			b.recall(ctx, after, entries[0].Seq)
 		}
-		if err := b.gated(ctx, entries, func(e cursor.Entry) error {
+		if err := b.gated(ctx, entries, b.await, func(e cursor.Entry) error {
 			b.deliver(msg{seq: e.Seq, wire: wsBinaryFrame(e.Frame)})
 			return nil
 		}); err != nil {
@@ -165,21 +165,31 @@ func (b *Broadcaster) recall(ctx context.Context, after, before int64) {
 }
 
 // gated calls send for each entry in order, each once the keeper lets it
-// through; it stops at send's first error or when ctx ends (ctx.Err()).
-func (b *Broadcaster) gated(ctx context.Context, entries []cursor.Entry, send func(cursor.Entry) error) error {
+// through: await is the keeper's Await (b.await) or a wrapper of it. It
+// stops at the first error of await or send, or when ctx ends
+// (ctx.Err()).
+func (b *Broadcaster) gated(ctx context.Context, entries []cursor.Entry, await func(context.Context, int64) (int64, error), send func(cursor.Entry) error) error {
 	w := int64(math.MinInt64)
 	for _, e := range entries {
 		for b.keeper != nil && e.Seq > w {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			w = b.keeper.Await(ctx, e.Seq)
+			var err error
+			if w, err = await(ctx, e.Seq); err != nil {
+				return err
+			}
 		}
 		if err := send(e); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// await is the keeper's Await, for gated.
+func (b *Broadcaster) await(ctx context.Context, seq int64) (int64, error) {
+	return b.keeper.Await(ctx, seq), nil
 }
 
 func (b *Broadcaster) deliver(m msg) {

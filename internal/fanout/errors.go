@@ -10,4 +10,7 @@ var (
 	// errStalled ends a subscriber a write to which timed out: it took
 	// nothing off its socket for its liveness window (subscriber.deadline).
 	errStalled = errors.New("fanout: subscriber stopped reading")
+	// errStopped wraps why a wait for a read ended the session before the
+	// read returned (see answering).
+	errStopped = errors.New("fanout: session ended during a read")
 )

@@ -380,26 +380,37 @@ func (s *Server) serve(ctx context.Context, sub *subscriber, cursorArg int64) er
 	if cursorArg < 0 {
 		s.m.request("live")
 		var head int64
-		if b, err := s.src.Bounds(ctx); err == nil {
+		if b, err := answering(ctx, s, sub, s.src.Bounds); err == nil {
 			head = b.Last
+		} else if errors.Is(err, errStopped) {
+			return err
 		}
 		s.bc.joinLive(sub, head)
 	} else {
-		bounds, err := s.src.Bounds(ctx)
+		bounds, err := answering(ctx, s, sub, s.src.Bounds)
+		if errors.Is(err, errStopped) {
+			return err
+		}
 		if err != nil {
 			s.m.request("log_unavailable")
 			s.log.Warn("subscriber with cursor: cannot read the log", "err", err)
 			s.writeFinal(sub, frame.ErrorFrame("InternalError", "event log unavailable; retry later"))
 			return nil
 		}
-		if head := s.head(ctx, bounds); cursorArg > head {
+		head, err := answering(ctx, s, sub, func(ctx context.Context) (int64, error) { return s.head(ctx, bounds), nil })
+		if err != nil {
+			return err
+		}
+		if cursorArg > head {
 			s.m.request("future_cursor")
 			s.writeFinal(sub, frame.ErrorFrame(frame.ErrNameFutureCursor, fmt.Sprintf("cursor %d is beyond the newest seq %d", cursorArg, head)))
 			return nil
 		}
 		trimmed := bounds.Trimmed
 		if s.arch != nil {
-			if trimmed, err = s.arch.Trimmed(ctx); err != nil {
+			if trimmed, err = answering(ctx, s, sub, s.arch.Trimmed); errors.Is(err, errStopped) {
+				return err
+			} else if err != nil {
 				s.log.Warn("subscriber with cursor: cannot read the archive", "err", err)
 				trimmed = bounds.Trimmed
 			}
@@ -426,11 +437,60 @@ func (s *Server) serve(ctx context.Context, sub *subscriber, cursorArg int64) er
 	return s.live(ctx, sub)
 }
 
+// answering calls read in a goroutine of its own and, until it returns,
+// keeps the socket alive as the writer does between frames: a ping when
+// due, a pong for the peer's ping. The caller stays the socket's only
+// writer; read must not write to it. It returns read's results, or an
+// error wrapping errStopped when the session must end first: ctx ended
+// (the subscriber left), the server is closing (errClosed), a ping or
+// pong could not be written. read's ctx then ends, and what it returns is
+// dropped.
+func answering[T any](ctx context.Context, s *Server, sub *subscriber, read func(context.Context) (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan result, 1)
+	go func() {
+		v, err := read(rctx)
+		done <- result{v, err}
+	}()
+	for {
+		var err error
+		select {
+		case r := <-done:
+			return r.v, r.err
+		case <-sub.ping.C:
+			err = s.ping(sub)
+		case data := <-sub.pings:
+			err = s.pong(sub, data)
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-s.closing:
+			err = errClosed
+		}
+		if err != nil {
+			var zero T
+			return zero, fmt.Errorf("%w: %w", errStopped, err)
+		}
+	}
+}
+
 // replay sends seq > sub.after from the log until it has caught up with
 // the broadcaster, then joins it.
 func (s *Server) replay(ctx context.Context, sub *subscriber) error {
+	// Redis may hold entries the archive has not read yet: they wait for
+	// it, like live ones (I7).
+	await := func(ctx context.Context, seq int64) (int64, error) {
+		return answering(ctx, s, sub, func(ctx context.Context) (int64, error) { return s.bc.keeper.Await(ctx, seq), nil })
+	}
 	for {
-		entries, err := s.src.Range(ctx, sub.after, replayBatch)
+		after := sub.after
+		entries, err := answering(ctx, s, sub, func(ctx context.Context) ([]cursor.Entry, error) {
+			return s.src.Range(ctx, after, replayBatch)
+		})
 		if err != nil {
 			return fmt.Errorf("fanout: replay after %d: %w", sub.after, err)
 		}
@@ -449,9 +509,7 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 				}
 			}
 		}
-		// Redis may hold entries the archive has not read yet: they wait
-		// for it, like live ones (I7).
-		if err := s.bc.gated(ctx, entries, func(e cursor.Entry) error {
+		if err := s.bc.gated(ctx, entries, await, func(e cursor.Entry) error {
 			if e.Seq <= sub.after {
 				return nil
 			}
@@ -485,13 +543,13 @@ func (s *Server) replayArchive(ctx context.Context, sub *subscriber, redisFirst 
 		before = math.MaxInt64
 	}
 	for {
-		var entries []cursor.Entry
-		var err error
-		if s.bc.keeper != nil {
-			entries, err = s.bc.keeper.Recall(ctx, sub.after, before, replayBatch)
-		} else {
-			entries, err = s.arch.Range(ctx, sub.after, replayBatch)
-		}
+		after := sub.after
+		entries, err := answering(ctx, s, sub, func(ctx context.Context) ([]cursor.Entry, error) {
+			if s.bc.keeper != nil {
+				return s.bc.keeper.Recall(ctx, after, before, replayBatch)
+			}
+			return s.arch.Range(ctx, after, replayBatch)
+		})
 		if err != nil {
 			return fmt.Errorf("fanout: archive replay after %d: %w", sub.after, err)
 		}
@@ -544,7 +602,10 @@ func (s *Server) replayArchive(ctx context.Context, sub *subscriber, redisFirst 
 func (s *Server) crossing(ctx context.Context, sub *subscriber, fromRedis bool) error {
 	var mark int64
 	if s.arch != nil {
-		t, err := s.arch.Trimmed(ctx)
+		t, err := answering(ctx, s, sub, s.arch.Trimmed)
+		if errors.Is(err, errStopped) {
+			return err
+		}
 		if err != nil {
 			s.log.Warn("replay: cannot read the archive's trim mark", "err", err)
 		} else {
@@ -552,7 +613,10 @@ func (s *Server) crossing(ctx context.Context, sub *subscriber, fromRedis bool) 
 		}
 	}
 	if fromRedis {
-		b, err := s.src.Bounds(ctx)
+		b, err := answering(ctx, s, sub, s.src.Bounds)
+		if errors.Is(err, errStopped) {
+			return err
+		}
 		if err != nil {
 			s.log.Warn("replay: cannot read the log's trim mark", "err", err)
 		} else {

@@ -23,6 +23,8 @@ import (
 	"github.com/pdsmux/pdsmux/internal/store"
 	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
+	"github.com/pdsmux/pdsmux/internal/testutil/faultproxy"
+	"github.com/pdsmux/pdsmux/internal/testutil/libsqlserver"
 	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
 )
 
@@ -231,6 +233,70 @@ func TestReplay_HoleTrimmedFromRedisWhileTheArchiveIsBehindGivesOutdatedCursor(t
 	require.Eventually(t, func() bool {
 		return testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_archive_lost_total"] == float64(hi-lo+1)
 	}, 60*time.Second, 50*time.Millisecond, "the archive records the hole of %d seqs", hi-lo+1)
+}
+
+// A relay replays from cursor 0 a backlog Redis has aged out, so it comes
+// from the archive: a libsql server behind a slow link (1 MB/s), where
+// one archive read of the 300 frames of 8 KB takes seconds. With
+// --ping-interval 100ms the relay (a client that only answers pings) must
+// not be dropped meanwhile: the writer pings while it waits on a read, as
+// from the moment of the upgrade. It gets every seq and every (did, rev)
+// once (before the fix it was dropped after 0 frames, close 1006).
+func TestReplay_SlowArchiveReadKeepsTheSubscriberAlive(t *testing.T) {
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
+	srv := libsqlserver.Start(t)
+	dbp := faultproxy.Start(t, strings.TrimPrefix(srv.URL, "http://"))
+	cfg := e.mergeConfig()
+	cfg.DBURL = "http://" + dbp.Addr()
+	cfg.PingInterval = 100 * time.Millisecond
+	run := e.start(cfg, "pdsmux")
+	waitConnected(t, run.rt)
+	e.createAccounts(2)
+	e.bigPosts(300)
+	want, total := e.expected()
+	l := e.reader()
+	waitLog(t, l, int64(total), 60*time.Second)
+	waitArchived(t, run.rt.MetricsAddr(), total)
+	all := allEntries(t, l)
+	ctx := context.Background()
+	// Redis ages out all but the last 50 (as the trim loop would: the
+	// archive has them all).
+	require.NoError(t, e.redis.Client().ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: all[len(all)-50].Seq, Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
+	_, err := l.Trim(ctx, time.Now(), all[len(all)-1].Seq)
+	require.NoError(t, err)
+
+	dbp.SetRate(1_000_000)
+	dialed := time.Now()
+	c, _, err := consumer.Dial(ctx, "http://"+run.rt.Addr(), 0)
+	require.NoError(t, err)
+	defer c.Close()
+	last := all[len(all)-1].Seq
+	require.Eventually(t, func() bool {
+		select {
+		case <-c.Done():
+			return true
+		default:
+		}
+		s := c.Seqs()
+		return len(s) > 0 && s[len(s)-1] >= last
+	}, 60*time.Second, 20*time.Millisecond)
+	t.Logf("the consumer got %d of %d seqs in %s; stream ended: %v", len(c.Seqs()), len(all), time.Since(dialed).Round(time.Millisecond), c.Err())
+	var wantSeqs []int64
+	for _, en := range all {
+		wantSeqs = append(wantSeqs, en.Seq)
+	}
+	require.Equal(t, wantSeqs, c.Seqs(), "every seq once, in order, without being dropped")
+	got := map[key]int{}
+	for _, ev := range c.Events() {
+		if ev.Kind == "commit" || ev.Kind == "sync" {
+			got[key{ev.DID, ev.Rev}]++
+		}
+	}
+	require.Equal(t, len(want), len(got), "every (did, rev), nothing else")
+	for k := range want {
+		require.Equal(t, 1, got[k], "(did, rev) %v once", k)
+	}
+	require.Positive(t, testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_subscriber_frames_total{phase=archive}"], "it came from the archive")
 }
 
 // SIGTERM's order in cmd/pdsmux: Run's context ends, then Close. An entry
