@@ -87,33 +87,39 @@ func TestSubscribe_SilentPeerIsDropped(t *testing.T) {
 }
 
 // stream reads frames off a subscriber's socket, counting seqs and
-// (did, rev).
+// (did, rev). Reading, it answers pdsmux's pings.
 type stream struct {
 	t     *testing.T
 	conn  *websocket.Conn
-	rate  int // bytes/s the reader takes; 0: as fast as it can
-	start time.Time
+	rate  int       // bytes/s the reader takes from its first frame on; 0: as fast as it can
+	start time.Time // the first frame's arrival
 	bytes int
 	seqs  []int64
 	revs  map[[2]string]int
 }
 
 func newStream(t *testing.T, conn *websocket.Conn, rate int) *stream {
-	return &stream{t: t, conn: conn, rate: rate, start: time.Now(), revs: map[[2]string]int{}}
+	return &stream{t: t, conn: conn, rate: rate, revs: map[[2]string]int{}}
 }
 
-// read takes n commit frames, at r.rate when set.
-func (r *stream) read(n int) {
-	r.t.Helper()
+// read takes n commit frames, at r.rate when set. It may run on a
+// goroutine of its own (it does not fail the test itself).
+func (r *stream) read(n int) error {
 	for range n {
-		require.NoError(r.t, r.conn.SetReadDeadline(time.Now().Add(30*time.Second)))
+		if err := r.conn.SetReadDeadline(time.Now().Add(30 * time.Second)); err != nil {
+			return err
+		}
 		_, b, err := r.conn.ReadMessage()
 		if err != nil {
-			r.t.Fatalf("cut after %d frames (%d bytes in %s): %v", len(r.seqs), r.bytes, time.Since(r.start).Round(time.Millisecond), err)
+			return fmt.Errorf("cut after %d frames (%d bytes in %s): %w", len(r.seqs), r.bytes, time.Since(r.start).Round(time.Millisecond), err)
+		}
+		if r.start.IsZero() {
+			r.start = time.Now()
 		}
 		in, err := frame.Parse(b, 0)
-		require.NoError(r.t, err)
-		require.Equal(r.t, frame.KindCommit, in.Kind, "frame %d", len(r.seqs))
+		if err != nil || in.Kind != frame.KindCommit {
+			return fmt.Errorf("frame %d: kind %v, %v", len(r.seqs), in.Kind, err)
+		}
 		r.seqs = append(r.seqs, in.Seq)
 		r.revs[[2]string{in.DID, in.Rev}]++
 		r.bytes += len(b)
@@ -123,6 +129,7 @@ func (r *stream) read(n int) {
 			}
 		}
 	}
+	return nil
 }
 
 // check asserts the stream was want: every seq once, in order, and every
@@ -148,11 +155,11 @@ func TestSubscribe_ReaderPausingWithinItsLivenessWindowIsKept(t *testing.T) {
 	conn := dialTinyBuffer(t, s.url, "?cursor="+fmt.Sprint(s.base[len(s.base)-1]))
 	t.Cleanup(func() { conn.Close() })
 	r := newStream(t, conn, 0)
-	r.read(100)
+	require.NoError(t, r.read(100))
 	time.Sleep(ping) // the pause is the subject
 	require.Less(t, labeledCounter(t, s.reg, "pdsmux_subscriber_frames_total", "phase", "replay"), float64(len(backlog)),
 		"pdsmux's writes waited during the pause")
-	r.read(len(backlog) - 100)
+	require.NoError(t, r.read(len(backlog)-100))
 	r.check(backlog)
 	require.Zero(t, counterValue(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
 }
@@ -216,9 +223,6 @@ func TestSubscribe_StalledReaderIsCutAfterItsLivenessWindow(t *testing.T) {
 // intervals): it gets every seq and every (did, rev) once, never cut.
 func TestSubscribe_SteadyReaderTakesALiveBurst(t *testing.T) {
 	s := newStackOn(t, fanout.Config{PingInterval: 100 * time.Millisecond}, nil, tinySendBuffers{tu.Listen(t)})
-	conn := dialTinyBuffer(t, s.url, "")
-	t.Cleanup(func() { conn.Close() })
-	waitSubscribers(t, s, 1)
 	var frames [][]byte
 	size := 0
 	for size < 768<<10 { // three times what the kernels' buffers hold here
@@ -227,9 +231,14 @@ func TestSubscribe_SteadyReaderTakesALiveBurst(t *testing.T) {
 			size += len(b)
 		}
 	}
-	want := s.appendFrames(frames)
+	conn := dialTinyBuffer(t, s.url, "")
+	t.Cleanup(func() { conn.Close() })
 	r := newStream(t, conn, 256<<10)
-	r.read(len(want))
+	read := make(chan error, 1)
+	go func() { read <- r.read(len(frames)) }() // from the upgrade on: it answers pings
+	waitSubscribers(t, s, 1)
+	want := s.appendFrames(frames)
+	require.NoError(t, <-read)
 	t.Logf("burst: %d frames, %d bytes, read in %s", len(frames), size, time.Since(r.start).Round(time.Millisecond))
 	r.check(want)
 	require.Zero(t, counterValue(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
