@@ -181,10 +181,10 @@ const minReadRate = 64 << 10
 const maxInFlight = 32 << 20
 
 // maxChunk bounds the bytes of one write of a live backlog (a larger
-// frame goes alone): each write has its own deadline, which allows for
-// its bytes (see window), so a subscriber that stops reading is cut
-// within its window plus 4 s (maxChunk at minReadRate) however much is
-// queued for it.
+// frame goes alone): each write has its own deadline, whose window counts
+// the write's own bytes as unread (see window), so a subscriber that
+// stops reading is cut after at most 4 s (maxChunk at minReadRate) more
+// than what is already in flight allows, however much is queued for it.
 const maxChunk = 256 << 10
 
 // pong records the peer's answer to a ping sent when written was data.
