@@ -58,8 +58,11 @@ type Broadcaster struct {
 	src    Source
 	log    *slog.Logger
 	m      *Metrics
-	keeper Keeper     // nil: none
-	sizer  batchSizer // the COUNT of each read (batch.go)
+	keeper Keeper // nil: none
+	// sizer sets the COUNT of each read; batchBytes bounds a read's bytes
+	// (batch.go)
+	sizer      cursor.ReadSizer
+	batchBytes int64
 
 	mu    sync.Mutex
 	last  int64 // highest seq delivered
@@ -78,6 +81,7 @@ func (b *Broadcaster) Ready() <-chan struct{} { return b.ready }
 // Run tails the log until ctx ends. It starts at the log's current head:
 // history is served by each subscriber's own replay.
 func (b *Broadcaster) Run(ctx context.Context) error {
+	b.sizer = b.newSizer(tailCount)
 	backoff := 100 * time.Millisecond
 	for {
 		bounds, err := b.src.Bounds(ctx)
@@ -100,7 +104,7 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 		b.mu.Lock()
 		after := b.last
 		b.mu.Unlock()
-		entries, err := b.src.Tail(ctx, after, tailBlock, b.sizer.next())
+		entries, err := b.src.Tail(ctx, after, tailBlock, b.sizer.Next())
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -117,7 +121,9 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		b.sizer.observe(entries, b.m)
+		if n := b.sizer.Observe(entries); len(entries) > 0 {
+			b.m.setBatchBytes(n)
+		}
 		if b.keeper != nil && len(entries) > 0 && entries[0].Seq > after+1 {
 			b.recall(ctx, after, entries[0].Seq)
 		}

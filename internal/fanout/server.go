@@ -486,14 +486,16 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 	await := func(ctx context.Context, seq int64) (int64, error) {
 		return answering(ctx, s, sub, func(ctx context.Context) (int64, error) { return s.bc.keeper.Await(ctx, seq), nil })
 	}
+	z := s.bc.newSizer(replayBatch) // a read's bytes bounded, like the broadcaster's
 	for {
-		after := sub.after
+		after, count := sub.after, z.Next()
 		entries, err := answering(ctx, s, sub, func(ctx context.Context) ([]cursor.Entry, error) {
-			return s.src.Range(ctx, after, replayBatch)
+			return s.src.Range(ctx, after, count)
 		})
 		if err != nil {
 			return fmt.Errorf("fanout: replay after %d: %w", sub.after, err)
 		}
+		z.Observe(entries)
 		if len(entries) > 0 && entries[0].Seq > sub.after+1 {
 			// Redis trimmed entries this subscriber has not had yet (a
 			// long replay, a trim under it): the archive has them, unless
@@ -522,7 +524,7 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 		}); err != nil {
 			return err
 		}
-		if len(entries) < replayBatch && s.bc.join(sub) {
+		if int64(len(entries)) < count && s.bc.join(sub) {
 			return nil
 		}
 		if err := s.interrupted(ctx); err != nil {
@@ -542,17 +544,19 @@ func (s *Server) replayArchive(ctx context.Context, sub *subscriber, redisFirst 
 	if before <= 0 {
 		before = math.MaxInt64
 	}
+	z := s.bc.newSizer(replayBatch)
 	for {
-		after := sub.after
+		after, count := sub.after, z.Next()
 		entries, err := answering(ctx, s, sub, func(ctx context.Context) ([]cursor.Entry, error) {
 			if s.bc.keeper != nil {
-				return s.bc.keeper.Recall(ctx, after, before, replayBatch)
+				return s.bc.keeper.Recall(ctx, after, before, int(count))
 			}
-			return s.arch.Range(ctx, after, replayBatch)
+			return s.arch.Range(ctx, after, count)
 		})
 		if err != nil {
 			return fmt.Errorf("fanout: archive replay after %d: %w", sub.after, err)
 		}
+		z.Observe(entries)
 		for _, e := range entries {
 			if redisFirst > 0 && e.Seq >= redisFirst {
 				return nil
@@ -568,7 +572,7 @@ func (s *Server) replayArchive(ctx context.Context, sub *subscriber, redisFirst 
 			s.m.sent("archive", len(e.Frame))
 			sub.after = e.Seq
 		}
-		if len(entries) < replayBatch {
+		if int64(len(entries)) < count {
 			return nil
 		}
 		if err := s.interrupted(ctx); err != nil {

@@ -344,6 +344,9 @@ func (a *Archiver) readLoop(ctx context.Context) {
 	a.mu.Unlock()
 	backoff := 100 * time.Millisecond
 	var failedAt time.Time
+	// a read holds about half the buffer at most, in Redis's reply and
+	// here (a count of large frames would otherwise be hundreds of MB)
+	z := cursor.ReadSizer{MaxBytes: int64(a.budget / 2), Max: readCount}
 	for {
 		a.mu.Lock()
 		full := a.stalled || a.bufBytes >= a.budget
@@ -368,7 +371,9 @@ func (a *Archiver) readLoop(ctx context.Context) {
 			}
 			continue
 		}
-		es, err := a.src.Tail(ctx, after, readBlock, readCount)
+		count := z.Next()
+		es, err := a.src.Tail(ctx, after, readBlock, count)
+		z.Observe(es)
 		if ctx.Err() != nil {
 			return
 		}
@@ -401,14 +406,14 @@ func (a *Archiver) readLoop(ctx context.Context) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		after = a.accept(es, after)
+		after = a.accept(es, after, count)
 	}
 }
 
-// accept buffers the leading entries of es that fit (at least one into an
-// empty buffer, however large) and returns the new read position. The
-// rest is read again later.
-func (a *Archiver) accept(es []cursor.Entry, after int64) int64 {
+// accept buffers the leading entries of es (a read of count) that fit (at
+// least one into an empty buffer, however large) and returns the new read
+// position. The rest is read again later.
+func (a *Archiver) accept(es []cursor.Entry, after, count int64) int64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	k := 0
@@ -426,7 +431,7 @@ func (a *Archiver) accept(es []cursor.Entry, after int64) int64 {
 	switch {
 	case k < len(es):
 		a.stalled = true // the loop marks the Archiver behind
-	case len(es) < readCount && a.behind:
+	case int64(len(es)) < count && a.behind:
 		// caught up with the log's head
 		a.behind = false
 		a.signalMoved()
