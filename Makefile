@@ -25,10 +25,11 @@ demo: ## run two PDS replicas, pdsmux and Caddy on loopback and print the merged
 test: lint test-unit fuzz e2e ## everything CI runs: lint, unit + integration tests with -race, a short fuzz, end to end
 	@echo "make test: all checks passed"
 
-test-unit: ## go test -race over every package (real redis-server, libsql server and Caddy, fake replicas), then the timing checks without -race
+test-unit: ## go test -race over every package (real redis-server, libsql server and Caddy, fake replicas), then the timing checks and the full-size failover suite without -race
 	bash scripts/deps.sh turso caddy >/dev/null
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -run 'TestSubscribe_SlowConsumer' ./internal/fanout
+	$(GO) test -count=1 -run 'TestHA_SentinelFailover$$' ./internal/pdsmuxd
 
 lint: $(STATICCHECK) ## gofmt, go vet, staticcheck, and the arm64 cross-build
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -208,6 +208,17 @@ func (s *source) buildCommit(ctx context.Context, since string, prevCommit, head
 	}
 	out := blocks.NewSet()
 	out.Add(head, headBytes)
+	if !prevCommit.Defined() {
+		// A tree grown from the empty one can keep its empty node as a
+		// child (the canonical tree the replica signed does too, or the
+		// roots would differ); it is not dirty, so WriteDiffBlocks leaves
+		// it out, and a relay loading the tree from the CAR cannot find
+		// it. It costs a few bytes.
+		empty := mst.NewEmptyTree()
+		if _, err := empty.WriteDiffBlocks(ctx, out); err != nil {
+			return nil, 0, fmt.Errorf("empty tree block: %w", err)
+		}
+	}
 	root, err := tree.WriteDiffBlocks(ctx, out)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: write diff: %v", ErrMissingBlocks, err)

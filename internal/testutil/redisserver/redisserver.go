@@ -180,6 +180,20 @@ func (s *Server) RestartReplicaOf(addr string) {
 	s.Restart()
 }
 
+// IsReplicaOf reports whether the server is, right now, a replica of addr
+// with its link up (INFO replication: role, master_port,
+// master_link_status).
+func (s *Server) IsReplicaOf(addr string) bool {
+	_, port, _ := net.SplitHostPort(addr)
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), MaxRetries: -1})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	info, _ := c.Info(ctx, "replication").Result()
+	return strings.Contains(info, "role:slave") && strings.Contains(info, "master_port:"+port+"\r\n") &&
+		strings.Contains(info, "master_link_status:up")
+}
+
 // WaitReplicaOf waits until the server is a replica of addr with its link
 // up (INFO replication: role, master_port, master_link_status).
 func (s *Server) WaitReplicaOf(addr string, within time.Duration) {

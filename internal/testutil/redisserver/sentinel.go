@@ -139,6 +139,10 @@ func (ss *Sentinels) waitReady(others, replicas int, within time.Duration) {
 // answer of a majority (2 of 3), or "" when they disagree or fail.
 func (ss *Sentinels) MasterAddr() string { return ss.masterAddr(len(ss.ports)/2 + 1) }
 
+// AgreedMaster is the primary as every sentinel reports it, or "" while
+// they disagree or one does not answer.
+func (ss *Sentinels) AgreedMaster() string { return ss.masterAddr(len(ss.ports)) }
+
 // masterAddr is the primary as at least need sentinels report it, or "".
 func (ss *Sentinels) masterAddr(need int) string {
 	votes := map[string]int{}

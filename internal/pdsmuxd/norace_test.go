@@ -1,0 +1,5 @@
+//go:build !race
+
+package pdsmuxd_test
+
+const raceEnabled = false
