@@ -38,16 +38,7 @@ func TestE2E_RelayCatchesUpAfterOutage(t *testing.T) {
 		ping      = time.Second
 	)
 	start := time.Now()
-	env, err := loopback.New(t.TempDir(), deps)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(env.Logs(60))
-		}
-		env.Close()
-	})
-	caddyPort, err := loopback.FreePort()
-	require.NoError(t, err)
+	env, caddyPort := newEnv(t)
 	st := fakepds.NewStore(fakepds.ModeOwn, 7)
 	reps, addrs, plcURL := fakeReplicas(t, st, "pds", caddyPort)
 

@@ -38,16 +38,7 @@ func TestE2E_CocoonModelEveryPostReachesRelayAcrossSIGKILL(t *testing.T) {
 }
 
 func cocoonModelToRelay(t *testing.T, kill bool) {
-	env, err := loopback.New(t.TempDir(), deps)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(env.Logs(60))
-		}
-		env.Close()
-	})
-	caddyPort, err := loopback.FreePort()
-	require.NoError(t, err)
+	env, caddyPort := newEnv(t)
 	st := fakepds.NewStore(fakepds.ModeCocoon, 11)
 	st.OmitUpdatePrev = true
 	reps, addrs, plcURL := fakeReplicas(t, st, "cocoon", caddyPort)

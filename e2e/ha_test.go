@@ -41,16 +41,7 @@ func TestE2E_HAPairBehindCaddyOneKilled(t *testing.T) {
 		pacePerPost = 2 * time.Millisecond
 	)
 	start := time.Now()
-	env, err := loopback.New(t.TempDir(), deps)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Log(env.Logs(60))
-		}
-		env.Close()
-	})
-	caddyPort, err := loopback.FreePort()
-	require.NoError(t, err)
+	env, caddyPort := newEnv(t)
 	st := fakepds.NewStore(fakepds.ModeOwn, 16)
 	st.Overlap = 0.3 // some events reach the pair from both replicas: the log keeps them once
 	reps, addrs, plcURL := fakeReplicas(t, st, "pds", caddyPort)

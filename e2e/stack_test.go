@@ -21,6 +21,23 @@ import (
 	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
 )
 
+// newEnv is a loopback environment (its processes' logs printed if the
+// test fails, all stopped at its end) and a free port for Caddy.
+func newEnv(t *testing.T) (*loopback.Env, int) {
+	t.Helper()
+	env, err := loopback.New(t.TempDir(), deps)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(env.Logs(60))
+		}
+		env.Close()
+	})
+	port, err := loopback.FreePort()
+	require.NoError(t, err)
+	return env, port
+}
+
 // stack is PLC, replicas, Redis, pdsmux, Caddy and a relay on loopback.
 type stack struct {
 	t         *testing.T
