@@ -29,7 +29,7 @@ test-unit: ## go test -race over every package (real redis-server, libsql server
 	bash scripts/deps.sh turso caddy >/dev/null
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -run 'TestSubscribe_SlowConsumer' ./internal/fanout
-	$(GO) test -count=1 -run 'TestHA_SentinelFailover$$' ./internal/pdsmuxd
+	$(GO) test -count=1 -run 'TestHA_SentinelFailover$$|TestHA_ReplicationLinkCut$$' ./internal/pdsmuxd
 
 lint: $(STATICCHECK) ## gofmt, go vet, staticcheck, and the arm64 cross-build
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
