@@ -69,13 +69,10 @@ func (p *Proc) Running() bool {
 // Stop sends SIGTERM to the process group and waits up to grace, then
 // kills it.
 func (p *Proc) Stop(grace time.Duration) {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
+	done := p.signal(syscall.SIGTERM)
+	if done == nil {
 		return
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 	select {
 	case <-done:
 		return
@@ -86,17 +83,27 @@ func (p *Proc) Stop(grace time.Duration) {
 
 // Kill sends SIGKILL to the process group and waits for the exit.
 func (p *Proc) Kill() {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil {
+	done := p.signal(syscall.SIGKILL)
+	if done == nil {
 		return
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
 	}
+}
+
+// signal sends sig to the process group and returns the channel closed
+// at its exit; nil if it was never started.
+func (p *Proc) signal(sig syscall.Signal) <-chan struct{} {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, sig)
+	return done
 }
 
 // Restart starts the process again with the same arguments.
