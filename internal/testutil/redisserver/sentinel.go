@@ -36,12 +36,24 @@ type Sentinels struct {
 // Master is the name the sentinels monitor the primary under.
 const Master = "mymaster"
 
+// SentinelOptions shape StartSentinels.
+type SentinelOptions struct {
+	// Replicas: StartSentinels returns once each sentinel knows this many
+	// replicas (so a failover can happen at once).
+	Replicas int
+	// FailoverTimeout is sentinel's failover-timeout; 0 means
+	// FailoverTimeout. Sentinel also waits this long before it repoints a
+	// replica that replicates from another address than the primary's
+	// (+fix-slave-config, sentinel.c sentinelRefreshInstanceInfo): a test
+	// whose replica replicates through a proxy sets it above its run time.
+	FailoverTimeout time.Duration
+}
+
 // StartSentinels starts n redis-sentinel processes on free loopback ports
 // monitoring primary (host:port), and waits until each one knows the
-// other sentinels and wantReplicas replicas (so a failover can happen at
-// once). They are killed at cleanup; their logs are printed if the test
-// failed.
-func StartSentinels(t testing.TB, n int, primary string, wantReplicas int) *Sentinels {
+// other sentinels and opts.Replicas replicas. They are killed at cleanup;
+// their logs are printed if the test failed.
+func StartSentinels(t testing.TB, n int, primary string, opts SentinelOptions) *Sentinels {
 	t.Helper()
 	bin, err := exec.LookPath("redis-sentinel")
 	if err != nil {
@@ -50,6 +62,10 @@ func StartSentinels(t testing.TB, n int, primary string, wantReplicas int) *Sent
 	host, port, err := net.SplitHostPort(primary)
 	if err != nil {
 		t.Fatalf("redisserver: primary %q: %v", primary, err)
+	}
+	failoverTimeout := opts.FailoverTimeout
+	if failoverTimeout == 0 {
+		failoverTimeout = FailoverTimeout
 	}
 	ss := &Sentinels{t: t}
 	for i := range n {
@@ -64,7 +80,7 @@ func StartSentinels(t testing.TB, n int, primary string, wantReplicas int) *Sent
 			"logfile " + logf,
 			fmt.Sprintf("sentinel monitor %s %s %s 2", Master, host, port),
 			fmt.Sprintf("sentinel down-after-milliseconds %s %d", Master, DownAfter.Milliseconds()),
-			fmt.Sprintf("sentinel failover-timeout %s %d", Master, FailoverTimeout.Milliseconds()),
+			fmt.Sprintf("sentinel failover-timeout %s %d", Master, failoverTimeout.Milliseconds()),
 			fmt.Sprintf("sentinel parallel-syncs %s 1", Master),
 		}, "\n") + "\n"
 		if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
@@ -82,7 +98,7 @@ func StartSentinels(t testing.TB, n int, primary string, wantReplicas int) *Sent
 		t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
 		ss.ports = append(ss.ports, p)
 	}
-	ss.waitReady(n-1, wantReplicas, 30*time.Second)
+	ss.waitReady(n-1, opts.Replicas, 30*time.Second)
 	return ss
 }
 
