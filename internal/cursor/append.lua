@@ -37,7 +37,10 @@
 --       rev.go, shared with the other scripts.
 -- Returns: one code per event (seq > 0 appended, 0 duplicate, -1 held,
 --       -2 hold conflict, -3 repair lost its race, -4 flagged for repair),
---       then the number of held commits released by this call. Fails with
+--       then the number of held commits released by this call. Fails,
+--       before writing anything, with NOT_RECONCILED (no marker),
+--       LOST_WRITES (counter below ARGV 7 minus one), CURSOR_REGRESSED
+--       (stored cursor below ARGV 2), or with
 --       UNDECLARED_SOURCES and the missing replica names, before writing
 --       anything, when a held commit of a batch repo came from a replica
 --       whose index key was not passed: the caller adds it and retries.
@@ -72,6 +75,22 @@ local function num(x) return string.format('%.0f', x) end
 -- checkpoint back, or old repos would look new and seq could repeat.
 if redis.call('HEXISTS', metaK, 'incarnation') == 0 then
   return redis.error_reply('NOT_RECONCILED Redis holds no pdsmux state marker; waiting for reconcile')
+end
+
+-- I6 for a Redis that kept its marker but lost acknowledged writes (a
+-- failover to a lagging replica, a node back from an older RDB or AOF and
+-- promoted): its counter is below a seq this caller has appended or read,
+-- and its repo states may be older than what subscribers were sent. A
+-- repair or an upstream event judged against them would be sent again, so
+-- nothing is appended until Reconcile has merged the checkpoint back and
+-- raised the counter (cursor.Log.Reconcile).
+local seenFloor = tonumber(ARGV[7])
+do
+  local c = redis.call('GET', seqK)
+  if c and tonumber(c) < seenFloor - 1 then
+    return redis.error_reply('LOST_WRITES seq counter ' .. c .. ' is below ' ..
+      num(seenFloor - 1) .. ', a seq this process has seen (Redis lost writes)')
+  end
 end
 
 if ARGV[2] ~= '' then
@@ -120,11 +139,11 @@ if redis.call('EXISTS', seqK) == 0 then
   redis.call('HSETNX', metaK, 'created', nowS)
 end
 
-local seenFloor = tonumber(ARGV[7])
 local function nextSeq()
   local seq = redis.call('INCR', seqK)
-  -- I1: Redis came back with less than the caller has already seen (an
-  -- AOF that lost its last second): never hand out a seen seq again.
+  -- I1: a seen seq is never handed out again. The LOST_WRITES check
+  -- above covers a counter that is still there; this one a counter
+  -- recreated in this call from a floor below what the caller has seen.
   if seq < seenFloor then
     redis.call('SET', seqK, ARGV[7])
     seq = seenFloor

@@ -320,6 +320,9 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 		if strings.HasPrefix(err.Error(), "NOT_RECONCILED") {
 			return Batch{}, fmt.Errorf("%w: append from %q", ErrNotReconciled, replica)
 		}
+		if strings.HasPrefix(err.Error(), "LOST_WRITES") {
+			return Batch{}, fmt.Errorf("%w: append from %q: %v", ErrLostWrites, replica, err)
+		}
 		if strings.HasPrefix(err.Error(), "CURSOR_REGRESSED") {
 			if berr := l.bumpAfterLoss(ctx); berr != nil {
 				return Batch{}, berr

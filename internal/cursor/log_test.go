@@ -144,6 +144,58 @@ func TestAppend_DetectsRedisLosingWrites(t *testing.T) {
 	require.ErrorIs(t, err, cursor.ErrCursorRegressed)
 }
 
+// Redis back in time with its state marker (an older RDB promoted, a
+// lagging replica after a failover): its counter is below a seq this
+// process has seen, and its repo states are older than what was sent.
+// Every append fails with ErrLostWrites, writing nothing, until Reconcile
+// has merged the checkpoint and raised the counter; then the repo's
+// commit already sent is a duplicate and seq continues above everything
+// seen.
+func TestAppend_RedisBehindWhatWasSeenRefusesAppendsUntilReconciled(t *testing.T) {
+	ctx := context.Background()
+	l, srv := newLog(t, cursor.Config{})
+	u, syncFrame := newUpstream(t, "alice.test")
+	b, err := l.Append(ctx, "r1", -1, events(t, syncFrame))
+	require.NoError(t, err)
+	snapSeq := b.Results[0].Seq
+	snapState, err := srv.Client().HGet(ctx, "{pdsmux}:did", u.a.DID).Result()
+	require.NoError(t, err)
+	sent := u.commit()
+	b, err = l.Append(ctx, "r1", -1, events(t, sent))
+	require.NoError(t, err)
+	last := b.Results[0].Seq
+	lost, err := l.LostWrites(ctx)
+	require.NoError(t, err)
+	require.False(t, lost)
+
+	// Redis goes back to before the commit: counter and repo state.
+	require.NoError(t, srv.Client().Set(ctx, "{pdsmux}:seq", snapSeq, 0).Err())
+	require.NoError(t, srv.Client().HSet(ctx, "{pdsmux}:did", u.a.DID, snapState).Err())
+	lost, err = l.LostWrites(ctx)
+	require.NoError(t, err)
+	require.True(t, lost, "the counter is below a seq this process appended")
+	n, err := srv.Client().XLen(ctx, "{pdsmux}:log").Result()
+	require.NoError(t, err)
+	_, err = l.Append(ctx, "r1", -1, events(t, sent))
+	require.ErrorIs(t, err, cursor.ErrLostWrites, "judged against the old repo state the commit would be sent again")
+	_, err = l.Append(ctx, "", -1, events(t, identity(t, u.a.DID, "alice2.test", 999)))
+	require.ErrorIs(t, err, cursor.ErrLostWrites, "every append, not only a replica's")
+	after, err := srv.Client().XLen(ctx, "{pdsmux}:log").Result()
+	require.NoError(t, err)
+	require.Equal(t, n, after, "nothing written")
+
+	_, err = l.Reconcile(ctx, cursor.DurableState{HighWater: last, Repos: map[string]cursor.RepoState{
+		u.a.DID: {Rev: event(t, sent).Rev, Commit: event(t, sent).Commit}}}, true)
+	require.NoError(t, err)
+	lost, err = l.LostWrites(ctx)
+	require.NoError(t, err)
+	require.False(t, lost)
+	b, err = l.Append(ctx, "r1", -1, events(t, sent, u.commit()))
+	require.NoError(t, err)
+	require.Equal(t, []cursor.Outcome{cursor.Duplicate, cursor.Appended}, outcomes(b))
+	require.Greater(t, b.Results[1].Seq, last)
+}
+
 func TestAppend_SeqNeverGoesBackAfterStateLoss(t *testing.T) {
 	ctx := context.Background()
 	l, srv := newLog(t, cursor.Config{})

@@ -40,6 +40,23 @@ func ContentHash(b []byte) (string, error) {
 	return contentHash(pre, suf), nil
 }
 
+// LostWrites reports whether Redis's seq counter is below a seq this
+// process has appended or read (see ErrLostWrites): Redis lost
+// acknowledged writes and kept its state marker. The daemon checks it
+// beside Incarnation, so a Redis that went back in time is reconciled even
+// while no append runs into it. Errors are Redis's.
+func (l *Log) LostWrites(ctx context.Context) (bool, error) {
+	seen := l.seen.Load()
+	c, err := l.rdb.Get(ctx, l.k.seq).Int64()
+	if errors.Is(err, redis.Nil) {
+		return false, nil // no counter: the next append seeds it above seen
+	}
+	if err != nil {
+		return false, fmt.Errorf("cursor: read seq counter: %w", err)
+	}
+	return c < seen, nil
+}
+
 // Incarnation returns the marker Reconcile leaves in Redis; "" means this
 // Redis has not been reconciled since it was created or lost its data.
 func (l *Log) Incarnation(ctx context.Context) (string, error) {
@@ -106,15 +123,6 @@ return changed
 // Redis was intact.
 func (l *Log) Reconcile(ctx context.Context, st DurableState, lost bool) (int, error) {
 	l.RaiseFloor(st.HighWater)
-	floor := max(st.HighWater+1, l.seen.Load()+1)
-	if lost {
-		floor = max(floor, l.now().UnixMicro())
-	}
-	if floor > 1 {
-		if err := bumpScript.Run(ctx, l.rdb, []string{l.k.seq}, strconv.FormatInt(floor, 10)).Err(); err != nil {
-			return 0, fmt.Errorf("cursor: raise seq counter above the archive: %w", err)
-		}
-	}
 	keys := []string{l.k.did, l.k.acct, l.k.cur}
 	changed := 0
 	var args []any
@@ -167,6 +175,18 @@ func (l *Log) Reconcile(ctx context.Context, st DurableState, lost bool) (int, e
 	}
 	if err := flush(); err != nil {
 		return changed, err
+	}
+	// The counter is raised last: until then an append that finds it
+	// below what its process has seen fails with ErrLostWrites instead of
+	// being judged against repo states not yet merged back.
+	floor := max(st.HighWater+1, l.seen.Load()+1)
+	if lost {
+		floor = max(floor, l.now().UnixMicro())
+	}
+	if floor > 1 {
+		if err := bumpScript.Run(ctx, l.rdb, []string{l.k.seq}, strconv.FormatInt(floor, 10)).Err(); err != nil {
+			return changed, fmt.Errorf("cursor: raise seq counter above the archive: %w", err)
+		}
 	}
 	var id [8]byte
 	_, _ = rand.Read(id[:])

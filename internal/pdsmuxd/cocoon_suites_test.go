@@ -411,6 +411,47 @@ func TestCocoon_RedisFlushAllMidStream(t *testing.T) {
 	require.Contains(t, readLog(t, "pdsmux"), "restored Redis from the durable checkpoint")
 }
 
+// Redis comes back from an older snapshot that still carries pdsmux's
+// state marker: a node restarted from an RDB (or AOF) behind what it had
+// acknowledged, as Sentinel may promote after two failovers in a row
+// (seen in the HA suite: the old primary back with a 30 s old RDB, and
+// promoted again before it synced). Its seq counter and repo states are
+// older than what the consumer was sent. pdsmux must not judge a repair
+// or an upstream event against them (the repair would send records again
+// from the old rev): appends fail until Redis is restored from the durable
+// checkpoint, and the consumer gets every record exactly once.
+func TestCocoon_RedisBackFromAnOlderSnapshot(t *testing.T) {
+	e := newCocoonEnv(t, 2, 85, redisserver.Options{})
+	e.store.Overlap = 0.3
+	run := e.start(e.cocoonConfig(), "pdsmux")
+	waitConnected(t, run.rt)
+	base := "http://" + run.rt.Addr()
+	strict := consumer.NewStrict(base, e.store.Directory())
+	f := followStrict(t, strict, base)
+	e.createAccounts(8)
+	w := e.writePaced(300, 5*time.Millisecond, 85, nil)
+	require.Eventually(t, func() bool { return len(f.Records()) >= 100 }, 20*time.Second, 10*time.Millisecond,
+		"the consumer gets 100 records")
+	require.NoError(t, e.redis.Client().Save(context.Background()).Err())
+	saved := len(f.Records())
+	t.Logf("%d writes", w.Wait())
+	require.Eventually(t, func() bool { return len(f.Records()) >= 300 }, 30*time.Second, 10*time.Millisecond,
+		"the consumer gets all 300 records")
+	// The replicas are quiet now: no upstream event runs into the old
+	// replica cursors, and the scan finds every repo behind its replica.
+	scans := testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_repair_scans_total"]
+	e.redis.Kill()
+	e.redis.Restart()
+	t.Logf("Redis back from a snapshot taken at %d records, %d records at the consumer", saved, len(f.Records()))
+	require.Eventually(t, func() bool {
+		return testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_repair_scans_total"] >= scans+3
+	}, 30*time.Second, 20*time.Millisecond, "three repair scans over the restored Redis")
+	t.Logf("%d more writes", e.writePaced(200, 5*time.Millisecond, 86, nil).Wait())
+	checkCocoon(t, e, cocoonCheck{f: f, strict: strict, metrics: []string{run.rt.MetricsAddr()}, minLost: 100,
+		repairs: func() map[string]float64 { return repairCounts(t, run.rt.MetricsAddr()) }})
+	require.Contains(t, readLog(t, "pdsmux"), "restored Redis from the durable checkpoint")
+}
+
 // Three Cocoon replicas, 30% of events also streamed live by a second
 // replica, subscribers of random replicas dropped every 20-100 ms, repair
 // on: a strict consumer gets every record exactly once.

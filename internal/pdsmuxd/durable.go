@@ -18,7 +18,9 @@ const watchInterval = 500 * time.Millisecond
 // (before any replica is tailed), whenever Redis turns out to have lost
 // its state (its incarnation marker is gone: FLUSHALL, a new empty
 // server), and whenever it lost recent writes (a replica cursor
-// regressed: an AOF that missed its last second).
+// regressed, or the seq counter is below seqs already seen: an AOF that
+// missed its last second, a failover to a lagging replica, a node back
+// from an older RDB).
 type reconciler struct {
 	log      *cursor.Log
 	st       *store.Store
@@ -106,12 +108,21 @@ func (r *reconciler) run(ctx context.Context) error {
 		case <-t.C:
 		}
 		inc, err := r.log.Incarnation(ctx)
-		if err != nil || inc != "" {
+		if err != nil {
 			continue // unreachable Redis is the tailers' to report
 		}
-		r.lg.Error("Redis lost pdsmux's state (no incarnation marker); restoring from the durable checkpoint")
-		if err := r.reconcile(ctx, "lost_state", true); err != nil {
-			r.lg.Error("restoring Redis failed; will retry", "err", err)
+		if inc == "" {
+			r.lg.Error("Redis lost pdsmux's state (no incarnation marker); restoring from the durable checkpoint")
+			if err := r.reconcile(ctx, "lost_state", true); err != nil {
+				r.lg.Error("restoring Redis failed; will retry", "err", err)
+			}
+			continue
+		}
+		if lost, err := r.log.LostWrites(ctx); err == nil && lost {
+			r.lg.Error("Redis went back in time (its seq counter is below seqs already seen: a failover to a lagging replica, or a node back from an older RDB/AOF); restoring from the durable checkpoint")
+			if err := r.reconcile(ctx, "lost_writes", true); err != nil {
+				r.lg.Error("restoring Redis failed; will retry", "err", err)
+			}
 		}
 	}
 }

@@ -80,7 +80,8 @@ type Config struct {
 	UserAgent   string
 	Door        Door // nil: events are offered as they come
 	// Regressed, if set, runs after a session ended because the log
-	// found Redis had lost acknowledged writes (cursor.ErrCursorRegressed),
+	// found Redis had lost acknowledged writes (cursor.ErrCursorRegressed,
+	// cursor.ErrLostWrites),
 	// before the next session reads its cursor: the daemon restores Redis
 	// from its durable checkpoint there. An error is logged, and the next
 	// session goes ahead (the log's own checks stop it again if needed).
@@ -201,7 +202,7 @@ func (t *Tailer) Run(ctx context.Context) error {
 		if progressed || time.Since(start) > time.Minute {
 			backoff = t.cfg.BackoffMin
 		}
-		if errors.Is(err, cursor.ErrCursorRegressed) && t.cfg.Regressed != nil {
+		if (errors.Is(err, cursor.ErrCursorRegressed) || errors.Is(err, cursor.ErrLostWrites)) && t.cfg.Regressed != nil {
 			t.log.Warn("Redis lost writes acknowledged for this replica; restoring it before reconnecting", "err", err)
 			if rerr := t.cfg.Regressed(ctx); rerr != nil {
 				t.log.Error("restoring Redis after it lost writes failed", "err", rerr)
