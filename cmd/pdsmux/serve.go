@@ -198,6 +198,10 @@ func healthCommand() *cli.Command {
 			if h.Status != "ok" {
 				return fmt.Errorf("unhealthy: %s (replicas: %s; redis: %s)", h.Reason, h.ReplicaStates(), h.Redis)
 			}
+			if h.Replication != "" && h.Replication != "ok" {
+				fmt.Println("ok, but delivery is " + h.Replication)
+				return nil
+			}
 			fmt.Println("ok")
 			return nil
 		},

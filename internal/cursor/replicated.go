@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -39,6 +40,21 @@ type Replicated struct {
 
 	mu       sync.Mutex
 	warnedAt time.Time
+	// heldSince is when the reads began to be held back (unix ns of the
+	// first wait that timed out since the last one that did not), 0 while
+	// the last wait was acknowledged.
+	heldSince atomic.Int64
+}
+
+// HeldBack is how long readers have been held back: 0 while the last
+// replication wait was acknowledged, else the time since the first of the
+// waits that have timed out since. For /xrpc/_health.
+func (r *Replicated) HeldBack() time.Duration {
+	since := r.heldSince.Load()
+	if since == 0 {
+		return 0
+	}
+	return r.l.now().Sub(time.Unix(0, since))
 }
 
 // Replicated returns the view of l that waits for n replicas (n >= 1),
@@ -90,8 +106,10 @@ func (r *Replicated) read(ctx context.Context, after, count int64) ([]Entry, err
 		}
 		r.l.m.observeWait(time.Since(start), got >= int64(r.n))
 		if got >= int64(r.n) {
+			r.heldSince.Store(0)
 			return r.l.toEntries(xr.Val())
 		}
+		r.heldSince.CompareAndSwap(0, r.l.now().UnixNano())
 		r.mu.Lock()
 		warn := time.Since(r.warnedAt) > time.Minute
 		if warn {

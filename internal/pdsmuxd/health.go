@@ -21,12 +21,30 @@ type Health struct {
 	Version  string            `json:"version"`
 	Redis    string            `json:"redis"`
 	Replicas map[string]string `json:"replicas"` // name -> connected or disconnected
+	// Replication, with --redis-wait-replicas: "ok", or how long delivery
+	// has been held back because too few Redis replicas acknowledge. It
+	// does not make the status unavailable: the other pdsmux of an HA pair
+	// shares the Redis and is held back alike, so routing away would not
+	// help; the alert PdsmuxReplicationWaitStalled pages for it.
+	Replication string `json:"replication,omitempty"`
 }
+
+// heldBackAfter is how long the replication wait may hold delivery back
+// before /xrpc/_health says so (a full resync of a returning replica
+// alone takes repl-diskless-sync-delay, 5 s).
+const heldBackAfter = 10 * time.Second
 
 // CheckHealth reports whether pdsmux can do its job: Redis answers and at
 // least one replica is being tailed.
 func (rt *Runtime) CheckHealth(ctx context.Context) (Health, bool) {
 	h := Health{Status: "ok", Version: Version, Redis: "ok", Replicas: map[string]string{}}
+	if rt.waited != nil {
+		h.Replication = "ok"
+		if d := rt.waited.HeldBack(); d >= heldBackAfter {
+			h.Replication = fmt.Sprintf("held back for %s: fewer than --redis-wait-replicas=%d Redis replicas acknowledge; subscribers get nothing new until enough do",
+				d.Round(time.Second), rt.s.RedisWaitReplicas)
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := rt.events.Ping(ctx); err != nil {

@@ -73,6 +73,7 @@ type Runtime struct {
 
 	rdb     redis.UniversalClient
 	events  *cursor.Log
+	waited  *cursor.Replicated // nil without --redis-wait-replicas
 	tailers []*tail.Tailer
 	pool    *pool.Pool
 	bc      *fanout.Broadcaster
@@ -171,7 +172,8 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	// cannot take back what was archived or delivered.
 	var reader fanout.Source = rt.events
 	if s.RedisWaitReplicas > 0 {
-		reader = rt.events.Replicated(s.RedisWaitReplicas, s.RedisWaitTimeout)
+		rt.waited = rt.events.Replicated(s.RedisWaitReplicas, s.RedisWaitTimeout)
+		reader = rt.waited
 	}
 	archBytes := int(s.mem.ArchiveBytes)
 	if opts.ArchiveBufferBytes > 0 {
