@@ -146,6 +146,44 @@ func TestE2E_HAPairBehindCaddyOneKilled(t *testing.T) {
 		}
 		return true
 	}, 10*time.Second, 50*time.Millisecond, "the relay holds one subscribeRepos on one pdsmux")
+	// The other pdsmux frozen (SIGSTOP: its sockets stay open but nothing
+	// answers, as a hung process or a device off the tailnet looks to
+	// Caddy): Caddy's liveness check takes it out of rotation, and then
+	// every sync call through Caddy answers, none hangs on it.
+	base := fmt.Sprintf("http://127.0.0.1:%d", caddyPort)
+	quick := &http.Client{Timeout: 3 * time.Second}
+	answered := func(n int) bool {
+		for i := range n {
+			resp, err := quick.Get(fmt.Sprintf("%s/xrpc/com.atproto.sync.getLatestCommit?did=%s", base, accounts[i%nAccounts].DID))
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return false
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			c, _, err := consumer.Dial(ctx, base, -1)
+			cancel()
+			if err != nil {
+				return false
+			}
+			c.Close()
+		}
+		return true
+	}
+	survivor.Freeze()
+	frozen := time.Now()
+	require.Eventually(t, func() bool { return answered(probes) }, 30*time.Second, 10*time.Millisecond,
+		"with %s frozen, %d sync calls in a row through Caddy answer within 3 s", survivor.Name, probes)
+	outAfter := time.Since(frozen)
+	survivor.Thaw()
+	back := requests(scrape(survivor))
+	require.Eventually(t, func() bool { return answered(1) && requests(scrape(survivor)) > back }, 30*time.Second, 10*time.Millisecond,
+		"%s back in rotation after it was thawed", survivor.Name)
+	t.Logf("%s frozen: out of rotation (%d+%d sync calls in a row answered) %s after; back after it was thawed",
+		survivor.Name, probes, probes, outAfter.Round(time.Millisecond))
+
 	victimReqs := requests(scrape(victim))
 	m0 := scrape(survivor)
 	dials0, drops0 := relayLines(t, relay, "dialing failed"), relayLines(t, relay, "host connection failed")

@@ -93,6 +93,14 @@ func (p *Proc) Kill() {
 	}
 }
 
+// Freeze stops the process group (SIGSTOP): it keeps its sockets but
+// answers nothing, as a hung process or a device off the network looks
+// to its peers. Thaw resumes it.
+func (p *Proc) Freeze() { p.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen process group (SIGCONT).
+func (p *Proc) Thaw() { p.signal(syscall.SIGCONT) }
+
 // signal sends sig to the process group and returns the channel closed
 // at its exit; nil if it was never started.
 func (p *Proc) signal(sig syscall.Signal) <-chan struct{} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -146,6 +147,10 @@ func waitRedisDown(t *testing.T, run *running) {
 		h, ok := run.rt.CheckHealth(context.Background())
 		return !ok && h.Reason == "redis does not answer"
 	}, 10*time.Second, 20*time.Millisecond, "health reports the Redis outage")
+	resp, err := http.Get("http://" + run.rt.Addr() + pdsmuxd.AlivePath)
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "alive while Redis is down: Caddy's liveness check keeps sync calls coming")
 }
 
 // waitSinkFailure waits until a tailer of run has ended a session on a

@@ -69,6 +69,18 @@ func (rt *Runtime) CheckHealth(ctx context.Context) (Health, bool) {
 	return h, h.Status == "ok"
 }
 
+// AlivePath answers 200 whenever the process serves HTTP, whatever the
+// state of Redis or the replicas: Caddy's active check on it takes a
+// frozen or unreachable pdsmux (a device off the tailnet: no refusal,
+// only timeouts) out of rotation, which /xrpc/_health cannot do without
+// also refusing every sync call while Redis is down (docs/ha.md).
+const AlivePath = "/_pdsmux/alive"
+
+func handleAlive(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = io.WriteString(w, "ok\n")
+}
+
 func (rt *Runtime) handleHealth(w http.ResponseWriter, r *http.Request) {
 	h, ok := rt.CheckHealth(r.Context())
 	w.Header().Set("Content-Type", "application/json")

@@ -212,6 +212,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	mux := http.NewServeMux()
 	mux.Handle("GET /xrpc/com.atproto.sync.subscribeRepos", rt.fan)
 	mux.HandleFunc("GET /xrpc/_health", rt.handleHealth)
+	mux.HandleFunc("GET "+AlivePath, handleAlive)
 	mux.Handle(route.Path, route.New(route.NewMetrics(rt.reg))) // Caddy's forward_auth: the account's DID
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/xrpc/com.atproto.sync.") {
