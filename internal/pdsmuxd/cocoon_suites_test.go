@@ -63,6 +63,37 @@ func newCocoonEnv(t *testing.T, n int, seed uint64, ro redisserver.Options) *env
 	return e
 }
 
+// cocoonRun is one pdsmux (in-process, repair on) in front of n Cocoon
+// replicas (30% of events also streamed by a second replica), 8 accounts,
+// and a strict consumer that follows it from the start of the log.
+type cocoonRun struct {
+	e      *env
+	run    *running
+	strict *consumer.Strict
+	f      *consumer.Follower
+}
+
+func startCocoonRun(t *testing.T, n int, seed uint64) *cocoonRun {
+	t.Helper()
+	c := &cocoonRun{e: newCocoonEnv(t, n, seed, redisserver.Options{})}
+	c.e.store.Overlap = 0.3
+	c.run = c.e.start(c.e.cocoonConfig(), "pdsmux")
+	waitConnected(t, c.run.rt)
+	base := "http://" + c.run.rt.Addr()
+	c.strict = consumer.NewStrict(base, c.e.store.Directory())
+	c.f = followStrict(t, c.strict, base)
+	c.e.createAccounts(8)
+	return c
+}
+
+// check is checkCocoon over the run, which must have lost minLost events.
+func (c *cocoonRun) check(t *testing.T, minLost int) {
+	t.Helper()
+	m := c.run.rt.MetricsAddr()
+	checkCocoon(t, c.e, cocoonCheck{f: c.f, strict: c.strict, metrics: []string{m}, minLost: minLost,
+		repairs: func() map[string]float64 { return repairCounts(t, m) }})
+}
+
 // cocoonConfig is env.config with repair on.
 func (e *env) cocoonConfig() pdsmuxd.Config {
 	cfg := e.config()
@@ -392,22 +423,14 @@ func TestCocoon_HAPairOneKilled(t *testing.T) {
 // pdsmux restores Redis from the libsql checkpoint and a strict consumer
 // that stays subscribed gets every record exactly once.
 func TestCocoon_RedisFlushAllMidStream(t *testing.T) {
-	e := newCocoonEnv(t, 2, 83, redisserver.Options{})
-	e.store.Overlap = 0.3
-	run := e.start(e.cocoonConfig(), "pdsmux")
-	waitConnected(t, run.rt)
-	base := "http://" + run.rt.Addr()
-	strict := consumer.NewStrict(base, e.store.Directory())
-	f := followStrict(t, strict, base)
-	e.createAccounts(8)
-	w := e.writePaced(400, 5*time.Millisecond, 83, nil)
-	require.Eventually(t, func() bool { return len(f.Records()) >= 150 }, 20*time.Second, 10*time.Millisecond,
+	c := startCocoonRun(t, 2, 83)
+	w := c.e.writePaced(400, 5*time.Millisecond, 83, nil)
+	require.Eventually(t, func() bool { return len(c.f.Records()) >= 150 }, 20*time.Second, 10*time.Millisecond,
 		"the consumer gets 150 records")
-	require.NoError(t, e.redis.Client().FlushAll(context.Background()).Err())
+	require.NoError(t, c.e.redis.Client().FlushAll(context.Background()).Err())
 	t.Logf("FLUSHALL after %d writes", w.Written())
 	t.Logf("%d writes", w.Wait())
-	checkCocoon(t, e, cocoonCheck{f: f, strict: strict, metrics: []string{run.rt.MetricsAddr()}, minLost: 60,
-		repairs: func() map[string]float64 { return repairCounts(t, run.rt.MetricsAddr()) }})
+	c.check(t, 60)
 	require.Contains(t, readLog(t, "pdsmux"), "restored Redis from the durable checkpoint")
 }
 
@@ -421,34 +444,27 @@ func TestCocoon_RedisFlushAllMidStream(t *testing.T) {
 // from the old rev): appends fail until Redis is restored from the durable
 // checkpoint, and the consumer gets every record exactly once.
 func TestCocoon_RedisBackFromAnOlderSnapshot(t *testing.T) {
-	e := newCocoonEnv(t, 2, 85, redisserver.Options{})
-	e.store.Overlap = 0.3
-	run := e.start(e.cocoonConfig(), "pdsmux")
-	waitConnected(t, run.rt)
-	base := "http://" + run.rt.Addr()
-	strict := consumer.NewStrict(base, e.store.Directory())
-	f := followStrict(t, strict, base)
-	e.createAccounts(8)
-	w := e.writePaced(300, 5*time.Millisecond, 85, nil)
-	require.Eventually(t, func() bool { return len(f.Records()) >= 100 }, 20*time.Second, 10*time.Millisecond,
+	c := startCocoonRun(t, 2, 85)
+	w := c.e.writePaced(300, 5*time.Millisecond, 85, nil)
+	require.Eventually(t, func() bool { return len(c.f.Records()) >= 100 }, 20*time.Second, 10*time.Millisecond,
 		"the consumer gets 100 records")
-	require.NoError(t, e.redis.Client().Save(context.Background()).Err())
-	saved := len(f.Records())
+	require.NoError(t, c.e.redis.Client().Save(context.Background()).Err())
+	saved := len(c.f.Records())
 	t.Logf("%d writes", w.Wait())
-	require.Eventually(t, func() bool { return len(f.Records()) >= 300 }, 30*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return len(c.f.Records()) >= 300 }, 30*time.Second, 10*time.Millisecond,
 		"the consumer gets all 300 records")
 	// The replicas are quiet now: no upstream event runs into the old
 	// replica cursors, and the scan finds every repo behind its replica.
-	scans := testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_repair_scans_total"]
-	e.redis.Kill()
-	e.redis.Restart()
-	t.Logf("Redis back from a snapshot taken at %d records, %d records at the consumer", saved, len(f.Records()))
+	metrics := c.run.rt.MetricsAddr()
+	scans := testutil.Scrape(t, metrics)["pdsmux_repair_scans_total"]
+	c.e.redis.Kill()
+	c.e.redis.Restart()
+	t.Logf("Redis back from a snapshot taken at %d records, %d records at the consumer", saved, len(c.f.Records()))
 	require.Eventually(t, func() bool {
-		return testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_repair_scans_total"] >= scans+3
+		return testutil.Scrape(t, metrics)["pdsmux_repair_scans_total"] >= scans+3
 	}, 30*time.Second, 20*time.Millisecond, "three repair scans over the restored Redis")
-	t.Logf("%d more writes", e.writePaced(200, 5*time.Millisecond, 86, nil).Wait())
-	checkCocoon(t, e, cocoonCheck{f: f, strict: strict, metrics: []string{run.rt.MetricsAddr()}, minLost: 100,
-		repairs: func() map[string]float64 { return repairCounts(t, run.rt.MetricsAddr()) }})
+	t.Logf("%d more writes", c.e.writePaced(200, 5*time.Millisecond, 86, nil).Wait())
+	c.check(t, 100)
 	require.Contains(t, readLog(t, "pdsmux"), "restored Redis from the durable checkpoint")
 }
 
@@ -456,20 +472,12 @@ func TestCocoon_RedisBackFromAnOlderSnapshot(t *testing.T) {
 // replica, subscribers of random replicas dropped every 20-100 ms, repair
 // on: a strict consumer gets every record exactly once.
 func TestCocoon_ThreeReplicasOverlapAndDisconnects(t *testing.T) {
-	e := newCocoonEnv(t, 3, 84, redisserver.Options{})
-	e.store.Overlap = 0.3
-	run := e.start(e.cocoonConfig(), "pdsmux")
-	waitConnected(t, run.rt)
-	base := "http://" + run.rt.Addr()
-	strict := consumer.NewStrict(base, e.store.Directory())
-	f := followStrict(t, strict, base)
-	e.createAccounts(8)
+	c := startCocoonRun(t, 3, 84)
 	stop := make(chan struct{})
-	wg := e.chaos(stop, 84)
-	n := e.writePaced(400, 5*time.Millisecond, 84, nil).Wait()
+	wg := c.e.chaos(stop, 84)
+	n := c.e.writePaced(400, 5*time.Millisecond, 84, nil).Wait()
 	close(stop)
 	wg.Wait()
 	t.Logf("%d writes", n)
-	checkCocoon(t, e, cocoonCheck{f: f, strict: strict, metrics: []string{run.rt.MetricsAddr()}, minLost: 80,
-		repairs: func() map[string]float64 { return repairCounts(t, run.rt.MetricsAddr()) }})
+	c.check(t, 80)
 }
