@@ -45,7 +45,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "where to write the results (default bench/RESULTS.md, or bench/out/quick.md with -quick)")
 	flag.BoolVar(&o.quick, "quick", false, "a smoke run: every scenario end to end with a few thousand events (figures not comparable)")
 	flag.StringVar(&o.only, "only", "", "run only these scenarios (letters of "+scenarioIDs+", e.g. AC)")
-	flag.StringVar(&o.profile, "profile", "", "save a CPU profile of pdsmux during the saturation scenarios into this directory")
+	flag.StringVar(&o.profile, "profile", "", "save a 5 s CPU profile of pdsmux in each scenario into this directory (cpu-<scenario>-<variant>.pprof)")
 	flag.StringVar(&o.micro, "micro", "", "go test -bench output to include in the results")
 	flag.Float64Var(&o.budgetMiB, "budget-mib", 0, "the memory budget configured for pdsmux + redis-server, MiB (0: none configured; the target is then reported missed)")
 	flag.Float64Var(&o.redisBudgetMiB, "redis-budget-mib", 0, "the byte budget configured for the Redis log, MiB (0: none configured; the target is then reported missed)")
@@ -290,8 +290,8 @@ func runScenario(env *loopback.Env, s *stream, sc scenario, v variant, p *plc, p
 	for _, u := range ups {
 		close(u.start)
 	}
-	if profile != "" && d.metrics != "" && sc.rate == 0 {
-		go saveProfile(d.metrics, filepath.Join(profile, "cpu-"+sc.id+".pprof"))
+	if profile != "" && d.metrics != "" {
+		go saveProfile(d.metrics, filepath.Join(profile, "cpu-"+sc.id+"-"+v.id+".pprof"))
 	}
 	timeout := 180 * time.Second
 	if sc.rate > 0 {
