@@ -241,10 +241,10 @@ func TestTrim_DropsEntriesOlderThanRetention(t *testing.T) {
 	require.NoError(t, srv.Client().HSet(ctx, "{pdsmux}:meta", "bucket", "0").Err())
 	b, err := l.Append(ctx, "r1", -1, events(t, u.commit()))
 	require.NoError(t, err)
-	n, err := l.Trim(ctx, time.Now(), math.MaxInt64)
+	n, _, err := l.Trim(ctx, time.Now(), math.MaxInt64, math.MaxInt64)
 	require.NoError(t, err)
 	require.Zero(t, n, "the newest point is younger than retention")
-	n, err = l.Trim(ctx, time.Now().Add(time.Hour+time.Minute), math.MaxInt64)
+	n, _, err = l.Trim(ctx, time.Now().Add(time.Hour+time.Minute), math.MaxInt64, math.MaxInt64)
 	require.NoError(t, err)
 	require.EqualValues(t, 3, n)
 	bounds, err := l.Bounds(ctx)
@@ -253,8 +253,10 @@ func TestTrim_DropsEntriesOlderThanRetention(t *testing.T) {
 	require.Equal(t, b.Results[0].Seq-1, bounds.Trimmed)
 }
 
-// The age trim never takes what the archive has not written; the cap
-// does, and raises the trim mark over it in the same step.
+// The age trim never takes what the archive has not written or live
+// subscribers have not had; the cap takes what the archive has not
+// written (never what subscribers have not had), and raises the trim mark
+// over it in the same step.
 func TestTrim_KeepsUnarchivedEntriesUpToTheCap(t *testing.T) {
 	ctx := context.Background()
 	l, srv := newLog(t, cursor.Config{Retention: time.Hour, MaxEntries: 5})
@@ -271,12 +273,15 @@ func TestTrim_KeepsUnarchivedEntriesUpToTheCap(t *testing.T) {
 	for i, s := range seqs {
 		require.NoError(t, cl.ZAdd(ctx, "{pdsmux}:tidx", redisZ(s, time.Now().Add(-2*time.Hour+time.Duration(i)*time.Minute))).Err())
 	}
-	n, err := l.Trim(ctx, time.Now(), 0)
+	n, _, err := l.Trim(ctx, time.Now(), 0, math.MaxInt64)
 	require.NoError(t, err)
 	require.Zero(t, n, "nothing archived: nothing trimmed by age")
-	n, err = l.Trim(ctx, time.Now(), seqs[1])
+	n, _, err = l.Trim(ctx, time.Now(), seqs[2], seqs[1])
 	require.NoError(t, err)
-	require.EqualValues(t, 2, n, "archived up to the second: the first two go")
+	require.EqualValues(t, 2, n, "delivered up to the second: the first two go")
+	n, _, err = l.Trim(ctx, time.Now(), seqs[1], math.MaxInt64)
+	require.NoError(t, err)
+	require.Zero(t, n, "archived up to the second: nothing more")
 	bounds, err := l.Bounds(ctx)
 	require.NoError(t, err)
 	require.Equal(t, seqs[2], bounds.First)
@@ -288,7 +293,18 @@ func TestTrim_KeepsUnarchivedEntriesUpToTheCap(t *testing.T) {
 		_, err := l.Append(ctx, "r1", -1, events(t, u.commit()))
 		require.NoError(t, err)
 	}
-	n, err = l.Trim(ctx, time.Now(), seqs[1])
+	// The cap never takes what live subscribers have not had (entries
+	// held back for a Redis replica that is away): with only the first
+	// four delivered, at most those go, and the log stays over the cap.
+	n, over, err := l.Trim(ctx, time.Now(), seqs[1], seqs[3])
+	require.NoError(t, err)
+	require.LessOrEqual(t, n, int64(2), "only the delivered seqs[2] and seqs[3] may go")
+	require.Greater(t, over, int64(250), "the log is over its cap by what was not delivered")
+	bounds, err = l.Bounds(ctx)
+	require.NoError(t, err)
+	require.LessOrEqual(t, bounds.First, seqs[3]+1, "nothing undelivered trimmed")
+	require.Equal(t, bounds.First-1, bounds.Trimmed)
+	n, _, err = l.Trim(ctx, time.Now(), seqs[1], math.MaxInt64)
 	require.NoError(t, err)
 	require.Positive(t, n, "the cap trims unarchived entries")
 	bounds, err = l.Bounds(ctx)

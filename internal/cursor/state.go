@@ -323,60 +323,86 @@ func (l *Log) FlaggedRepos(ctx context.Context) (int64, error) {
 // Trim drops entries appended before now - Retention (at the one-minute
 // granularity of the time index the append script keeps) that are also at
 // or below archived, the durable archive's high-water mark (pass
-// math.MaxInt64 when no archive reads the log): the age trim never takes
-// what the archive has not written. Then it drops the oldest entries
-// beyond MaxEntries, archived or not: the cap bounds Redis whatever the
-// archive does (the archive records what it missed as trimmed). The trim
-// mark, the highest seq that may be gone, is raised in the same atomic
-// step as each XTRIM, so a reader that finds entries missing also finds
-// the mark covering them; subscribers asking for older history get
-// OutdatedCursor. It returns how many entries it dropped.
-func (l *Log) Trim(ctx context.Context, now time.Time, archived int64) (int64, error) {
+// math.MaxInt64 when no archive reads the log), and at or below
+// delivered, the newest seq live subscribers have had (math.MaxInt64: no
+// bound): the age trim never takes what the archive has not written or
+// subscribers have not had. Then it drops the oldest entries beyond
+// MaxEntries that are at or below delivered: the cap bounds Redis
+// whatever the archive does (the archive records what it missed as
+// trimmed), but never takes an entry subscribers have not had, such as
+// entries held back for --redis-wait-replicas while the Redis replica is
+// away (the log then stays over the cap until they are delivered; the
+// byte budget keeps the same rule). The cap is approximate (whole stream
+// nodes). The trim mark, the highest seq that may be gone, is raised in
+// the same atomic step as each XTRIM, so a reader that finds entries
+// missing also finds the mark covering them; subscribers asking for older
+// history get OutdatedCursor. It returns how many entries it dropped and
+// how many the log still holds over the cap (entries not delivered yet,
+// and what the approximation left).
+func (l *Log) Trim(ctx context.Context, now time.Time, archived, delivered int64) (dropped, overCap int64, err error) {
 	cutoff := now.Add(-l.cfg.Retention).UnixMilli()
 	pts, err := l.rdb.ZRangeByScoreWithScores(ctx, l.k.tidx, &redis.ZRangeBy{
 		Min: "-inf", Max: strconv.FormatInt(cutoff, 10),
 	}).Result()
 	if err != nil {
-		return 0, fmt.Errorf("cursor: read time index: %w", err)
+		return 0, 0, fmt.Errorf("cursor: read time index: %w", err)
 	}
 	// The newest old bucket whose first seq leaves everything trimmed at
-	// or below archived (buckets are in seq order too).
+	// or below both bounds (buckets are in seq order too).
+	bound := min(archived, delivered)
 	var n int64
 	last := -1
 	for i, p := range pts {
 		m, _ := p.Member.(string)
-		if s, err := strconv.ParseInt(m, 10, 64); err == nil && (archived == math.MaxInt64 || s <= archived+1) {
+		if s, err := strconv.ParseInt(m, 10, 64); err == nil && (bound == math.MaxInt64 || s <= bound+1) {
 			last = i
 		}
 	}
 	if last >= 0 {
 		minID, _ := pts[last].Member.(string)
-		if n, err = trimScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta}, "MINID", minID+"-0").Int64(); err != nil {
-			return 0, fmt.Errorf("cursor: trim log below %s: %w", minID, err)
+		res, err := trimScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta}, "MINID", minID+"-0").Int64Slice()
+		if err != nil || len(res) != 2 {
+			return 0, 0, fmt.Errorf("cursor: trim log below %s: %w", minID, err)
 		}
+		n = res[0]
 		if err := l.rdb.ZRemRangeByScore(ctx, l.k.tidx, "-inf", "("+strconv.FormatInt(int64(pts[last].Score), 10)).Err(); err != nil {
-			return n, fmt.Errorf("cursor: trim time index: %w", err)
+			return n, 0, fmt.Errorf("cursor: trim time index: %w", err)
 		}
 	}
-	m, err := trimScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta}, "MAXLEN", strconv.FormatInt(l.cfg.MaxEntries, 10)).Int64()
-	if err != nil {
-		return n, fmt.Errorf("cursor: trim log to %d entries: %w", l.cfg.MaxEntries, err)
+	keep := "+" // no delivery bound
+	if delivered < math.MaxInt64 {
+		keep = streamID(delivered + 1)
 	}
-	return n + m, nil
+	res, err := trimScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta}, "CAP", strconv.FormatInt(l.cfg.MaxEntries, 10), keep).Int64Slice()
+	if err != nil || len(res) != 2 {
+		return n, 0, fmt.Errorf("cursor: trim log to %d entries: %w", l.cfg.MaxEntries, err)
+	}
+	return n + res[0], res[1], nil
 }
 
-// trimScript trims the stream (ARGV: MINID id, or MAXLEN n, approximate)
-// and, if it dropped anything, sets meta.trimmed to just below the oldest
-// kept entry (or to the newest ever appended when none is kept), never
-// lowering it: both in one atomic step.
+// trimScript trims the stream and, if it dropped anything, sets
+// meta.trimmed to just below the oldest kept entry (or to the newest ever
+// appended when none is kept), never lowering it: both in one atomic step.
+// ARGV: MINID id (drop every entry below id), or CAP n keep (drop the
+// oldest entries beyond n, approximately, but none at or above id keep;
+// "+" for no bound). Returns the number dropped, and for CAP how many
+// entries are still over n.
 var trimScript = redis.NewScript(`
-local n
+local n, over = 0, 0
 if ARGV[1] == 'MINID' then
   n = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[2])
 else
-  n = redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
+  local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[2])
+  if excess > 0 then
+    if ARGV[3] == '+' then
+      n = redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[2])
+    else
+      n = redis.call('XTRIM', KEYS[1], 'MINID', '~', ARGV[3], 'LIMIT', excess)
+    end
+    over = math.max(redis.call('XLEN', KEYS[1]) - tonumber(ARGV[2]), 0)
+  end
 end
-if n == 0 then return 0 end
+if n == 0 then return {0, over} end
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 local mark
 if #first == 1 then
@@ -391,7 +417,7 @@ local old = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
 if mark and mark > old then
   redis.call('HSET', KEYS[2], 'trimmed', string.format('%.0f', mark))
 end
-return n
+return {n, over}
 `)
 
 // Cursors returns every replica's stored cursor.

@@ -59,7 +59,7 @@ func TestSubscribe_CursorSemantics(t *testing.T) {
 		cl := s.redis.Client()
 		ctx := context.Background()
 		require.NoError(t, cl.ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: seqs[60], Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
-		n, err := s.log.Trim(ctx, time.Now(), math.MaxInt64)
+		n, _, err := s.log.Trim(ctx, time.Now(), math.MaxInt64, math.MaxInt64)
 		require.NoError(t, err)
 		require.EqualValues(t, 60, n)
 		c := dial(t, s, seqs[10])

@@ -380,16 +380,25 @@ func (rt *Runtime) Run(ctx context.Context) error {
 func (rt *Runtime) trimLoop(ctx context.Context) error {
 	t := time.NewTicker(DefaultTrimInterval)
 	defer t.Stop()
+	var overWarned time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			// The age trim never passes what the archive has written.
-			if n, err := rt.events.Trim(ctx, time.Now(), rt.arch.Durable()); err != nil {
+			// The age trim never passes what the archive has written, and
+			// no trim what live subscribers have not had.
+			n, over, err := rt.events.Trim(ctx, time.Now(), rt.arch.Durable(), rt.bc.Head())
+			switch {
+			case err != nil:
 				rt.log.Warn("trimming the log failed", "component", "trim", "err", err)
-			} else if n > 0 {
+			case n > 0:
 				rt.log.Debug("trimmed the log", "component", "trim", "entries", n)
+			}
+			if over > rt.s.MaxEntries/10 && time.Since(overWarned) > time.Hour {
+				overWarned = time.Now()
+				rt.log.Warn("the log holds more entries than --max-entries because subscribers have not had them yet (delivery held back, e.g. for --redis-wait-replicas); they are kept, and Redis grows until they are delivered",
+					"component", "trim", "over", over, "max_entries", rt.s.MaxEntries)
 			}
 		}
 	}

@@ -42,12 +42,14 @@ type haPair struct {
 // as a failure), so a run writing fast through failovers spreads its
 // writes over enough accounts to stay under that per outage.
 //
-// With proxiedLink the replica replicates through a fault proxy (h.link),
-// the network between the two devices, which a test can cut; the
-// sentinels then get a failover-timeout longer than any test, or they
+// With o.proxiedLink the replica replicates through a fault proxy
+// (h.link), the network between the two devices, which a test can cut;
+// the sentinels then get a failover-timeout longer than any test, or they
 // would repoint the replica straight at the primary (+fix-slave-config)
-// after it. Such a pair is not for failover tests.
-func newHAPair(t *testing.T, seed uint64, n int, proxiedLink bool) *haPair {
+// after it. Such a pair is not for failover tests. o.maxEntries, if set,
+// is both pdsmux's --max-entries.
+func newHAPair(t *testing.T, seed uint64, n int, o haOptions) *haPair {
+	proxiedLink := o.proxiedLink
 	primary := redisserver.Start(t, redisserver.Options{})
 	h := &haPair{}
 	upstream := primary.Addr()
@@ -79,6 +81,9 @@ func newHAPair(t *testing.T, seed uint64, n int, proxiedLink bool) *haPair {
 	cfg.RedisURL = h.sent.URL()
 	cfg.RedisWaitReplicas = 1
 	cfg.RedisWaitTimeout = 200 * time.Millisecond
+	if o.maxEntries > 0 {
+		cfg.MaxEntries = o.maxEntries
+	}
 	h.a = h.e.start(cfg, "pdsmux-a")
 	h.b = h.e.start(cfg, "pdsmux-b")
 	waitConnected(t, h.a.rt)
@@ -88,6 +93,12 @@ func newHAPair(t *testing.T, seed uint64, n int, proxiedLink bool) *haPair {
 	h.f = followStrict(t, h.strict, h.bases...)
 	h.e.createAccounts(n)
 	return h
+}
+
+// haOptions shape newHAPair.
+type haOptions struct {
+	proxiedLink bool
+	maxEntries  int64
 }
 
 // settle waits until every sentinel names one primary and the other node
@@ -151,7 +162,7 @@ func TestHA_SentinelFailover(t *testing.T) {
 		t.Skip("runs without -race in make test-unit's plain pass")
 	}
 	const kills, writes, accounts = 5, 20_000, 64
-	h := newHAPair(t, 91, accounts, false)
+	h := newHAPair(t, 91, accounts, haOptions{})
 	stop := make(chan struct{})
 	w := h.e.writePaced(writes, 500*time.Microsecond, 91, stop)
 	rnd := rand.New(rand.NewPCG(91, 91))
@@ -170,6 +181,9 @@ func TestHA_SentinelFailover(t *testing.T) {
 			lost = 5
 		}
 		lostTail(t, old, next, lost)
+		// What the wait promises, and what a failover would take back
+		// without it: the consumer has nothing the replica lacks.
+		require.LessOrEqual(t, h.f.Last(), lastSeq(next.Client()), "the consumer got an entry the replica lacks")
 		old.Kill()
 		killedAt := time.Now()
 		promoted := h.sent.WaitFailover(old.Addr(), 60*time.Second)
@@ -200,15 +214,21 @@ func TestHA_SentinelFailover(t *testing.T) {
 // twice, seq strictly increasing.
 //
 // The cut is the fault under test, so it lasts a set time (the issue's
-// 30 s, the length of a Tailscale or Wi-Fi outage), and also until both
-// pdsmux have seen replication waits time out and the primary holds
-// entries the replica lacks, so it always covers the case it is for.
+// 30 s, the length of a Tailscale or Wi-Fi outage, and longer than the
+// 30 s between trims), and also until both pdsmux have seen replication
+// waits time out and the primary holds entries the replica lacks, so it
+// always covers the case it is for. --max-entries is 100: the trims
+// during the cut find the log far over it with nothing delivered past the
+// replica's last entry, and must keep all of it (before they were kept,
+// a tester's run with the cap at 300 lost 7,978 records, silently).
 func TestHA_ReplicationLinkCut(t *testing.T) {
 	if raceEnabled {
 		t.Skip("runs without -race in make test-unit's plain pass (a 30 s outage; the failover and merge suites cover the race detector)")
 	}
 	const cut = 30 * time.Second
-	h := newHAPair(t, 92, 8, true)
+	// A small --max-entries: the log passes it within the cut, and a
+	// trim runs during it (every 30 s); nothing held back may be trimmed.
+	h := newHAPair(t, 92, 8, haOptions{proxiedLink: true, maxEntries: 100})
 	stop := make(chan struct{})
 	w := h.e.writePaced(0, 2*time.Millisecond, 92, stop)
 	require.Eventually(t, func() bool { return len(h.f.Records()) >= 200 }, 60*time.Second, 10*time.Millisecond)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -262,7 +263,7 @@ func TestReplay_SlowArchiveReadKeepsTheSubscriberAlive(t *testing.T) {
 	// Redis ages out all but the last 50 (as the trim loop would: the
 	// archive has them all).
 	require.NoError(t, e.redis.Client().ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: all[len(all)-50].Seq, Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
-	_, err := l.Trim(ctx, time.Now(), all[len(all)-1].Seq)
+	_, _, err := l.Trim(ctx, time.Now(), all[len(all)-1].Seq, math.MaxInt64)
 	require.NoError(t, err)
 
 	dbp.SetRate(1_000_000)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -99,7 +100,7 @@ func ageOut(t *testing.T, e *env, l *cursor.Log, seq int64) int64 {
 	t.Helper()
 	ctx := context.Background()
 	require.NoError(t, e.redis.Client().ZAdd(ctx, "{pdsmux}:tidx", redis.Z{Member: seq, Score: float64(time.Now().Add(-100 * time.Hour).UnixMilli())}).Err())
-	n, err := l.Trim(ctx, time.Now(), archivedThrough(t, e))
+	n, _, err := l.Trim(ctx, time.Now(), archivedThrough(t, e), math.MaxInt64)
 	require.NoError(t, err)
 	return n
 }

@@ -237,7 +237,7 @@ func capPassingTheArchiveIsRecordedAsTrimmed(t *testing.T, be backend) {
 	during := r.appendN(2000, 1000)
 	require.Eventually(t, func() bool { return r.metric("pdsmux_archive_behind") == 1 }, 30*time.Second, 10*time.Millisecond)
 	// the age trim would take nothing (all young); the cap takes most
-	n, err := r.log.Trim(ctx, time.Now(), r.arch.Durable())
+	n, _, err := r.log.Trim(ctx, time.Now(), r.arch.Durable(), math.MaxInt64)
 	require.NoError(t, err)
 	require.Positive(t, n)
 	b, err := r.log.Bounds(ctx)
