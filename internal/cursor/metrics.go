@@ -22,6 +22,7 @@ type Metrics struct {
 	budgetTrims  prometheus.Counter
 	waitTime     prometheus.Histogram
 	waitTimeouts prometheus.Counter
+	heldBack     prometheus.Gauge
 }
 
 // NewMetrics registers the log's metrics on reg.
@@ -59,6 +60,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "pdsmux_redis_wait_timeouts_total",
 		Help: "Replicated reads whose WAIT saw fewer than --redis-wait-replicas acknowledgements within --redis-wait-timeout; the entries were held back and the read retried. Steady growth means a Redis replica is down or cut off and delivery is paused.",
 	})
+	m.heldBack = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "pdsmux_redis_wait_held_back_seconds",
+		Help: "How long reads have been held back because fewer than --redis-wait-replicas Redis replicas acknowledge (0 while they do); updated at each wait, whatever --redis-wait-timeout is.",
+	})
 	m.retention = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "pdsmux_log_retention_seconds",
 		Help: "How long the merged log keeps events in Redis (--retention).",
@@ -80,7 +85,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Help: "Entries trimmed from Redis to keep the log within --log-max-bytes (before --retention or --max-entries would have). Subscribers asking for them replay from the archive.",
 	})
 	reg.MustRegister(m.events, m.released, m.scriptTime, m.scriptErrors, m.readTime, m.retention, m.maxEntries,
-		m.maxBytes, m.logBytes, m.budgetTrims, m.waitTime, m.waitTimeouts)
+		m.maxBytes, m.logBytes, m.budgetTrims, m.waitTime, m.waitTimeouts, m.heldBack)
 	for _, k := range []frame.Kind{frame.KindCommit, frame.KindSync, frame.KindIdentity, frame.KindAccount, frame.KindUnknown} {
 		for _, o := range outcomeNames {
 			m.events.WithLabelValues(k.String(), o)
@@ -132,7 +137,9 @@ func (m *Metrics) budgetTrimmed(n int64) {
 	}
 }
 
-func (m *Metrics) observeWait(d time.Duration, ok bool) {
+// observeWait records one replicated read's wait d, whether it was
+// acknowledged, and for how long reads have been held back (0 if so).
+func (m *Metrics) observeWait(d time.Duration, ok bool, held time.Duration) {
 	if m == nil {
 		return
 	}
@@ -140,4 +147,5 @@ func (m *Metrics) observeWait(d time.Duration, ok bool) {
 	if !ok {
 		m.waitTimeouts.Inc()
 	}
+	m.heldBack.Set(held.Seconds())
 }

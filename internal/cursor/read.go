@@ -157,8 +157,11 @@ func (l *Log) Bounds(ctx context.Context) (Bounds, error) {
 	// A pipeline that never ran (Redis refused the connection or the
 	// password) leaves its commands without a value and without an error:
 	// its own error comes first, or it reads as an empty trim mark.
+	// Only redis.Nil itself is a missing trim mark: errors.Is would also
+	// take go-redis errors that wrap it, such as a Sentinel client's "all
+	// sentinels specified in configuration are unreachable: redis: nil".
 	noStream := err != nil && strings.Contains(err.Error(), "no such key")
-	if err != nil && !errors.Is(err, redis.Nil) && !noStream {
+	if err != nil && err != redis.Nil && !noStream {
 		return Bounds{}, fmt.Errorf("cursor: stream info: %w", err)
 	}
 	var b Bounds

@@ -104,12 +104,13 @@ func (r *Replicated) read(ctx context.Context, after, count int64) ([]Entry, err
 		if err != nil {
 			return nil, fmt.Errorf("cursor: WAIT: %w", err)
 		}
-		r.l.m.observeWait(time.Since(start), got >= int64(r.n))
 		if got >= int64(r.n) {
 			r.heldSince.Store(0)
+			r.l.m.observeWait(time.Since(start), true, 0)
 			return r.l.toEntries(xr.Val())
 		}
 		r.heldSince.CompareAndSwap(0, r.l.now().UnixNano())
+		r.l.m.observeWait(time.Since(start), false, r.HeldBack())
 		r.mu.Lock()
 		warn := time.Since(r.warnedAt) > time.Minute
 		if warn {

@@ -34,22 +34,56 @@ func isRedisAuth(err error) bool {
 // redacted address.
 func explainRedis(err error, redactedURL string) error {
 	if isRedisAuth(err) {
+		form := "redis://user:password@host:port/db"
+		if strings.Contains(redactedURL, "master_name=") {
+			// go-redis reads a Sentinel URL's password from the query
+			form = "a Sentinel URL carries it as ?password=, for the Redis servers and the sentinels alike"
+		}
 		return &ConfigError{Setting: "redis-url", Value: redactedURL,
-			Reason: fmt.Sprintf("%v: check the password (redis://user:password@host:port/db): %v", ErrRedisAuth, err)}
+			Reason: fmt.Sprintf("%v: check the password (%s): %v", ErrRedisAuth, form, err)}
 	}
 	return fmt.Errorf("redis at %s does not answer (--redis-url): %w", redactedURL, err)
+}
+
+// checkSentinelMaster asks the sentinels of a Sentinel URL (raw) whether
+// they monitor its master_name: a sentinel that answers but knows no such
+// master is a mistake in the URL (go-redis only says every sentinel is
+// "unreachable"), and a ConfigError naming redis-url. Sentinels that do
+// not answer, or a URL without master_name, give nil: the caller retries.
+func checkSentinelMaster(ctx context.Context, raw, redactedURL string) error {
+	opts, err := redis.ParseFailoverURL(raw)
+	if err != nil || opts.MasterName == "" {
+		return nil
+	}
+	for _, addr := range opts.SentinelAddrs {
+		sc := redis.NewSentinelClient(&redis.Options{Addr: addr, Username: opts.SentinelUsername,
+			Password: opts.SentinelPassword, DialTimeout: time.Second, MaxRetries: -1})
+		_, err := sc.GetMasterAddrByName(ctx, opts.MasterName).Result()
+		sc.Close()
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, redis.Nil) {
+			return &ConfigError{Setting: "redis-url", Value: redactedURL,
+				Reason: fmt.Sprintf("the sentinel at %s monitors no master named %q (master_name=; SENTINEL MASTERS lists the names it has)", addr, opts.MasterName)}
+		}
+	}
+	return nil
 }
 
 // checkRedis pings Redis once at start-up. Refused credentials stop
 // start-up (retrying cannot fix them); a Redis that does not answer yet is
 // logged and left to the components' retries, so pdsmux may start before
 // its Redis.
-func checkRedis(ctx context.Context, rdb redis.UniversalClient, redactedURL string, log *slog.Logger) error {
+func checkRedis(ctx context.Context, rdb redis.UniversalClient, raw, redactedURL string, log *slog.Logger) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	err := rdb.Ping(ctx).Err()
 	if err == nil {
 		return nil
+	}
+	if cerr := checkSentinelMaster(ctx, raw, redactedURL); cerr != nil {
+		return cerr
 	}
 	err = explainRedis(err, redactedURL)
 	if errors.Is(err, ErrConfig) {

@@ -116,7 +116,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	}()
 
 	rt.rdb = s.newRedis()
-	if err = checkRedis(ctx, rt.rdb, s.redisLog, logger); err != nil {
+	if err = checkRedis(ctx, rt.rdb, s.RedisURL, s.redisLog, logger); err != nil {
 		return nil, err
 	}
 	rt.events, err = cursor.New(rt.rdb, cursor.Config{

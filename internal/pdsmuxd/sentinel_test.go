@@ -2,6 +2,7 @@ package pdsmuxd_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/fakepds"
+	"github.com/pdsmux/pdsmux/internal/pdsmuxd"
 	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
 	"github.com/pdsmux/pdsmux/internal/testutil/faultproxy"
@@ -251,6 +253,8 @@ func TestHA_ReplicationLinkCut(t *testing.T) {
 	hc, ok := h.a.rt.CheckHealth(context.Background())
 	require.True(t, ok, "held back is not unavailable: the other pdsmux is held back alike")
 	require.Contains(t, hc.Replication, "held back for", "health says why nothing is delivered")
+	require.Greater(t, testutil.Scrape(t, h.a.rt.MetricsAddr())["pdsmux_redis_wait_held_back_seconds"], 20.0,
+		"the held-back gauge (what the alert follows) counts the cut")
 	h.link.Restore()
 	replica.WaitReplicaOf(h.link.Addr(), 30*time.Second)
 	t.Logf("link cut for %s: %d records at the consumer before, %d when healed; %d entries in the primary's log the replica lacked",
@@ -303,4 +307,27 @@ func countBetween(t *testing.T, c *redis.Client, after, upto int64) int64 {
 	l, err := c.XRange(context.Background(), "{pdsmux}:log", "("+strconv.FormatInt(after, 10)+"-0", strconv.FormatInt(upto, 10)+"-0").Result()
 	require.NoError(t, err)
 	return int64(len(l))
+}
+
+// A Sentinel URL whose master_name the sentinels do not monitor stops
+// start-up with an error naming the setting and the name (go-redis only
+// says every sentinel is "unreachable"); the right name starts.
+func TestStart_SentinelURLWithAnUnknownMasterName(t *testing.T) {
+	primary := redisserver.Start(t, redisserver.Options{})
+	sent := redisserver.StartSentinels(t, 3, primary.Addr(), redisserver.SentinelOptions{})
+	build := func(url string) error {
+		cfg := pdsmuxd.DefaultConfig()
+		cfg.Replicas, cfg.DBURL, cfg.RedisURL = []string{"r1=http://127.0.0.1:1"}, "file:"+t.TempDir()+"/x.db", url
+		rt, err := pdsmuxd.Build(context.Background(), cfg, pdsmuxd.Options{Listener: testutil.Listen(t), MetricsListener: testutil.Listen(t)})
+		if err == nil {
+			require.NoError(t, rt.Close(context.Background()))
+		}
+		return err
+	}
+	err := build(strings.Replace(sent.URL(), "master_name="+redisserver.Master, "master_name=nosuch", 1))
+	var ce *pdsmuxd.ConfigError
+	require.True(t, errors.As(err, &ce), "a ConfigError: %v", err)
+	require.Equal(t, "redis-url", ce.Setting)
+	require.Contains(t, err.Error(), `monitors no master named "nosuch"`)
+	require.NoError(t, build(sent.URL()))
 }

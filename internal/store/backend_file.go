@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/tursodatabase/libsql-client-go/libsql"
 	_ "modernc.org/sqlite" // the "sqlite" driver libsql-client-go uses for file: URLs
@@ -45,8 +47,11 @@ func openFile(ctx context.Context, raw, name string, u *url.URL) (*fileBackend, 
 	}
 	b := &fileBackend{db: sql.OpenDB(conn)}
 	b.db.SetMaxOpenConns(1)
-	for _, p := range []string{"PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=10000", "PRAGMA synchronous=NORMAL"} {
-		if _, err := b.db.ExecContext(ctx, p); err != nil {
+	for _, p := range []string{"PRAGMA busy_timeout=10000", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"} {
+		// switching to WAL takes the file's exclusive lock, and a busy
+		// one fails at once, not after busy_timeout: another process is
+		// opening it too (an HA pair on one host)
+		if err := retryBusy(ctx, func() error { _, err := b.db.ExecContext(ctx, p); return err }); err != nil {
 			b.db.Close()
 			return nil, fmt.Errorf("store %s: %s: %w (is the file a SQLite database?)", name, p, err)
 		}
@@ -112,6 +117,43 @@ func checkFile(u *url.URL) error {
 // held by another process is waited for up to 10 s (busy_timeout), then
 // SQLite's "database is locked" is returned.
 func (b *fileBackend) Exec(ctx context.Context, stmts []Stmt) error {
+	// Another process's write transaction (the other pdsmux of an HA pair
+	// on one host) can make this one fail with SQLITE_BUSY_SNAPSHOT, which
+	// busy_timeout does not wait out: the whole transaction is tried
+	// again, for as long as busy_timeout would have waited. Every write
+	// pdsmux makes is safe to repeat (see Backend.Exec).
+	return retryBusy(ctx, func() error { return b.exec(ctx, stmts) })
+}
+
+// retryBusy runs f until it does not fail with SQLITE_BUSY, for up to
+// busyWait, 10-50 ms apart.
+func retryBusy(ctx context.Context, f func() error) error {
+	deadline := time.Now().Add(busyWait)
+	for {
+		err := f()
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(10+rand.IntN(40)) * time.Millisecond):
+		}
+	}
+}
+
+// busyWait is how long a write waits for another process's lock, as
+// PRAGMA busy_timeout below.
+const busyWait = 10 * time.Second
+
+// isBusy reports whether err is SQLite's SQLITE_BUSY, any extended code
+// (BUSY_SNAPSHOT is 517).
+func isBusy(err error) bool {
+	var se interface{ Code() int }
+	return errors.As(err, &se) && se.Code()&0xff == 5
+}
+
+func (b *fileBackend) exec(ctx context.Context, stmts []Stmt) error {
 	tx, err := b.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)

@@ -55,7 +55,9 @@ func (s *Store) Close() error { return s.b.Close() }
 func (s *Store) Name() string { return s.name }
 
 // migrations, in order; the schema version is the number applied.
-// Never edit one that has shipped: add another.
+// Never edit one that has shipped: add another. Each must be safe to run
+// twice (IF NOT EXISTS): the two pdsmux of an HA pair may start at once
+// and both apply it.
 var migrations = []string{
 	// 1: the archive and the checkpoint.
 	`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

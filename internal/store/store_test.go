@@ -254,3 +254,25 @@ func TestStore_BornIsRecordedOnce(t *testing.T) {
 		require.True(t, got.Equal(first), "a later start keeps the first start time, got %v", got)
 	})
 }
+
+// Two pdsmux of an HA pair on one host open the embedded database at the
+// same moment: both open it (the first switch to WAL mode and the schema
+// wait on the other's lock instead of failing with SQLITE_BUSY, which a
+// tester saw reported as a bad --db-url).
+func TestStore_TwoOpenTheSameNewFileAtOnce(t *testing.T) {
+	for i := range 10 {
+		url := "file:" + filepath.Join(t.TempDir(), fmt.Sprintf("pair%d.db", i))
+		errs := make(chan error, 2)
+		for range 2 {
+			go func() {
+				s, err := store.Open(context.Background(), url, "")
+				if err == nil {
+					err = s.Close()
+				}
+				errs <- err
+			}()
+		}
+		require.NoError(t, <-errs)
+		require.NoError(t, <-errs)
+	}
+}
