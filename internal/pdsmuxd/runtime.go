@@ -328,7 +328,8 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	// archive is more than its buffer behind (the database down): then
 	// what the budget drops before the archive reads it is recorded as an
 	// archive hole (pdsmux_archive_lost_total). At its budget it asks the
-	// archive to write now.
+	// archive to write now. Appends wait while what the live stream has
+	// not read (above the broadcaster's head) fills it.
 	run("log byte budget", func(ctx context.Context) error {
 		return rt.events.RunBudget(ctx, func() int64 {
 			h, b := rt.bc.Head(), rt.arch.TrimBound()
@@ -336,7 +337,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 				rt.arch.Kick()
 			}
 			return min(h, b)
-		})
+		}, rt.bc.Head)
 	})
 	run("repair", afterReconcile(rt.repair.Run))
 	run("crawl", rt.crawl.Run)
