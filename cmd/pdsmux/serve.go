@@ -44,7 +44,7 @@ func serveFlags() []cli.Flag {
 		&cli.StringFlag{Name: "memory-budget", Sources: env("memory-budget"), Value: pdsmuxd.DefaultMemoryBudget, Category: "memory",
 			Usage: "memory for pdsmux and its Redis log together, e.g. 512MiB, 1GiB: sets GOMEMLIMIT to half (unless GOMEMLIMIT is set) and each of --log-max-bytes, --replica-queue-bytes, --subscriber-queue-bytes not set"},
 		&cli.StringFlag{Name: "log-max-bytes", Sources: env("log-max-bytes"), Category: "memory",
-			Usage: "byte budget of the log in Redis; the oldest entries go as appends pass it (default: a quarter of --memory-budget)"},
+			Usage: "byte budget of the log in Redis, its stream and what is in flight: the stream is kept within half, the oldest entries going as appends reach it (default: a quarter of --memory-budget)"},
 		&cli.StringFlag{Name: "replica-queue-bytes", Sources: env("replica-queue-bytes"), Category: "memory",
 			Usage: "bytes read from one replica and not yet appended; when full that replica is not read until the log catches up (default: a 32nd of --memory-budget)"},
 		&cli.IntFlag{Name: "max-frame-bytes", Sources: env("max-frame-bytes"), Value: pdsmuxd.DefaultMaxFrameBytes, Category: "replicas",

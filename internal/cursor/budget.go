@@ -11,57 +11,179 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// DefaultMaxBytes is the default byte budget of the stream in Redis.
+// DefaultMaxBytes is the default byte budget of the log in Redis.
 const DefaultMaxBytes = 128 << 20
 
 // budgetRecheck is how often the stream's size is measured even when this
 // process appended little (another process may append to the same log).
 const budgetRecheck = 30 * time.Second
 
-// The byte budget is kept in two levels: when the stream's size (as last
-// measured, plus what this process appended since) would reach 7/8 of
-// MaxBytes with a batch, the append first measures the stream (MEMORY
-// USAGE) and trims the oldest entries down to 3/4, so a replica sending
-// large frames waits for its own trims. The 1/8 left above is for what
-// other replicas append meanwhile.
-func (c Config) budgetHigh() int64 { return c.MaxBytes - c.MaxBytes/8 }
-func (c Config) budgetLow() int64  { return c.MaxBytes - c.MaxBytes/4 }
+// The byte budget M (Config.MaxBytes) bounds what Redis holds for the log:
+// the stream, and what is in flight to and from it.
+//
+// The stream: an append whose frames would take it (as last measured,
+// plus what this process appended since) past high, M/2, first measures
+// it (MEMORY USAGE) and drops its oldest entries down to low, 3/8 M (less
+// the append's own bytes), never one above RunBudget's delivered(): the
+// entries the live stream has not read yet, or the archive has not
+// written, stay. They are bounded apart:
+//
+//   - an append waits while what this process appended that its live
+//     stream has not read yet (above RunBudget's read()) would take more
+//     than M/4 (unreadCap): a replica sending faster than the log is read
+//     is read no faster than that (its read queue fills, then its TCP
+//     window), while small appends from the others fit in what each read
+//     entry frees;
+//   - what the live stream has read that the archive has not written (a
+//     slow database) is bounded by the archive's buffer, M/8 at the
+//     default --memory-budget (it stops waiting for the database when
+//     the buffer is full).
+//
+// So the stream stays within M/2 (M/4 + M/8 + one call fit below it) at
+// the default sizes. The other half of M is for what Redis holds for a
+// moment beside it. With B one append call's frames (at most M/64, see
+// callBytes, unless one frame is larger; at the default M of 128 MiB, 2
+// MiB or one frame of up to 5 MB):
+//
+//   - an append call: its arguments in the client's query buffer (B),
+//     the copies of the entries its XADDs propagate, held until the call
+//     ends (B), then the AOF buffer until it is written (B, more while a
+//     slow disk holds writes back); and each other replica's next call,
+//     read into its own query buffer meanwhile (B);
+//   - replies to the log's readers until they are sent: the broadcaster,
+//     the archive and each replay read about their batch bytes at a time
+//     (8 MiB each at the default budget, see ReadSizer), or one entry when
+//     entries are larger;
+//   - a trim's reads of the entries it drops, about B at a time (or one
+//     entry);
+//   - what another process appends to the same log between two
+//     measurements (each process bounds only its own unread appends).
+//
+// At the default M that is 64 MiB of stream and about 40 MiB in flight
+// with 5 MB frames from one replica (15 of its append, 5 another's, 16 of
+// two reads, 5 of a trim step), each replay adding its reads. Lua's own
+// copies of a call's arguments live outside Redis's used_memory (in its
+// RSS), and Redis's other keys (repo states, dedup markers, held commits)
+// are not in M: size them apart (docs/configuration.md, Sizing).
+func (c Config) budgetHigh() int64 { return c.MaxBytes / 2 }
+func (c Config) budgetLow() int64  { return c.MaxBytes/4 + c.MaxBytes/8 }
+func (c Config) unreadCap() int64  { return c.MaxBytes / 4 }
+
+// callBytes bounds the frame bytes of one append call (Append splits a
+// batch into calls of at most this much; a larger frame goes alone): a
+// 64th of the budget, at least minCallBytes.
+func (c Config) callBytes() int64 { return max(c.MaxBytes/64, minCallBytes) }
+
+const minCallBytes = 64 << 10
 
 // entryOverhead is what a stream entry costs Redis beyond its field
 // values, about (listpack headers, field names, id delta).
 const entryOverhead = 32
+
+// entryCost is what an entry whose values take n bytes costs the stream,
+// about: n and entryOverhead, and, for an entry of more than 4 KiB (the
+// stream's listpack node size, so it has a node of its own), rounded up
+// as Redis's allocator (jemalloc) rounds an allocation: to a quarter of
+// the power of two below it (a 4.9 MB frame takes 5 MiB). MEMORY USAGE
+// counts the rounded size. trimBytesScript's cost is the same in Lua.
+func entryCost(n int64) int64 {
+	b := n + entryOverhead
+	if b <= 4096 {
+		return b
+	}
+	q := int64(1024)
+	for q*8 < b {
+		q *= 2
+	}
+	return (b + q - 1) / q * q
+}
+
+// budgetPoll is how often an append waiting for the live stream to read
+// checks how far it got (no Redis: RunBudget's read()).
+const budgetPoll = 5 * time.Millisecond
 
 // budget is the state of the byte budget of one Log.
 type budget struct {
 	mu sync.Mutex // one measure-and-trim at a time
 	// size is the stream's size as last measured (after that trim), at
 	// is l.appended then
-	size, at  int64
-	delivered atomic.Pointer[func() int64] // set by RunBudget
+	size, at int64
+	readers  atomic.Pointer[readers] // set by RunBudget
+	unread   unread
 }
 
-// nearBudget reports whether the stream may reach 7/8 of the budget with
-// n more bytes, by what was measured and appended since. It is cheap
-// (no Redis).
+// readers are how far the log's readers got (RunBudget).
+type readers struct{ delivered, read func() int64 }
+
+// unread is what this process appended that its live stream has not read
+// yet: bytes by append call, oldest first. A call is merged into the one
+// before while that holds less than a 64th of unreadCap, so there are
+// about 64 marks at most.
+type unread struct {
+	mu    sync.Mutex
+	marks []unreadMark
+	bytes int64 // the sum of marks' bytes
+}
+
+// unreadMark is the bytes of one or more append calls and their highest
+// seq.
+type unreadMark struct{ seq, bytes int64 }
+
+// noteAppended records n bytes appended by a call whose highest seq is
+// seq, while RunBudget runs.
+func (l *Log) noteAppended(seq, n int64) {
+	if n <= 0 || l.bud.readers.Load() == nil {
+		return
+	}
+	u := &l.bud.unread
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if k := len(u.marks); k > 0 && u.marks[k-1].bytes < l.cfg.unreadCap()/64 {
+		u.marks[k-1].seq = max(u.marks[k-1].seq, seq)
+		u.marks[k-1].bytes += n
+	} else {
+		u.marks = append(u.marks, unreadMark{seq: seq, bytes: n})
+	}
+	u.bytes += n
+}
+
+// unreadBytes forgets the calls the live stream has read (highest seq at
+// or below read) and returns the bytes of the others.
+func (l *Log) unreadBytes(read int64) int64 {
+	u := &l.bud.unread
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	i := 0
+	for i < len(u.marks) && u.marks[i].seq <= read {
+		u.bytes -= u.marks[i].bytes
+		i++
+	}
+	u.marks = u.marks[:copy(u.marks, u.marks[i:])]
+	return u.bytes
+}
+
+// nearBudget reports whether the stream may pass its high level with n
+// more bytes, by what was measured and appended since. It is cheap (no
+// Redis).
 func (l *Log) nearBudget(n int64) bool {
 	l.bud.mu.Lock()
 	defer l.bud.mu.Unlock()
-	return l.bud.size+l.appended.Load()-l.bud.at+n >= l.cfg.budgetHigh()
+	return l.bud.size+l.appended.Load()-l.bud.at+n > l.cfg.budgetHigh()
 }
 
 // keepBudget measures the stream and trims it if n more bytes would take
-// it near its budget (n < 0: always measure); it waits for a trim already
-// running. It does nothing until RunBudget runs (nothing tells it what
-// was delivered).
+// it past its high level (n < 0: always measure); it waits for a trim
+// already running. It does nothing until RunBudget runs (nothing tells it
+// what was delivered).
 func (l *Log) keepBudget(ctx context.Context, n int64) {
 	l.bud.mu.Lock()
 	defer l.bud.mu.Unlock()
-	d := l.bud.delivered.Load()
-	if d == nil || (n >= 0 && l.bud.size+l.appended.Load()-l.bud.at+n < l.cfg.budgetHigh()) {
+	rd := l.bud.readers.Load()
+	if rd == nil || (n >= 0 && l.bud.size+l.appended.Load()-l.bud.at+n <= l.cfg.budgetHigh()) {
 		return
 	}
 	a := l.appended.Load()
-	used, left, dropped, err := l.trimBytes(ctx, (*d)(), max(n, 0))
+	used, left, dropped, err := l.trimBytes(ctx, rd.delivered(), max(n, 0))
 	if err != nil {
 		if ctx.Err() == nil {
 			l.log.Warn("keeping the log within its byte budget failed", "err", err)
@@ -74,15 +196,58 @@ func (l *Log) keepBudget(ctx context.Context, n int64) {
 	}
 }
 
-// RunBudget keeps the stream within Config.MaxBytes until ctx ends. Once
-// it runs, appends that bring the stream near its budget trim the oldest
-// entries (TrimBytes) before they return, never one above delivered()
-// (the newest seq this process has handed to its live subscribers and its
-// archive: those still waiting are kept even over the budget). It also
-// measures at start and every 30 s, for appends by other processes.
-func (l *Log) RunBudget(ctx context.Context, delivered func() int64) error {
-	l.bud.delivered.Store(&delivered)
-	defer l.bud.delivered.Store(nil)
+// room makes room for an append call of n bytes (see budgetHigh): it
+// waits while what this process appended that its live stream has not
+// read, with n more, would pass unreadCap (a call alone goes whatever its
+// size), then trims the stream if n would take it past its high level. It
+// fails only when ctx ends.
+func (l *Log) room(ctx context.Context, n int64) error {
+	var t *time.Ticker
+	last := time.Time{}
+	for {
+		rd := l.bud.readers.Load()
+		if rd == nil {
+			break
+		}
+		if u := l.unreadBytes(rd.read()); u == 0 || u+n <= l.cfg.unreadCap() {
+			break
+		}
+		if t == nil {
+			t = time.NewTicker(budgetPoll)
+			defer t.Stop()
+			last = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cursor: waiting for the live stream to read the log: %w", ctx.Err())
+		case now := <-t.C:
+			l.m.budgetWaited(now.Sub(last))
+			last = now
+		}
+	}
+	if l.nearBudget(n) {
+		l.keepBudget(ctx, n)
+	}
+	return nil
+}
+
+// RunBudget keeps the log within Config.MaxBytes until ctx ends (see
+// budgetHigh). Once it runs, an append that would take the stream past
+// its high level trims the oldest entries first (TrimBytes), never one
+// above delivered() (the newest seq this process has handed to its live
+// subscribers and its archive), and an append waits while what this
+// process appended above read() (the newest seq its live stream has read
+// from the log) takes a quarter of the budget. It also measures at start
+// and every 30 s, for appends by other processes.
+func (l *Log) RunBudget(ctx context.Context, delivered, read func() int64) error {
+	l.bud.readers.Store(&readers{delivered: delivered, read: read})
+	defer func() {
+		l.bud.readers.Store(nil)
+		u := &l.bud.unread
+		u.mu.Lock()
+		u.marks, u.bytes = nil, 0
+		u.mu.Unlock()
+	}()
 	t := time.NewTicker(budgetRecheck)
 	defer t.Stop()
 	for {
@@ -98,28 +263,39 @@ func (l *Log) RunBudget(ctx context.Context, delivered func() int64) error {
 // trimBytesScript measures the stream (MEMORY USAGE, exact) and, when it
 // and ARGV[5] bytes about to be appended are above ARGV[1] bytes, drops
 // its oldest entries, up to seq ARGV[3] at most, until about ARGV[2]
-// bytes are left with the ones to come. Entries are read in small
-// steps, so the script holds little more than what it drops. Returns the
-// size before, the entries dropped and the bytes they held (estimated).
+// bytes are left with the ones to come. Entries are read in steps of
+// about ARGV[6] bytes (by the larger of the stream's average entry and
+// the largest read so far; one entry at least, 64 at most), so Redis
+// holds little more than that in the reply to a step. Returns the size
+// before, the entries dropped and the bytes they held (estimated: values,
+// ARGV[4] per entry, and an entry of more than 4 KiB rounded up as
+// entryCost says).
 //
 // The trim mark (meta.trimmed) is raised to the last seq dropped in the
 // same step, so a reader that finds entries missing finds the mark too.
 //
 // KEYS: 1 log stream, 2 meta hash. ARGV: 1 high, 2 low, 3 highest seq that may go,
-// 4 bytes an entry costs beyond its values, 5 bytes about to be appended.
+// 4 bytes an entry costs beyond its values, 5 bytes about to be appended,
+// 6 bytes to read in one step.
 var trimBytesScript = redis.NewScript(`
 local used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0')
 if not used then return {0, 0, 0} end
-local high, low, keep, over, coming = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local high, low, keep, over, coming, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 if used + coming <= high then return {used, 0, 0} end
 local excess = used + coming - low
 local len = redis.call('XLEN', KEYS[1])
-local avg = math.max(math.floor(used / math.max(len, 1)), 1)
+local est = math.max(math.floor(used / math.max(len, 1)), 1)
+local function cost(b)
+  if b <= 4096 then return b end
+  local q = 1024
+  while q * 8 < b do q = q * 2 end
+  return math.ceil(b / q) * q
+end
 local freed, n, last = 0, 0, nil
 local start = '-'
 local done = false
 while not done and freed < excess do
-  local count = math.min(math.max(math.ceil((excess - freed) / avg), 1), 64)
+  local count = math.min(math.max(math.floor(math.min(excess - freed, step) / est), 1), 64)
   local es = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', count)
   if #es == 0 then break end
   for _, e in ipairs(es) do
@@ -127,6 +303,8 @@ while not done and freed < excess do
     if seq > keep then done = true break end
     local b = over
     for _, f in ipairs(e[2]) do b = b + #f end
+    b = cost(b)
+    if b > est then est = b end
     freed, n, last = freed + b, n + 1, seq
     if freed >= excess then break end
   end
@@ -140,12 +318,12 @@ end
 return {used, n, freed}
 `)
 
-// TrimBytes measures the stream and, when it is above 7/8 of
-// Config.MaxBytes, drops its oldest entries (none above seq keepAbove)
-// until about 3/4 of the budget is left, recording the trim like Trim
-// does (subscribers asking for older history get OutdatedCursor). It
-// returns the stream's size in bytes before (Redis's MEMORY USAGE) and
-// its size after (estimated) and the entries dropped.
+// TrimBytes measures the stream and, when it is above its high level
+// (half of Config.MaxBytes), drops its oldest entries (none above seq
+// keepAbove) until about 3/8 of the budget is left, recording the trim
+// like Trim does (subscribers asking for older history get
+// OutdatedCursor). It returns the stream's size in bytes before (Redis's
+// MEMORY USAGE) and its size after (estimated) and the entries dropped.
 func (l *Log) TrimBytes(ctx context.Context, keepAbove int64) (used, left, dropped int64, err error) {
 	return l.trimBytes(ctx, keepAbove, 0)
 }
@@ -153,7 +331,7 @@ func (l *Log) TrimBytes(ctx context.Context, keepAbove int64) (used, left, dropp
 // trimBytes is TrimBytes making room for coming more bytes.
 func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, left, dropped int64, err error) {
 	res, err := trimBytesScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta},
-		l.cfg.budgetHigh(), l.cfg.budgetLow(), strconv.FormatInt(keepAbove, 10), entryOverhead, coming).Int64Slice()
+		l.cfg.budgetHigh(), l.cfg.budgetLow(), strconv.FormatInt(keepAbove, 10), entryOverhead, coming, l.cfg.callBytes()).Int64Slice()
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("cursor: trim log to %d bytes: %w", l.cfg.MaxBytes, err)
 	}

@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,7 +98,8 @@ func TestRunBudget_KeepsStreamWithinBudgetAsItAppends(t *testing.T) {
 	bigIdentities(t, l, 1000, 1, 1000)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = l.RunBudget(ctx, func() int64 { return math.MaxInt64 }); close(done) }()
+	all := func() int64 { return math.MaxInt64 }
+	go func() { _ = l.RunBudget(ctx, all, all); close(done) }()
 	defer func() { cancel(); <-done }()
 	require.Eventually(t, func() bool { return testutil.Gauge(t, reg, "pdsmux_log_bytes") > 0 }, 10*time.Second, 10*time.Millisecond)
 
@@ -123,4 +127,262 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// scriptCalls is how many append script calls the log made (the count of
+// pdsmux_redis_append_seconds).
+func scriptCalls(t *testing.T, reg *prometheus.Registry) uint64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	require.NoError(t, err)
+	for _, f := range fams {
+		if f.GetName() == "pdsmux_redis_append_seconds" {
+			return f.Metric[0].GetHistogram().GetSampleCount()
+		}
+	}
+	t.Fatal("no metric pdsmux_redis_append_seconds")
+	return 0
+}
+
+// redisMemory reads one field of INFO memory, bytes.
+func redisMemory(t *testing.T, srv *redisserver.Server, field string) int64 {
+	t.Helper()
+	info, err := srv.Client().Info(context.Background(), "memory").Result()
+	require.NoError(t, err)
+	for _, l := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), field+":"); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			require.NoError(t, err)
+			return n
+		}
+	}
+	t.Fatalf("no %s in INFO memory", field)
+	return 0
+}
+
+// A batch goes to Redis in calls of at most a 64th of the byte budget
+// (512 KiB of 32 MiB here), a larger frame alone: a held commit and the
+// one that releases it in a later call behave as in one call, results
+// come in the batch's order, and the stored cursor ends at the batch's
+// highest upstream seq.
+func TestAppend_SplitsABatchIntoCallsWithinItsBytes(t *testing.T) {
+	ctx := context.Background()
+	srv := redisserver.Start(t, redisserver.Options{})
+	reg := prometheus.NewRegistry()
+	l, err := cursor.New(srv.Client(), cursor.Config{MaxBytes: 32 << 20}, cursor.NewMetrics(reg), quiet)
+	require.NoError(t, err)
+	_, err = l.Reconcile(ctx, cursor.DurableState{}, false)
+	require.NoError(t, err)
+	u, syncFrame := newUpstream(t, "alice.test")
+	c1, c2, c3, c4 := u.commit(), u.commit(), u.commit(), u.commit()
+	big := func(i int) []byte {
+		return identity(t, "did:plc:big", fmt.Sprintf("%08d", i)+strings.Repeat("h", 990_000), int64(200+i))
+	}
+	first, err := l.Append(ctx, "r1", -1, events(t, syncFrame))
+	require.NoError(t, err)
+	require.Equal(t, []cursor.Outcome{A}, outcomes(first))
+	rc, err := l.Cursor(ctx, "r1")
+	require.NoError(t, err)
+
+	// c3 comes before c2: held in its own call, released by c2's
+	evs := events(t, c1, big(0), c3, big(1), c2, big(2), c4)
+	calls := scriptCalls(t, reg)
+	b, err := l.Append(ctx, "r1", rc.Stored, evs)
+	require.NoError(t, err)
+	require.Equal(t, []cursor.Outcome{A, A, H, A, A, A, A}, outcomes(b))
+	require.Equal(t, 1, b.Released)
+	// calls: [c1] (big(0) would pass 512 KiB), [big(0)], [c3], [big(1)], [c2], [big(2)], [c4]
+	require.EqualValues(t, 7, scriptCalls(t, reg)-calls, "one call per 512 KiB of frames, a larger frame alone")
+	for i := 1; i < len(b.Results); i++ {
+		if b.Results[i].Outcome == A && b.Results[i-1].Outcome == A {
+			require.Greater(t, b.Results[i].Seq, b.Results[i-1].Seq, "results in the batch's order")
+		}
+	}
+
+	var top int64
+	for _, ev := range evs {
+		top = max(top, ev.UpstreamSeq)
+	}
+	rc, err = l.Cursor(ctx, "r1")
+	require.NoError(t, err)
+	require.Equal(t, top, rc.Stored)
+	require.Equal(t, top, rc.Resume, "nothing held any more")
+	var got []string
+	for _, e := range allEntries(t, l) {
+		if e.Kind == "i" {
+			got = append(got, "big")
+		} else {
+			got = append(got, e.Rev)
+		}
+	}
+	rev := func(b []byte) string { return event(t, b).Rev }
+	require.Equal(t, []string{rev(syncFrame), rev(c1), "big", "big", rev(c2), rev(c3), "big", rev(c4)}, got)
+
+	// small frames still go 512 at a time
+	calls = scriptCalls(t, reg)
+	var small [][]byte
+	for i := range cursor.MaxBatch {
+		small = append(small, identity(t, "did:plc:small", fmt.Sprintf("h%04d.test", i), int64(1000+i)))
+	}
+	_, err = l.Append(ctx, "r1", top, events(t, small...))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, scriptCalls(t, reg)-calls)
+}
+
+// The estimate of an entry's cost follows what MEMORY USAGE counts, the
+// allocator's rounding of large entries included.
+func TestEntryCost_FollowsMemoryUsage(t *testing.T) {
+	l, srv := newLog(t, cursor.Config{})
+	bigIdentities(t, l, 100, 1, 50_000) // the stream exists, its last node full
+	for i, size := range []int{100 << 10, 300_000, 512 << 10, 990_000} {
+		before := streamBytes(t, srv)
+		ev := events(t, identity(t, "did:plc:big", fmt.Sprintf("%08d", i)+strings.Repeat("h", size), int64(i+1)))
+		_, err := l.Append(context.Background(), "r1", -1, ev)
+		require.NoError(t, err)
+		grew := streamBytes(t, srv) - before
+		est := cursor.EntryCost(int64(len(ev[0].Pre) + len(ev[0].Suf)))
+		t.Logf("%d-byte frame: the stream grew %d bytes, estimated %d", len(ev[0].Pre)+len(ev[0].Suf), grew, est)
+		require.InDelta(t, grew, est, float64(grew)/50, "within 2%")
+	}
+}
+
+// A replica appending 1 MB frames (near the largest the encoder takes)
+// much faster than the log is read, beside
+// one appending commits: Redis as a whole (used_memory_peak: the stream,
+// the appends and reads in flight, the AOF buffer) stays within the log's
+// byte budget, beyond what an empty Redis holds (used_memory_startup),
+// because appends wait while what the reader has not read takes a quarter
+// of the budget; they go on once it reads, and every event is read once.
+func TestRunBudget_RedisWithinBudgetWhileTheReaderLags(t *testing.T) {
+	const budget, frames, frameSize, commits = 32 << 20, 48, 990_000, 120
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := redisserver.Start(t, redisserver.Options{AppendFsync: "everysec"})
+	reg := prometheus.NewRegistry()
+	l, err := cursor.New(srv.Client(), cursor.Config{MaxBytes: budget}, cursor.NewMetrics(reg), quiet)
+	require.NoError(t, err)
+	_, err = l.Reconcile(ctx, cursor.DurableState{}, false)
+	require.NoError(t, err)
+
+	// the reader: delivers what it read, only while resumed; one entry a
+	// read, so its replies hold one frame (a ReadSizer's first read after
+	// small entries may meet many large ones: see ReadSizer)
+	var delivered atomic.Int64
+	resume := make(chan struct{})
+	type read struct {
+		commits map[string]int // by rev
+		hostile map[string]int // by the handle's first 8 bytes
+	}
+	got := read{commits: map[string]int{}, hostile: map[string]int{}}
+	var readMu sync.Mutex
+	readDone := make(chan struct{})
+	go func() {
+		defer close(readDone)
+		select {
+		case <-resume:
+		case <-ctx.Done():
+			return
+		}
+		for ctx.Err() == nil {
+			es, err := l.Tail(ctx, delivered.Load(), 100*time.Millisecond, 1)
+			if err != nil {
+				continue
+			}
+			readMu.Lock()
+			for _, e := range es {
+				switch {
+				case e.Kind == "c" || e.Kind == "s":
+					got.commits[e.Rev]++
+				case e.DID == "did:plc:hostile":
+					got.hostile[string(e.Frame[len(e.Frame)-frameSize-8:][:8])]++
+				}
+			}
+			readMu.Unlock()
+			if len(es) > 0 {
+				delivered.Store(es[len(es)-1].Seq)
+			}
+		}
+	}()
+	bigIdentities(t, l, 1000, 1, 1000) // RunBudget is running once it has measured what is there
+	budgetDone := make(chan struct{})
+	go func() { _ = l.RunBudget(ctx, delivered.Load, delivered.Load); close(budgetDone) }()
+	defer func() { cancel(); <-budgetDone; <-readDone }()
+	require.Eventually(t, func() bool { return testutil.Gauge(t, reg, "pdsmux_log_bytes") > 0 }, 10*time.Second, 10*time.Millisecond)
+
+	// the hostile replica: 8 frames per Append, as a tailer's read queue
+	// would hand them over
+	var hostile [][]cursor.Event
+	for i := 0; i < frames; i += 8 {
+		var fs [][]byte
+		for j := i; j < i+8; j++ {
+			fs = append(fs, identity(t, "did:plc:hostile", fmt.Sprintf("%08d", j)+strings.Repeat("h", frameSize), int64(j+1)))
+		}
+		hostile = append(hostile, events(t, fs...))
+	}
+	var hostileDone atomic.Bool
+	hostileErr := make(chan error, 1)
+	go func() {
+		defer hostileDone.Store(true)
+		for _, evs := range hostile {
+			if _, err := l.Append(ctx, "hostile", -1, evs); err != nil {
+				hostileErr <- err
+				return
+			}
+		}
+		hostileErr <- nil
+	}()
+	// the normal replica: a sync, then commits 4 at a time
+	u, syncFrame := newUpstream(t, "alice.test")
+	want := []string{event(t, syncFrame).Rev}
+	normalErr := make(chan error, 1)
+	normal := [][]cursor.Event{events(t, syncFrame)}
+	for range commits / 4 {
+		var b [][]byte
+		for range 4 {
+			c := u.commit()
+			want = append(want, event(t, c).Rev)
+			b = append(b, c)
+		}
+		normal = append(normal, events(t, b...))
+	}
+	go func() {
+		for _, evs := range normal {
+			if _, err := l.Append(ctx, "r1", -1, evs); err != nil {
+				normalErr <- err
+				return
+			}
+		}
+		normalErr <- nil
+	}()
+
+	// with nothing delivered, the hostile replica waits for room
+	require.Eventually(t, func() bool {
+		return hostileDone.Load() || counter(t, reg, "pdsmux_log_budget_wait_seconds_total") > 0
+	}, time.Minute, 10*time.Millisecond)
+	require.False(t, hostileDone.Load(), "48 MB cannot be appended into a 32 MiB budget while nothing is delivered")
+	stream := streamBytes(t, srv)
+	t.Logf("waiting: stream %d bytes, used_memory %d", stream, redisMemory(t, srv, "used_memory"))
+	require.LessOrEqual(t, stream, int64(budget/4+budget/64), "what the reader has not read: a quarter of the budget (and Redis's overhead)")
+
+	close(resume)
+	require.NoError(t, <-hostileErr)
+	require.NoError(t, <-normalErr)
+	require.Eventually(t, func() bool {
+		readMu.Lock()
+		defer readMu.Unlock()
+		return len(got.hostile) == frames && len(got.commits) == len(want)
+	}, time.Minute, 10*time.Millisecond, "the reader gets every event")
+	readMu.Lock()
+	for _, rev := range want {
+		require.Equal(t, 1, got.commits[rev], "rev %s read once", rev)
+	}
+	for h, n := range got.hostile {
+		require.Equal(t, 1, n, "hostile frame %s read once", h)
+	}
+	readMu.Unlock()
+
+	peak, startup := redisMemory(t, srv, "used_memory_peak"), redisMemory(t, srv, "used_memory_startup")
+	t.Logf("Redis used_memory_peak %d bytes (startup %d) for a %d-byte budget; appends waited %.2f s",
+		peak, startup, budget, counter(t, reg, "pdsmux_log_budget_wait_seconds_total"))
+	require.LessOrEqual(t, peak, int64(budget)+startup, "Redis within the log's byte budget")
 }

@@ -1,7 +1,8 @@
 // Package cursor owns the merged, sequenced event log in Redis.
 //
 // Every event any replica streams is offered to Log.Append. One Lua script
-// per batch decides, atomically, whether the event is a duplicate (by the
+// call per batch (a batch of large frames in several, see budget.go)
+// decides, atomically, whether the event is a duplicate (by the
 // repo's last rev, or by a content hash for #identity/#account), whether a
 // #commit must wait for its missing predecessor (held), or whether it is
 // appended: it then gets the next seq, is written to a Redis stream with
@@ -10,8 +11,9 @@
 // to one Redis at once; the script keeps the log correct for both.
 //
 // The package also reads the log back (Range, Tail, Bounds), exposes the
-// per-repo state and held commits the repair loop needs, and trims by age
-// (never past the durable archive's position) and by a length cap.
+// per-repo state and held commits the repair loop needs, trims by age
+// (never past the durable archive's position) and by a length cap, and
+// keeps the log within a byte budget (RunBudget).
 //
 // It does not own transport (internal/tail reads replicas,
 // internal/fanout serves subscribers), repair decisions (internal/repair)

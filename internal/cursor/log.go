@@ -33,8 +33,9 @@ type Config struct {
 	DedupTTL    time.Duration // how long #identity/#account hashes are remembered
 	Retention   time.Duration // trim entries older than this
 	MaxEntries  int64         // cap on stream length, applied by Trim
-	// MaxBytes is the stream's byte budget in Redis (MEMORY USAGE), kept
-	// by RunBudget as entries are appended.
+	// MaxBytes is the log's byte budget in Redis: the stream (MEMORY
+	// USAGE), kept within half of it by RunBudget as entries are appended,
+	// and what is in flight to and from it (budget.go).
 	MaxBytes int64
 }
 
@@ -179,15 +180,22 @@ type Batch struct {
 	Released int // held commits appended because this batch completed their chain
 }
 
-// Append offers evs, all from replica, in one atomic step. If expect >= 0
-// it is the cursor this process last stored for replica; a lower stored
-// cursor means Redis lost writes and Append fails with
-// ErrCursorRegressed without changing anything. After success the
+// Append offers evs (at most MaxBatch), all from replica, in order. They
+// go to Redis in script calls of at most callBytes of frames each (a
+// 64th of Config.MaxBytes; a larger frame goes alone), so Redis never
+// holds a large batch in flight; each call is one atomic step that moves
+// the replica's stored cursor past its own events only (I3). If expect >=
+// 0 it is the cursor this process last stored for replica; a lower
+// stored cursor means Redis lost writes and Append fails with
+// ErrCursorRegressed (the call that found it changed nothing). An error
+// may leave the calls before the failing one appended, the stored cursor
+// past their events and no further. A call waits first while the log has
+// no room in its byte budget for it (RunBudget). After success the
 // replica's stored cursor is at least the highest UpstreamSeq in evs.
+// Results are in the order of evs.
 func (l *Log) Append(ctx context.Context, replica string, expect int64, evs []Event) (Batch, error) {
-	exp := ""
-	if expect >= 0 {
-		exp = strconv.FormatInt(expect, 10)
+	if len(evs) > MaxBatch {
+		return Batch{}, fmt.Errorf("cursor: batch of %d events exceeds %d", len(evs), MaxBatch)
 	}
 	codes := make([]string, len(evs))
 	for i := range evs {
@@ -196,8 +204,51 @@ func (l *Log) Append(ctx context.Context, replica string, expect int64, evs []Ev
 			codes[i] = "F"
 		}
 	}
-	return l.run(ctx, replica, exp, evs, codes)
+	var out Batch
+	for len(evs) > 0 {
+		n := l.callLen(evs)
+		exp := ""
+		if expect >= 0 {
+			exp = strconv.FormatInt(expect, 10)
+		}
+		b, err := l.run(ctx, replica, exp, evs[:n], codes[:n])
+		if err != nil {
+			return Batch{}, err
+		}
+		if out.Results == nil {
+			out = b
+		} else {
+			out.Results = append(out.Results, b.Results...)
+			out.Released += b.Released
+		}
+		if expect >= 0 { // the stored cursor is now at least the call's highest seq
+			for i := range evs[:n] {
+				expect = max(expect, evs[i].UpstreamSeq)
+			}
+		}
+		evs, codes = evs[n:], codes[n:]
+	}
+	return out, nil
 }
+
+// callLen is how many of evs (one at least) the next append call carries:
+// as many as fit in callBytes of frames.
+func (l *Log) callLen(evs []Event) int {
+	limit := l.cfg.callBytes()
+	size := frameBytes(&evs[0])
+	n := 1
+	for n < len(evs) {
+		size += frameBytes(&evs[n])
+		if size > limit {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// frameBytes is what ev costs the stream, about (entryCost of its frame).
+func frameBytes(ev *Event) int64 { return entryCost(int64(len(ev.Pre) + len(ev.Suf))) }
 
 // AppendRollback appends a #sync pdsmux built from a replica's signed head
 // whose rev is below the log's (a repo restored from backup), if the repo
@@ -290,14 +341,13 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 		args = append(args, codes[i], ev.DID, ev.Rev, ev.Since, ev.Commit, ev.Hash, ev.Pre, ev.Suf, useq, status)
 		keys = append(keys, l.k.hold(ev.DID), l.k.dedup(ev.Hash))
 	}
-	// a batch that would take the stream near its byte budget waits
-	// for room first (budget.go)
+	// a call waits for room in the byte budget first (budget.go)
 	var size int64
 	for i := range evs {
-		size += int64(len(evs[i].Pre) + len(evs[i].Suf) + entryOverhead)
+		size += frameBytes(&evs[i])
 	}
-	if l.nearBudget(size) {
-		l.keepBudget(ctx, size)
+	if err := l.room(ctx, size); err != nil {
+		return Batch{}, err
 	}
 	l.srcs.add(replica)
 	var res []int64
@@ -335,7 +385,7 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 		return Batch{}, fmt.Errorf("cursor: append script returned %d values for %d events", len(res), len(evs))
 	}
 	b := Batch{Results: make([]Result, len(evs)), Released: int(res[len(evs)])}
-	var added int64
+	var added, top int64
 	for i, code := range res[:len(evs)] {
 		var r Result
 		switch {
@@ -356,12 +406,16 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 		}
 		b.Results[i] = r
 		if r.Outcome == Appended {
-			added += int64(len(evs[i].Pre) + len(evs[i].Suf) + entryOverhead)
+			added += frameBytes(&evs[i])
+			top = max(top, r.Seq)
 		}
 		l.m.countOutcome(evs[i].Kind, r.Outcome)
 		raise(&l.seen, r.Seq)
 	}
 	l.m.addReleased(b.Released)
 	l.appended.Add(added)
+	// held commits this call released are appended too; their bytes are
+	// not known here, and the live stream reads past them with the rest
+	l.noteAppended(top, added)
 	return b, nil
 }

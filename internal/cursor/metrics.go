@@ -20,6 +20,7 @@ type Metrics struct {
 	maxBytes     prometheus.Gauge
 	logBytes     prometheus.Gauge
 	budgetTrims  prometheus.Counter
+	budgetWait   prometheus.Counter
 	waitTime     prometheus.Histogram
 	waitTimeouts prometheus.Counter
 	heldBack     prometheus.Gauge
@@ -78,14 +79,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	m.logBytes = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "pdsmux_log_bytes",
-		Help: "Bytes the merged log's stream takes in Redis (MEMORY USAGE), as last measured, after any trim then. Measured every 30 s and as appends near the budget.",
+		Help: "Bytes the merged log's stream takes in Redis (MEMORY USAGE), as last measured, after any trim then. Measured every 30 s and as appends bring it to half of --log-max-bytes.",
 	})
 	m.budgetTrims = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "pdsmux_log_budget_trimmed_total",
 		Help: "Entries trimmed from Redis to keep the log within --log-max-bytes (before --retention or --max-entries would have). Subscribers asking for them replay from the archive.",
 	})
+	m.budgetWait = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pdsmux_log_budget_wait_seconds_total",
+		Help: "Time appends waited because what this process appended and its live stream has not read yet took a quarter of --log-max-bytes. Growth means a replica sends faster than the log is read; that replica is read more slowly.",
+	})
 	reg.MustRegister(m.events, m.released, m.scriptTime, m.scriptErrors, m.readTime, m.retention, m.maxEntries,
-		m.maxBytes, m.logBytes, m.budgetTrims, m.waitTime, m.waitTimeouts, m.heldBack)
+		m.maxBytes, m.logBytes, m.budgetTrims, m.budgetWait, m.waitTime, m.waitTimeouts, m.heldBack)
 	for _, k := range []frame.Kind{frame.KindCommit, frame.KindSync, frame.KindIdentity, frame.KindAccount, frame.KindUnknown} {
 		for _, o := range outcomeNames {
 			m.events.WithLabelValues(k.String(), o)
@@ -134,6 +139,12 @@ func (m *Metrics) setLogBytes(n int64) {
 func (m *Metrics) budgetTrimmed(n int64) {
 	if m != nil {
 		m.budgetTrims.Add(float64(n))
+	}
+}
+
+func (m *Metrics) budgetWaited(d time.Duration) {
+	if m != nil {
+		m.budgetWait.Add(d.Seconds())
 	}
 }
 

@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math"
 	"sync"
@@ -50,7 +51,17 @@ type Keeper interface {
 	// and logged (the live stream does not wait for the database). In a
 	// replay an error ends it like an error of Archive.Range.
 	Recall(ctx context.Context, after, before int64, count int) ([]cursor.Entry, error)
+	// Epoch changes when Redis is restored after it lost entries
+	// (store.Archiver.Fence): what a read of the log issued before the
+	// change returned may be neither in the archive nor in the
+	// checkpoint, and is not sent; the reader reads again from what it
+	// sent last.
+	Epoch() int64
 }
+
+// errStale ends gated when the keeper's epoch moved since the entries
+// were read: the caller reads again.
+var errStale = errors.New("fanout: entries read before Redis was restored")
 
 // Broadcaster tails the log and delivers each new entry, prepared once,
 // to every joined subscriber.
@@ -104,6 +115,7 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 		b.mu.Lock()
 		after := b.last
 		b.mu.Unlock()
+		ep := b.epoch()
 		entries, err := b.src.Tail(ctx, after, tailBlock, b.sizer.Next())
 		if ctx.Err() != nil {
 			return nil
@@ -127,10 +139,12 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 		if b.keeper != nil && len(entries) > 0 && entries[0].Seq > after+1 {
 			b.recall(ctx, after, entries[0].Seq)
 		}
-		if err := b.gated(ctx, entries, b.await, func(e cursor.Entry) error {
+		if err := b.gated(ctx, entries, ep, b.await, func(e cursor.Entry) error {
 			b.deliver(msg{seq: e.Seq, wire: wsBinaryFrame(e.Frame)})
 			return nil
-		}); err != nil {
+		}); errors.Is(err, errStale) {
+			continue
+		} else if err != nil {
 			return nil // ctx ended
 		}
 	}
@@ -171,10 +185,11 @@ func (b *Broadcaster) recall(ctx context.Context, after, before int64) {
 }
 
 // gated calls send for each entry in order, each once the keeper lets it
-// through: await is the keeper's Await (b.await) or a wrapper of it. It
-// stops at the first error of await or send, or when ctx ends
-// (ctx.Err()).
-func (b *Broadcaster) gated(ctx context.Context, entries []cursor.Entry, await func(context.Context, int64) (int64, error), send func(cursor.Entry) error) error {
+// through: await is the keeper's Await (b.await) or a wrapper of it. ep
+// is the keeper's epoch when the entries were read (b.epoch): once it
+// moved, gated stops with errStale before sending another. It stops at
+// the first error of await or send, or when ctx ends (ctx.Err()).
+func (b *Broadcaster) gated(ctx context.Context, entries []cursor.Entry, ep int64, await func(context.Context, int64) (int64, error), send func(cursor.Entry) error) error {
 	w := int64(math.MinInt64)
 	for _, e := range entries {
 		for b.keeper != nil && e.Seq > w {
@@ -186,11 +201,22 @@ func (b *Broadcaster) gated(ctx context.Context, entries []cursor.Entry, await f
 				return err
 			}
 		}
+		if b.epoch() != ep {
+			return errStale
+		}
 		if err := send(e); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// epoch is the keeper's Epoch (0 without one).
+func (b *Broadcaster) epoch() int64 {
+	if b.keeper == nil {
+		return 0
+	}
+	return b.keeper.Epoch()
 }
 
 // await is the keeper's Await, for gated.

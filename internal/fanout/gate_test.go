@@ -34,6 +34,8 @@ func (g *watermark) Recall(context.Context, int64, int64, int) ([]cursor.Entry, 
 	return nil, nil
 }
 
+func (g *watermark) Epoch() int64 { return 0 }
+
 func (g *watermark) Await(ctx context.Context, seq int64) int64 {
 	for {
 		g.mu.Lock()

@@ -489,6 +489,7 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 	z := s.bc.newSizer(replayBatch) // a read's bytes bounded, like the broadcaster's
 	for {
 		after, count := sub.after, z.Next()
+		ep := s.bc.epoch()
 		entries, err := answering(ctx, s, sub, func(ctx context.Context) ([]cursor.Entry, error) {
 			return s.src.Range(ctx, after, count)
 		})
@@ -511,7 +512,7 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 				}
 			}
 		}
-		if err := s.bc.gated(ctx, entries, await, func(e cursor.Entry) error {
+		if err := s.bc.gated(ctx, entries, ep, await, func(e cursor.Entry) error {
 			if e.Seq <= sub.after {
 				return nil
 			}
@@ -521,7 +522,9 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 			s.m.sent("replay", len(e.Frame))
 			sub.after = e.Seq
 			return nil
-		}); err != nil {
+		}); errors.Is(err, errStale) {
+			continue // read again from what was sent
+		} else if err != nil {
 			return err
 		}
 		if int64(len(entries)) < count && s.bc.join(sub) {

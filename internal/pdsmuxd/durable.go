@@ -49,6 +49,11 @@ func (r *reconciler) Ready() <-chan struct{} { return r.ready }
 func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if lost {
+		// nothing read from the Redis that lost entries is archived or
+		// sent after this: the checkpoint below is all of it
+		r.arch.Fence()
+	}
 	if err := r.arch.Flush(ctx); err != nil {
 		return fmt.Errorf("writing what the archive has read before reconciling: %w", err)
 	}

@@ -66,9 +66,9 @@ func checkConsumer(t *testing.T, l *cursor.Log, f *consumer.Follower, want map[k
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return f.Last() >= b.Last }, within, 20*time.Millisecond,
 		"the consumer reaches the log's newest seq %d", b.Last)
-	seen := map[key]int{}
+	seen := map[key][]int64{}
 	var prev int64
-	var doubled []key
+	var doubled []string
 	for _, e := range f.Events() {
 		if e.Seq == 0 {
 			continue
@@ -77,10 +77,14 @@ func checkConsumer(t *testing.T, l *cursor.Log, f *consumer.Follower, want map[k
 		prev = e.Seq
 		if e.Kind == "commit" || e.Kind == "sync" {
 			k := key{e.DID, e.Rev}
-			if seen[k]++; seen[k] == 2 {
-				doubled = append(doubled, k)
+			if seen[k] = append(seen[k], e.Seq); len(seen[k]) == 2 {
+				doubled = append(doubled, fmt.Sprintf("%s %s", k.did, k.rev))
 			}
 		}
+	}
+	for i, d := range doubled {
+		f := strings.Fields(d)
+		doubled[i] = fmt.Sprintf("%s at seqs %v", d, seen[key{f[0], f[1]}])
 	}
 	require.Empty(t, doubled, "(did, rev) doubled at the consumer")
 	t.Logf("consumer: %d distinct (did, rev), each once, seq increasing, over %d sessions", len(seen), f.Sessions())

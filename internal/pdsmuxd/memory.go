@@ -22,9 +22,10 @@ type memory struct {
 	Budget int64 // pdsmux and its Redis log together
 	// GoLimit is the Go heap's soft limit (GOMEMLIMIT): half the budget.
 	GoLimit int64
-	// LogBytes is the Redis stream's budget: a quarter. The last quarter
-	// is Redis's other state and overhead, and Go's memory outside its
-	// heap.
+	// LogBytes is the log's budget in Redis, the stream and what is in
+	// flight to and from it (cursor/budget.go): a quarter. The last
+	// quarter is Redis's other state and overhead, and Go's memory
+	// outside its heap.
 	LogBytes int64
 	// ReplicaQueueBytes: a 32nd, per replica.
 	ReplicaQueueBytes int64
@@ -36,8 +37,8 @@ type memory struct {
 	BatchBytes int64
 	// ArchiveBytes bounds what the archive has read and not yet written:
 	// an eighth of the log's budget, since Redis keeps those entries too
-	// (the byte budget does not drop them), so the log may pass its
-	// budget by this much while the database is slow.
+	// (the byte budget does not drop them): with what the live stream has
+	// not read (a quarter), they fit in the half the stream is kept to.
 	ArchiveBytes int64
 }
 

@@ -331,7 +331,8 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	// archive is more than its buffer behind (the database down): then
 	// what the budget drops before the archive reads it is recorded as an
 	// archive hole (pdsmux_archive_lost_total). At its budget it asks the
-	// archive to write now.
+	// archive to write now. Appends wait while what the live stream has
+	// not read (above the broadcaster's head) fills it.
 	run("log byte budget", func(ctx context.Context) error {
 		return rt.events.RunBudget(ctx, func() int64 {
 			h, b := rt.bc.Head(), rt.arch.TrimBound()
@@ -339,7 +340,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 				rt.arch.Kick()
 			}
 			return min(h, b)
-		})
+		}, rt.bc.Head)
 	})
 	run("repair", afterReconcile(rt.repair.Run))
 	run("crawl", rt.crawl.Run)
@@ -397,7 +398,7 @@ func (rt *Runtime) trimLoop(ctx context.Context) error {
 			}
 			if over > rt.s.MaxEntries/10 && time.Since(overWarned) > time.Hour {
 				overWarned = time.Now()
-				rt.log.Warn("the log holds more entries than --max-entries because subscribers have not had them yet (delivery held back, e.g. for --redis-wait-replicas); they are kept, and Redis grows until they are delivered",
+				rt.log.Warn("the log holds more entries than --max-entries because subscribers have not had them yet (delivery held back, e.g. for --redis-wait-replicas); they are kept (appends wait once a quarter of --log-max-bytes is undelivered)",
 					"component", "trim", "over", over, "max_entries", rt.s.MaxEntries)
 			}
 		}

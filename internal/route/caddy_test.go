@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/loopback"
+	"github.com/pdsmux/pdsmux/internal/pdsmuxd"
 	"github.com/pdsmux/pdsmux/internal/route"
 )
 
@@ -91,6 +92,8 @@ func startRouter(t *testing.T, addr string, h http.Handler) *http.Server {
 	require.NoError(t, err)
 	mux := http.NewServeMux()
 	mux.Handle(route.Path, h)
+	// Caddy's liveness check of pdsmux (the Caddyfile's health_uri)
+	mux.HandleFunc("GET "+pdsmuxd.AlivePath, func(http.ResponseWriter, *http.Request) {})
 	srv := &http.Server{Handler: mux}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })

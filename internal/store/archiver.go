@@ -87,7 +87,28 @@ type Archiver struct {
 
 	durable atomic.Int64 // the store's high-water mark as last written or read
 	flushMu sync.Mutex
+	// epoch counts Fences: a read of the log issued in an older epoch is
+	// not accepted (changed under mu, read by Epoch without it)
+	epoch atomic.Int64
 }
+
+// Fence starts a new epoch: what any read of the log issued before it
+// returns is never accepted, and readers that gate on this Archiver
+// (fanout.Keeper.Epoch) do not send what they read before it. The
+// daemon fences before it restores a Redis that lost entries and then
+// flushes: the checkpoint it restores from is then everything the
+// Archiver accepted, and no entry from the lost Redis that a slow
+// in-flight read still returns can be sent or archived after it, to
+// come back again under a new seq when the replicas are re-read (seen
+// under load after a FLUSHALL: 5 (did, rev) sent twice).
+func (a *Archiver) Fence() {
+	a.mu.Lock()
+	a.epoch.Add(1)
+	a.mu.Unlock()
+}
+
+// Epoch is the number of Fences so far.
+func (a *Archiver) Epoch() int64 { return a.epoch.Load() }
 
 // NewArchiver returns an Archiver that reads src into st. Run starts it.
 func NewArchiver(st *Store, src Log, cfg ArchiverConfig, m *Metrics, logger *slog.Logger) *Archiver {
@@ -372,6 +393,7 @@ func (a *Archiver) readLoop(ctx context.Context) {
 			continue
 		}
 		count := z.Next()
+		ep := a.Epoch()
 		es, err := a.src.Tail(ctx, after, readBlock, count)
 		z.Observe(es)
 		if ctx.Err() != nil {
@@ -406,16 +428,19 @@ func (a *Archiver) readLoop(ctx context.Context) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		after = a.accept(es, after, count)
+		after = a.accept(es, after, count, ep)
 	}
 }
 
 // accept buffers the leading entries of es (a read of count) that fit (at
 // least one into an empty buffer, however large) and returns the new read
 // position. The rest is read again later.
-func (a *Archiver) accept(es []cursor.Entry, after, count int64) int64 {
+func (a *Archiver) accept(es []cursor.Entry, after, count, ep int64) int64 {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if ep != a.epoch.Load() {
+		return after // read before a Fence: read again
+	}
 	k := 0
 	for k < len(es) && (a.bufBytes == 0 || a.bufBytes+len(es[k].Frame) <= a.budget) {
 		a.buf = append(a.buf, item{Entry: es[k]})

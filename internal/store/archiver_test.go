@@ -8,6 +8,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,7 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 // writes until restore (backend.startFaulty).
 type rig struct {
 	t            *testing.T
+	redis        *redisserver.Server
 	log          *cursor.Log
 	cut, restore func()
 	st           *store.Store
@@ -60,7 +62,7 @@ func newRig(t *testing.T, b backend, lcfg cursor.Config, acfg store.ArchiverConf
 	st := open(t, url)
 	reg := prometheus.NewRegistry()
 	m := store.NewMetrics(reg)
-	r := &rig{t: t, log: l, cut: cut, restore: restore, st: st, reg: reg, m: m, arch: store.NewArchiver(st, l, acfg, m, quiet)}
+	r := &rig{t: t, redis: rs, log: l, cut: cut, restore: restore, st: st, reg: reg, m: m, arch: store.NewArchiver(st, l, acfg, m, quiet)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = r.arch.Run(ctx); close(done) }()
@@ -311,4 +313,63 @@ func awaitThenFlushMakesDeliveredDurable(t *testing.T, b backend) {
 	require.Equal(t, seqs, r.archived())
 	require.Equal(t, last, r.arch.Durable())
 	require.Equal(t, seqs[10:20], recall(seqs[9], seqs[20]), "recalled from the store")
+}
+
+// heldTail passes the log's reads on, but while hold is set it hands
+// each non-empty one to got and returns it only once release is closed:
+// a read in flight while Redis is restored.
+type heldTail struct {
+	store.Log
+	hold    atomic.Bool
+	got     chan []cursor.Entry
+	release chan struct{}
+}
+
+func (h *heldTail) Tail(ctx context.Context, after int64, block time.Duration, count int64) ([]cursor.Entry, error) {
+	es, err := h.Log.Tail(ctx, after, block, count)
+	if len(es) > 0 && h.hold.Load() {
+		h.got <- es
+		<-h.release
+	}
+	return es, err
+}
+
+// A read that returns entries from a Redis that is then lost and restored
+// (the daemon fences before it flushes and restores) is not accepted: the
+// entries are neither archived nor let through Await, so they cannot be
+// sent after the checkpoint was taken without them and then come back
+// under new seqs. Without the fence they were accepted.
+func TestArchiver_ReadInFlightAcrossAFenceIsDropped(t *testing.T) {
+	r := newRig(t, backends[0], cursor.Config{}, store.ArchiverConfig{FlushInterval: time.Hour})
+	r.stop() // the rig's archiver reads the log directly; this one is held
+	ctx := context.Background()
+	src := &heldTail{Log: r.log, got: make(chan []cursor.Entry, 1), release: make(chan struct{})}
+	src.hold.Store(true)
+	arch := store.NewArchiver(r.st, src, store.ArchiverConfig{FlushInterval: time.Hour}, r.m, quiet)
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = arch.Run(actx); close(done) }()
+	var once sync.Once
+	release := func() { once.Do(func() { src.hold.Store(false); close(src.release) }) }
+	t.Cleanup(func() { release(); cancel(); <-done })
+
+	r.appendN(5, 200)
+	in := <-src.got
+	require.NotEmpty(t, in, "the read is in flight")
+	before := arch.Epoch()
+	arch.Fence()
+	require.Equal(t, before+1, arch.Epoch())
+	require.NoError(t, r.redis.Client().FlushAll(ctx).Err()) // Redis loses them
+	release()
+
+	wctx, wcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer wcancel()
+	require.Less(t, arch.Await(wctx, in[0].Seq), in[0].Seq, "nothing of the stale read let through")
+	require.NoError(t, arch.Flush(ctx))
+	hw, err := r.st.HighWater(ctx)
+	require.NoError(t, err)
+	require.Zero(t, hw, "nothing of the stale read archived")
+	es, err := arch.Recall(ctx, 0, math.MaxInt64, 100)
+	require.NoError(t, err)
+	require.Empty(t, es)
 }

@@ -49,8 +49,11 @@ const (
 type Sink interface {
 	// Cursor returns where to resume the replica.
 	Cursor(ctx context.Context, replica string) (cursor.ReplicaCursor, error)
-	// Append records events and moves the replica's stored cursor past
-	// them, atomically; see cursor.Log.Append for expect.
+	// Append records events in order and moves the replica's stored
+	// cursor past them, never past an event not yet recorded (one or
+	// more atomic steps); see cursor.Log.Append for expect and for what
+	// an error leaves. It may wait for the log's readers (its byte
+	// budget): this replica is then not read meanwhile.
 	Append(ctx context.Context, replica string, expect int64, evs []cursor.Event) (cursor.Batch, error)
 	// ResetCursor forgets the replica's cursor.
 	ResetCursor(ctx context.Context, replica string) error
