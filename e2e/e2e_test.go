@@ -55,7 +55,8 @@ func TestE2E_SplitReplicas(t *testing.T) {
 	// every write the other replica took, so this suite cannot pass by
 	// accident.
 	s.caddy.Stop(10 * time.Second)
-	direct, err := s.env.Caddy("caddy-direct", s.caddyPort, s.replicaAddrs()[0], s.replicaAddrs())
+	direct, err := s.env.Caddy("caddy-direct", s.caddyPort, s.replicaAddrs()[0], s.replicaAddrs(),
+		"PDSMUX_ALIVE_URI=/xrpc/_health") // the replica has no pdsmux liveness path
 	require.NoError(t, err)
 	defer direct.Stop(5 * time.Second)
 	control, err := s.env.Relay("relay-direct", fmt.Sprintf("localhost:%d", s.caddyPort), s.plcURL)

@@ -276,15 +276,16 @@ func (e *Env) PDS(name, dataDir, plcURL, publicURL string, sec PDSSecrets) (*PDS
 // Caddy runs the repository's Caddyfile on 127.0.0.1:port in front of
 // pdsmux and the replicas. pdsmuxAddr is PDSMUX_UPSTREAM: one host:port,
 // or several separated by spaces (an HA pair, docs/ha.md).
-func (e *Env) Caddy(name string, port int, pdsmuxAddr string, replicaAddrs []string) (*Proc, error) {
+func (e *Env) Caddy(name string, port int, pdsmuxAddr string, replicaAddrs []string, extraEnv ...string) (*Proc, error) {
 	p, err := e.Start(name, e.Deps.Caddy, []string{"run", "--adapter", "caddyfile", "--config", filepath.Join(RepoRoot(), "Caddyfile")},
-		fmt.Sprintf("PDS_SITE=:%d", port),
-		"CADDY_BIND=127.0.0.1",
-		"PDSMUX_UPSTREAM="+pdsmuxAddr,
-		"REPLICA_UPSTREAMS="+strings.Join(replicaAddrs, " "),
-		"HEALTH_INTERVAL=1s",
-		"XDG_DATA_HOME="+filepath.Join(e.Dir, name+"-data"),
-		"XDG_CONFIG_HOME="+filepath.Join(e.Dir, name+"-config"),
+		append([]string{fmt.Sprintf("PDS_SITE=:%d", port),
+			"CADDY_BIND=127.0.0.1",
+			"PDSMUX_UPSTREAM=" + pdsmuxAddr,
+			"REPLICA_UPSTREAMS=" + strings.Join(replicaAddrs, " "),
+			"HEALTH_INTERVAL=1s",
+			"XDG_DATA_HOME=" + filepath.Join(e.Dir, name+"-data"),
+			"XDG_CONFIG_HOME=" + filepath.Join(e.Dir, name+"-config"),
+		}, extraEnv...)...,
 	)
 	if err != nil {
 		return nil, err
