@@ -47,7 +47,7 @@ func openFile(ctx context.Context, raw, name string, u *url.URL) (*fileBackend, 
 	}
 	b := &fileBackend{db: sql.OpenDB(conn)}
 	b.db.SetMaxOpenConns(1)
-	for _, p := range []string{"PRAGMA busy_timeout=10000", "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"} {
+	for _, p := range []string{fmt.Sprintf("PRAGMA busy_timeout=%d", busyWait.Milliseconds()), "PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL"} {
 		// switching to WAL takes the file's exclusive lock, and a busy
 		// one fails at once, not after busy_timeout: another process is
 		// opening it too (an HA pair on one host)
@@ -62,7 +62,7 @@ func openFile(ctx context.Context, raw, name string, u *url.URL) (*fileBackend, 
 			sep = "&"
 		}
 		// modernc.org/sqlite applies _pragma to every connection
-		if b.rd, err = sql.Open("sqlite", raw+sep+"_pragma=busy_timeout(10000)&_pragma=query_only(1)"); err != nil {
+		if b.rd, err = sql.Open("sqlite", raw+sep+fmt.Sprintf("_pragma=busy_timeout(%d)&_pragma=query_only(1)", busyWait.Milliseconds())); err != nil {
 			b.db.Close()
 			return nil, fmt.Errorf("store %s: %w", name, err)
 		}
@@ -134,16 +134,14 @@ func retryBusy(ctx context.Context, f func() error) error {
 		if err == nil || !isBusy(err) || time.Now().After(deadline) {
 			return err
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, time.Duration(10+rand.IntN(40))*time.Millisecond) {
 			return err
-		case <-time.After(time.Duration(10+rand.IntN(40)) * time.Millisecond):
 		}
 	}
 }
 
-// busyWait is how long a write waits for another process's lock, as
-// PRAGMA busy_timeout below.
+// busyWait is how long a write waits for another process's lock: SQLite's
+// busy_timeout on every connection, and retryBusy's bound.
 const busyWait = 10 * time.Second
 
 // isBusy reports whether err is SQLite's SQLITE_BUSY, any extended code
