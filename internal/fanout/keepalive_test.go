@@ -84,6 +84,44 @@ func TestSubscribe_SilentPeerIsDropped(t *testing.T) {
 	require.Eventually(t, func() bool { return s.srv.Subscribers() == 1 }, 5*time.Second, 10*time.Millisecond)
 	require.Eventually(t, func() bool { return s.srv.Subscribers() == 0 }, 5*time.Second, 10*time.Millisecond,
 		"a peer that never answers must be dropped")
+	// counted and logged like a write timing out (before, its read
+	// deadline passing ended the session without a word)
+	require.EqualValues(t, 1, counterValue(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
+	require.Contains(t, s.logs.String(), "dropped a subscriber that took nothing off its socket")
+}
+
+// A read the session needs failing mid-replay (Redis gone) ends it with
+// an InternalError frame, a metric and a log line naming the error: the
+// subscriber knows to reconnect with its cursor, and what it was sent
+// before is a prefix of the log (before, the socket was closed without a
+// word, like a crash).
+func TestSubscribe_ReadFailingMidReplayIsSaid(t *testing.T) {
+	s := newStack(t, fanout.Config{})
+	backlog := s.append(1500) // three replay reads of 500
+	conn, _, err := websocket.DefaultDialer.Dial(strings.Replace(s.url, "http", "ws", 1)+
+		"/xrpc/com.atproto.sync.subscribeRepos?cursor="+fmt.Sprint(s.base[len(s.base)-1]), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	var got []int64
+	for {
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(30*time.Second)))
+		_, b, err := conn.ReadMessage()
+		require.NoError(t, err, "the session ends with an error frame, after %d frames", len(got))
+		in, err := frame.Parse(b, 0)
+		require.NoError(t, err)
+		if in.Kind == frame.KindError {
+			require.Equal(t, "InternalError", in.Name)
+			break
+		}
+		got = append(got, in.Seq)
+		if len(got) == 1 {
+			s.redis.Kill() // the replay's next read of the log fails
+		}
+	}
+	require.Less(t, len(got), len(backlog), "the replay did not finish")
+	require.Equal(t, backlog[:len(got)], got, "what was sent is the log's prefix, in order")
+	require.EqualValues(t, 1, counterValue(t, s.reg, "pdsmux_subscriber_read_errors_total"))
+	require.Contains(t, s.logs.String(), "a read it needed failed")
 }
 
 // stream reads frames off a subscriber's socket, counting seqs and

@@ -15,6 +15,7 @@ type Metrics struct {
 	liveBytes   prometheus.Counter
 	tooSlowN    prometheus.Counter
 	stalledN    prometheus.Counter
+	readFailedN prometheus.Counter
 	requests    *prometheus.CounterVec
 	head        prometheus.Gauge
 	tailErrors  prometheus.Counter
@@ -46,7 +47,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		stalledN: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pdsmux_subscriber_write_timeouts_total",
-			Help: "Subscribers closed because a write to them timed out: they took nothing off their socket for two ping intervals plus the time a reader at 64 KiB/s needs for what they had not shown they read (no close frame). They reconnect with their cursor. A queue overflow is ConsumerTooSlow instead.",
+			Help: "Subscribers closed because they showed no sign of life (a write to them timed out, or no pong or message came) for two ping intervals plus the time a reader at 64 KiB/s needs for what they had not shown they read (no close frame). They reconnect with their cursor. A queue overflow is ConsumerTooSlow instead.",
+		}),
+		readFailedN: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "pdsmux_subscriber_read_errors_total",
+			Help: "Subscriber sessions ended because a read of the log (Redis) or the archive they needed failed mid-session (logged with the error). They get an InternalError frame and reconnect with their cursor; nothing they were sent is lost.",
 		}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdsmux_subscribe_requests_total",
@@ -90,7 +95,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, c := range []string{"recall_failed", "replay_crossed_trim"} {
 		m.gaps.WithLabelValues(c)
 	}
-	reg.MustRegister(m.subscribers, m.frames, m.bytes, m.tooSlowN, m.stalledN, m.requests, m.head, m.tailErrors, m.batchBytes, m.gaps, subQueued)
+	reg.MustRegister(m.subscribers, m.frames, m.bytes, m.tooSlowN, m.stalledN, m.readFailedN, m.requests, m.head, m.tailErrors, m.batchBytes, m.gaps, subQueued)
 	return m
 }
 
@@ -111,6 +116,12 @@ func (m *Metrics) sentLive(frames int, bytes int64) {
 	if m != nil {
 		m.liveFrames.Add(float64(frames))
 		m.liveBytes.Add(float64(bytes))
+	}
+}
+
+func (m *Metrics) readFailed() {
+	if m != nil {
+		m.readFailedN.Inc()
 	}
 }
 

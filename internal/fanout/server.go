@@ -301,7 +301,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// closes, whatever it waits on (the archive, Redis, the queue).
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	go s.readLoop(sub, func() { cancel(nil) })
+	go s.readLoop(sub, cancel)
 	go func() {
 		select {
 		case <-s.closing:
@@ -310,6 +310,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	err = s.serve(ctx, sub, cursorArg)
+	if cause := context.Cause(ctx); err != nil && errors.Is(cause, errStalled) {
+		err = cause
+	}
 	switch {
 	case errors.Is(err, errStalled):
 		// nothing more is written: the socket may hold part of a frame
@@ -322,6 +325,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, errClosed) || context.Cause(ctx) == errClosed:
 		_ = conn.WriteControl(websocket.CloseMessage,
 			websocket.FormatCloseMessage(websocket.CloseGoingAway, "pdsmux shutting down"), time.Now().Add(time.Second))
+	case err != nil && ctx.Err() == nil:
+		// a read of the log or the archive failed mid-session: say so, to
+		// the operator and to the subscriber, who reconnects with its
+		// cursor (nothing it was sent is lost)
+		s.m.readFailed()
+		s.log.Warn("ended a subscriber's session: a read it needed failed; it may reconnect with its cursor",
+			"after", sub.after, "err", err, "user_agent", truncate(r.UserAgent(), 100))
+		s.writeFinal(sub, frame.ErrorFrame("InternalError", "pdsmux could not read the events after your position; reconnect with your cursor"))
 	}
 }
 
@@ -344,8 +355,7 @@ func (s *Server) writeFinal(sub *subscriber, b []byte) {
 
 // readLoop consumes control frames until the peer leaves. It never
 // writes: pings are handed to the writer, and a close ends the session.
-func (s *Server) readLoop(sub *subscriber, cancel context.CancelFunc) {
-	defer cancel()
+func (s *Server) readLoop(sub *subscriber, cancel context.CancelCauseFunc) {
 	conn := sub.conn
 	sub.extend()
 	conn.SetPongHandler(func(data string) error {
@@ -363,6 +373,9 @@ func (s *Server) readLoop(sub *subscriber, cancel context.CancelFunc) {
 	conn.SetCloseHandler(func(int, string) error { return nil })
 	for {
 		if _, _, err := conn.NextReader(); err != nil {
+			// a read deadline passed: the peer showed no sign of life
+			// for its window (see window), as a write timing out does
+			cancel(stalled(err))
 			return
 		}
 		sub.extend()
