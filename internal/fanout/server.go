@@ -280,6 +280,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.m.request("upgrade_failed")
 		return
 	}
+	s.log.Info("subscriber connected", "cursor", r.URL.Query().Get("cursor"), "user_agent", truncate(r.UserAgent(), 100))
 	sub := s.newSubscriber(conn)
 	defer sub.ping.Stop()
 	s.mu.Lock()
