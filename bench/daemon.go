@@ -22,11 +22,17 @@ type variant struct {
 	// wait: pdsmux with a second redis-server replicating the first and
 	// --redis-wait-replicas 1 (docs/ha.md), to price the replication wait
 	wait bool
+	// args: further pdsmux flags (a variant off its defaults, to price a
+	// default)
+	args []string
 }
 
 var (
-	vPdsmux   = variant{id: "pdsmux", label: "pdsmux"}
-	vWait     = variant{id: "pdsmux-wait", label: "pdsmux, Redis replica + wait", wait: true}
+	vPdsmux = variant{id: "pdsmux", label: "pdsmux"}
+	vWait   = variant{id: "pdsmux-wait", label: "pdsmux, Redis replica + wait", wait: true}
+	// vNoSig prices the door's signature check, the largest share of
+	// pdsmux's CPU at saturation (docs/configuration.md)
+	vNoSig    = variant{id: "pdsmux-nosig", label: "pdsmux, signatures unchecked", args: []string{"--verify-commit-signatures=false"}}
 	vDisk     = variant{id: "rb-disk", label: "rainbow disk", rainbow: true, persist: "disk"}
 	vTmpfs    = variant{id: "rb-tmpfs", label: "rainbow tmpfs", rainbow: true, persist: "tmpfs"}
 	vMemory   = variant{id: "rb-memory", label: "rainbow memory", rainbow: true, persist: "memory"}
