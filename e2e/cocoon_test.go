@@ -109,9 +109,6 @@ func cocoonModelToRelay(t *testing.T, kill bool) {
 	}
 	require.Eventually(t, func() bool { return len(missing()) == 0 }, 90*time.Second, 200*time.Millisecond,
 		"posts never delivered to the relay's firehose as #commit creates")
-	for r, n := range fh.Records() {
-		require.Equal(t, 1, n, "record %v delivered to the relay's firehose %d times", r, n)
-	}
 	rc := loopback.NewClient(relay.URL)
 	for _, a := range accounts {
 		require.Eventually(t, func() bool {
@@ -139,6 +136,9 @@ func cocoonModelToRelay(t *testing.T, kill bool) {
 		}
 	}
 	require.Zero(t, syncs, "no repo here is over one commit's limits: no repair may fall back to #sync")
+	// The subscribes to the restarted pdsmux so far: the relay's (the
+	// test's own comes next).
+	cursors := subscribeCursors(t, mux.Log)
 	// pdsmux's own firehose, read from the start: every #commit and #sync
 	// (did, rev) once, whatever the relay does with them.
 	own, _, err := consumer.Dial(context.Background(), "http://"+mux.Addr, 0)
@@ -174,7 +174,6 @@ func cocoonModelToRelay(t *testing.T, kill bool) {
 			relaySyncs[e.DID+" "+e.Rev]++
 		}
 	}
-	cursors := subscribeCursors(t, mux.Log)
 	repeats := 0
 	for k, n := range relaySyncs {
 		if n == 1 {
@@ -191,6 +190,10 @@ func cocoonModelToRelay(t *testing.T, kill bool) {
 	t.Logf("relay firehose #sync: %d distinct (did, rev), %d of them twice (asked again after the restart, cursors %v)", len(relaySyncs), repeats, cursors)
 	require.Equal(t, nAccounts-lostCreations, len(relaySyncs),
 		"the only #sync events are the account creations the replicas streamed; another one is a repair that fell back")
+	// last, so a copy that came late is counted too
+	for r, n := range fh.Records() {
+		require.Equal(t, 1, n, "record %v delivered to the relay's firehose %d times", r, n)
+	}
 }
 
 // subscribeCursors are the cursors of the subscribeRepos requests pdsmux

@@ -13,4 +13,8 @@ var (
 	// errStopped wraps why a wait for a read ended the session before the
 	// read returned (see answering).
 	errStopped = errors.New("fanout: session ended during a read")
+	// errRead marks a failed read of the log or the archive that a
+	// session needed (not a write to the peer, nor the session ending
+	// during the read).
+	errRead = errors.New("fanout: read failed")
 )

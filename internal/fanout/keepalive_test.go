@@ -1,7 +1,9 @@
 package fanout_test
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -302,4 +304,68 @@ func labeledCounter(t *testing.T, reg *prometheus.Registry, name, label, value s
 	}
 	t.Fatalf("no %s{%s=%q}", name, label, value)
 	return 0
+}
+
+// A subscriber that goes away mid-replay (a relay killed: its kernel
+// resets the connection) is no read error: nothing is counted or logged
+// as one (before, a write failing on the reset socket was reported as a
+// failed read of the log, at warn).
+func TestSubscribe_PeerResettingMidReplayIsNoReadError(t *testing.T) {
+	// small socket buffers both ways: the writer is in the middle of a
+	// write when the reset comes
+	s := newStackOn(t, fanout.Config{}, nil, tinySendBuffers{tu.Listen(t)})
+	s.append(3000)
+	for range 5 {
+		conn := dialTinyBuffer(t, s.url, "?cursor="+fmt.Sprint(s.base[len(s.base)-1]))
+		for range 100 {
+			_, _, err := conn.ReadMessage()
+			require.NoError(t, err)
+		}
+		require.NoError(t, conn.UnderlyingConn().(*net.TCPConn).SetLinger(0)) // close with a reset
+		require.NoError(t, conn.Close())
+		require.Eventually(t, func() bool { return s.srv.Subscribers() == 0 }, 10*time.Second, 10*time.Millisecond)
+	}
+	require.Zero(t, counterValue(t, s.reg, "pdsmux_subscriber_read_errors_total"))
+	require.NotContains(t, s.logs.String(), "a read it needed failed")
+}
+
+// A server shutting down while a slow reader replays a backlog that
+// fills the socket buffers gives it the going-away close (1001) once it
+// has read what was sent before: the close frame waits its turn, and the
+// socket is not closed under the peer's own close (before, the client
+// got a connection reset after a 1 s close deadline: the reset discarded
+// the frames it had not read, the close frame with them).
+func TestSubscribe_ShutdownGivesASlowReaderGoingAway(t *testing.T) {
+	// frequent pings: the reader's pongs keep coming after the close
+	s := newStack(t, fanout.Config{PingInterval: 100 * time.Millisecond})
+	s.append(4000)
+	conn, _, err := websocket.DefaultDialer.Dial(strings.Replace(s.url, "http", "ws", 1)+
+		"/xrpc/com.atproto.sync.subscribeRepos?cursor="+fmt.Sprint(s.base[len(s.base)-1]), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	closed := make(chan error, 1)
+	pace := time.NewTicker(time.Millisecond)
+	defer pace.Stop()
+	frames := 0
+	for {
+		<-pace.C
+		require.NoError(t, conn.SetReadDeadline(time.Now().Add(30*time.Second)))
+		_, _, err := conn.ReadMessage()
+		if err != nil {
+			var ce *websocket.CloseError
+			require.ErrorAs(t, err, &ce, "after %d frames", frames)
+			require.Equal(t, websocket.CloseGoingAway, ce.Code)
+			break
+		}
+		frames++
+		if frames == 200 {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				closed <- s.srv.Close(ctx)
+			}()
+		}
+	}
+	require.NoError(t, <-closed, "the server closed within its context")
+	t.Logf("going-away close after %d frames", frames)
 }

@@ -144,6 +144,9 @@ type subscriber struct {
 	// for, 0 when none (see crossing).
 	told int64
 	done chan struct{}
+	// left is closed when readLoop ends: the peer closed, went away, or
+	// its socket was closed.
+	left chan struct{}
 	// pings carries the peer's pings to the writer goroutine: it alone
 	// writes to the socket, so raw frame writes never interleave with a
 	// pong.
@@ -166,7 +169,7 @@ type subscriber struct {
 // newSubscriber is the state of one upgraded connection; its ping ticker
 // runs from now on (stop it when the subscriber leaves).
 func (s *Server) newSubscriber(conn *websocket.Conn) *subscriber {
-	return &subscriber{conn: conn, q: newQueue(s.cfg.QueueLen, s.cfg.QueueBytes), done: make(chan struct{}), pings: make(chan string, 1),
+	return &subscriber{conn: conn, q: newQueue(s.cfg.QueueLen, s.cfg.QueueBytes), done: make(chan struct{}), left: make(chan struct{}), pings: make(chan string, 1),
 		ping: time.NewTicker(s.cfg.PingInterval), idle: 2 * s.cfg.PingInterval}
 }
 
@@ -252,7 +255,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		v, err := strconv.ParseInt(c, 10, 64)
 		if err != nil || v < 0 {
 			s.m.request("bad_cursor")
-			xrpcerr.Write(w, http.StatusBadRequest, "InvalidRequest", fmt.Sprintf("cursor must be a non-negative integer, got %q", c))
+			xrpcerr.Write(w, http.StatusBadRequest, "InvalidRequest", fmt.Sprintf("cursor must be a non-negative integer, got %q", truncate(c, 64)))
 			return
 		}
 		cursorArg = v
@@ -322,18 +325,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"after", sub.after, "sent_bytes", sub.written.Load(), "proved_read_bytes", sub.read.Load(), "idle", sub.idle,
 			"user_agent", truncate(r.UserAgent(), 100))
 	case errors.Is(err, ErrTooSlow):
-		s.writeFinal(sub, frame.ErrorFrame(frame.ErrNameConsumerTooSlow, fmt.Sprintf("subscriber fell more than %d frames or %d bytes behind", s.cfg.QueueLen, s.cfg.QueueBytes)))
+		s.writeFinal(sub, frame.ErrorFrame(frame.ErrNameConsumerTooSlow, fmt.Sprintf("subscriber fell more than %d frames or %d bytes behind", s.cfg.QueueLen, s.cfg.QueueBytes)), websocket.ClosePolicyViolation)
 	case errors.Is(err, errClosed) || context.Cause(ctx) == errClosed:
-		_ = conn.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(websocket.CloseGoingAway, "pdsmux shutting down"), time.Now().Add(time.Second))
-	case err != nil && ctx.Err() == nil:
+		s.closeSession(sub, websocket.CloseGoingAway, "pdsmux shutting down")
+	case errors.Is(err, errRead):
 		// a read of the log or the archive failed mid-session: say so, to
 		// the operator and to the subscriber, who reconnects with its
 		// cursor (nothing it was sent is lost)
 		s.m.readFailed()
 		s.log.Warn("ended a subscriber's session: a read it needed failed; it may reconnect with its cursor",
 			"after", sub.after, "err", err, "user_agent", truncate(r.UserAgent(), 100))
-		s.writeFinal(sub, frame.ErrorFrame("InternalError", "pdsmux could not read the events after your position; reconnect with your cursor"))
+		s.writeFinal(sub, frame.ErrorFrame("InternalError", "pdsmux could not read the events after your position; reconnect with your cursor"), websocket.CloseInternalServerErr)
+	case err != nil:
+		// the peer left (a reset, a write to a closed socket)
+		s.log.Debug("a subscriber's session ended", "after", sub.after, "err", err)
 	}
 }
 
@@ -345,18 +350,45 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// writeFinal sends an error frame and a close, after which the session
-// ends.
-func (s *Server) writeFinal(sub *subscriber, b []byte) {
+// writeFinal sends an error frame and a close with code, after which the
+// session ends.
+func (s *Server) writeFinal(sub *subscriber, b []byte, code int) {
 	sub.sending(int64(len(b)))
 	_ = sub.conn.SetWriteDeadline(sub.deadline())
-	_ = sub.conn.WriteMessage(websocket.BinaryMessage, b)
-	_ = sub.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, ""), time.Now().Add(time.Second))
+	if sub.conn.WriteMessage(websocket.BinaryMessage, b) == nil {
+		s.closeSession(sub, code, "")
+	}
+}
+
+// closeLinger bounds how long a closing session waits for the peer's
+// close frame, once its own is written.
+const closeLinger = 5 * time.Second
+
+// closeSession ends a session with the websocket close handshake: the
+// close frame gets the peer's liveness window to be written (a slow
+// reader has megabytes in the socket buffers before it), then the peer's
+// answer (or its leaving) is awaited for up to closeLinger. Closing the
+// socket at once would reset a connection whose peer still sends (its
+// pongs, its close), and a reset discards what the peer has not read yet,
+// the close frame with it. Server.Close's context bounds it all.
+func (s *Server) closeSession(sub *subscriber, code int, text string) {
+	msg := websocket.FormatCloseMessage(code, text)
+	sub.sending(int64(len(msg)))
+	if sub.conn.WriteControl(websocket.CloseMessage, msg, sub.deadline()) != nil {
+		return
+	}
+	t := time.NewTimer(closeLinger)
+	defer t.Stop()
+	select {
+	case <-sub.left:
+	case <-t.C:
+	}
 }
 
 // readLoop consumes control frames until the peer leaves. It never
 // writes: pings are handed to the writer, and a close ends the session.
 func (s *Server) readLoop(sub *subscriber, cancel context.CancelCauseFunc) {
+	defer close(sub.left)
 	conn := sub.conn
 	sub.extend()
 	conn.SetPongHandler(func(data string) error {
@@ -408,7 +440,7 @@ func (s *Server) serve(ctx context.Context, sub *subscriber, cursorArg int64) er
 		if err != nil {
 			s.m.request("log_unavailable")
 			s.log.Warn("subscriber with cursor: cannot read the log", "err", err)
-			s.writeFinal(sub, frame.ErrorFrame("InternalError", "event log unavailable; retry later"))
+			s.writeFinal(sub, frame.ErrorFrame("InternalError", "event log unavailable; retry later"), websocket.CloseInternalServerErr)
 			return nil
 		}
 		head, err := answering(ctx, s, sub, func(ctx context.Context) (int64, error) { return s.head(ctx, bounds), nil })
@@ -417,7 +449,7 @@ func (s *Server) serve(ctx context.Context, sub *subscriber, cursorArg int64) er
 		}
 		if cursorArg > head {
 			s.m.request("future_cursor")
-			s.writeFinal(sub, frame.ErrorFrame(frame.ErrNameFutureCursor, fmt.Sprintf("cursor %d is beyond the newest seq %d", cursorArg, head)))
+			s.writeFinal(sub, frame.ErrorFrame(frame.ErrNameFutureCursor, fmt.Sprintf("cursor %d is beyond the newest seq %d", cursorArg, head)), websocket.ClosePolicyViolation)
 			return nil
 		}
 		trimmed := bounds.Trimmed
@@ -508,7 +540,7 @@ func (s *Server) replay(ctx context.Context, sub *subscriber) error {
 			return s.src.Range(ctx, after, count)
 		})
 		if err != nil {
-			return fmt.Errorf("fanout: replay after %d: %w", sub.after, err)
+			return readFailed(fmt.Sprintf("replay after %d", sub.after), err)
 		}
 		z.Observe(entries)
 		if len(entries) > 0 && entries[0].Seq > sub.after+1 {
@@ -571,7 +603,7 @@ func (s *Server) replayArchive(ctx context.Context, sub *subscriber, redisFirst 
 			return s.arch.Range(ctx, after, count)
 		})
 		if err != nil {
-			return fmt.Errorf("fanout: archive replay after %d: %w", sub.after, err)
+			return readFailed(fmt.Sprintf("archive replay after %d", sub.after), err)
 		}
 		z.Observe(entries)
 		for _, e := range entries {
@@ -652,6 +684,15 @@ func (s *Server) crossing(ctx context.Context, sub *subscriber, fromRedis bool) 
 	s.log.Warn("a replay crossed seqs trimmed before they were archived; told the subscriber OutdatedCursor",
 		"after", sub.after, "trimmed", mark)
 	return s.send(sub, frame.InfoFrame(frame.InfoOutdatedCursor, "events after your position were trimmed before they could be archived; replay continues after them"))
+}
+
+// readFailed wraps a read's error: with errRead when the read itself
+// failed, as it is when the session ended during the read (errStopped).
+func readFailed(what string, err error) error {
+	if errors.Is(err, errStopped) {
+		return fmt.Errorf("fanout: %s: %w", what, err)
+	}
+	return fmt.Errorf("%w: %s: %w", errRead, what, err)
 }
 
 // interrupted says why a replay loop must stop: the subscriber left or
