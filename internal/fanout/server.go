@@ -360,21 +360,27 @@ func (s *Server) writeFinal(sub *subscriber, b []byte, code int) {
 	}
 }
 
-// closeLinger bounds how long a closing session waits for the peer's
-// close frame, once its own is written.
-const closeLinger = 5 * time.Second
+// closeLinger bounds each of the two steps of a session's close: writing
+// its close frame, then waiting for the peer's. Both fit in the default
+// --shutdown-timeout (10 s).
+const closeLinger = 4 * time.Second
 
 // closeSession ends a session with the websocket close handshake: the
-// close frame gets the peer's liveness window to be written (a slow
-// reader has megabytes in the socket buffers before it), then the peer's
-// answer (or its leaving) is awaited for up to closeLinger. Closing the
-// socket at once would reset a connection whose peer still sends (its
-// pongs, its close), and a reset discards what the peer has not read yet,
-// the close frame with it. Server.Close's context bounds it all.
+// close frame gets the peer's liveness window to be written, at most
+// closeLinger (a slow reader has megabytes in the socket buffers before
+// it), then the peer's answer (or its leaving) is awaited for up to
+// closeLinger. Closing the socket at once would reset a connection whose
+// peer still sends (its pongs, its close), and a reset discards what the
+// peer has not read yet, the close frame with it. Server.Close's context
+// bounds it all.
 func (s *Server) closeSession(sub *subscriber, code int, text string) {
 	msg := websocket.FormatCloseMessage(code, text)
 	sub.sending(int64(len(msg)))
-	if sub.conn.WriteControl(websocket.CloseMessage, msg, sub.deadline()) != nil {
+	deadline := sub.deadline()
+	if d := time.Now().Add(closeLinger); d.Before(deadline) {
+		deadline = d
+	}
+	if sub.conn.WriteControl(websocket.CloseMessage, msg, deadline) != nil {
 		return
 	}
 	t := time.NewTimer(closeLinger)
