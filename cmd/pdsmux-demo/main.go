@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -24,7 +25,23 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	flag.Usage = func() {
+		fmt.Fprint(flag.CommandLine.Output(), `Usage: pdsmux-demo
+
+Runs two reference PDS replicas, Redis, pdsmux and Caddy on loopback,
+posts through both replicas and prints the merged stream until Ctrl-C.
+It takes no arguments; `+"`make demo`"+` builds and runs it.
+`)
+	}
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "demo: unexpected argument %q\n", flag.Arg(0))
+		flag.Usage()
+		os.Exit(2)
+	}
+	// SIGPIPE too: a reader of the stream that goes away (| head) stops
+	// the demo cleanly instead of killing it with its directory left over
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGPIPE)
 	defer stop()
 	dir, err := os.MkdirTemp("", "pdsmux-demo-")
 	if err != nil {
