@@ -412,8 +412,9 @@ func (s *Server) readLoop(sub *subscriber, cancel context.CancelCauseFunc) {
 	conn.SetCloseHandler(func(int, string) error { return nil })
 	for {
 		if _, _, err := conn.NextReader(); err != nil {
-			// a read deadline passed: the peer showed no sign of life
-			// for its window (see window), as a write timing out does
+			// the peer left, or its read deadline passed: it showed no
+			// sign of life for its window (see window), which stalled
+			// marks as a write timing out is marked
 			cancel(stalled(err))
 			return
 		}
@@ -692,8 +693,9 @@ func (s *Server) crossing(ctx context.Context, sub *subscriber, fromRedis bool) 
 	return s.send(sub, frame.InfoFrame(frame.InfoOutdatedCursor, "events after your position were trimmed before they could be archived; replay continues after them"))
 }
 
-// readFailed wraps a read's error: with errRead when the read itself
-// failed, as it is when the session ended during the read (errStopped).
+// readFailed wraps a read's error with errRead when the read itself
+// failed; one saying the session ended during the read (errStopped) is
+// wrapped without it.
 func readFailed(what string, err error) error {
 	if errors.Is(err, errStopped) {
 		return fmt.Errorf("fanout: %s: %w", what, err)
