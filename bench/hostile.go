@@ -52,12 +52,14 @@ type hostileResult struct {
 	note            string
 }
 
-// hostileUpstream is a replica that sends #identity events padded to
-// hostileFrameBytes (a handle of ~4.9 MB, different in every frame) as fast
-// as the reader takes them, until stop is closed. #identity, because
-// pdsmux's door lets it through unchecked: a #commit cannot carry more
-// than 2 MiB of blocks past the door (indigo's decoder refuses it), so the
-// largest frames that reach the log are these.
+// hostileUpstream is a replica that sends events of a type pdsmux does not
+// know (#hostilePadding), padded to hostileFrameBytes (a field of ~4.9 MB,
+// different in every frame) as fast as the reader takes them, until stop
+// is closed. An unknown type, because pdsmux passes those on unchecked
+// (forward compatibility): a #commit cannot carry more than 2 MiB of
+// blocks past the door (indigo's decoder refuses it) and an #identity
+// over 8 KiB is rebuilt small, so the largest frames that reach the log
+// are these.
 type hostileUpstream struct {
 	ln        net.Listener
 	did       string
@@ -115,10 +117,10 @@ func cborHead(b []byte, major byte, n uint64) []byte {
 func cborText(b []byte, s string) []byte { return append(cborHead(b, 3, uint64(len(s))), s...) }
 
 // head is the i-th frame (seq i+1) up to the shared filler: header
-// {t: "#identity", op: 1}, then the body {did, seq, time, handle} (DAG-CBOR
+// {t: "#hostilePadding", op: 1}, then the body {did, seq, time, handle} (DAG-CBOR
 // key order) whose handle starts with i and goes on with the filler.
 func (h *hostileUpstream) head(i int) []byte {
-	b := cborText(cborText(cborHead(nil, 5, 2), "t"), "#identity")
+	b := cborText(cborText(cborHead(nil, 5, 2), "t"), "#hostilePadding")
 	b = append(cborText(b, "op"), 0x01)
 	b = cborHead(b, 5, 4)
 	b = cborText(cborText(b, "did"), h.did)

@@ -107,7 +107,7 @@ func (r *report) write(b *strings.Builder, deps loopback.Deps, s *stream) {
 		r.table(b, sc)
 	}
 	if h := r.hostile; h != nil {
-		fmt.Fprintf(b, "## H. A hostile replica beside a normal one\n\npdsmux on its defaults with two replicas: one sends %.1f MB #identity events (a different ~4.9 MB handle each) as fast as pdsmux reads them; the other sends the normal stream at %d events/s for %s. One subscriber. #identity, because the door lets it through unchecked, while a #commit cannot carry more than 2 MiB of blocks past it (indigo's decoder refuses more): these are the largest frames that reach the log.\n\n", float64(hostileFrameBytes)/1e6, hostileRate, ms(time.Duration(float64(h.normal)/hostileRate*float64(time.Second))))
+		fmt.Fprintf(b, "## H. A hostile replica beside a normal one\n\npdsmux on its defaults with two replicas: one sends %.1f MB events of a type pdsmux does not know (`#hostilePadding`, a different ~4.9 MB field each) as fast as pdsmux reads them; the other sends the normal stream at %d events/s for %s. One subscriber. An unknown type, because pdsmux passes those on unchecked (forward compatibility), while a #commit cannot carry more than 2 MiB of blocks past the door (indigo's decoder refuses more) and an #identity over 8 KiB is rebuilt small: these are the largest frames that reach the log.\n\n", float64(hostileFrameBytes)/1e6, hostileRate, ms(time.Duration(float64(h.normal)/hostileRate*float64(time.Second))))
 		fmt.Fprintf(b, "| | pdsmux |\n|---|---:|\n")
 		fmt.Fprintf(b, "| hostile frames sent | %d (%.1f MB/s) |\n", h.sent, float64(h.sentBytes)/1e6/h.dur.Seconds())
 		fmt.Fprintf(b, "| hostile frames that reached the subscriber | %d |\n", h.delivered)

@@ -175,6 +175,27 @@ func (r *Replica) InjectRaw(b []byte) {
 	r.broadcast(b)
 }
 
+// RawIdentity is an #identity frame {did, seq, time, handle} (no handle
+// when handle is ""), encoded whatever its strings' lengths: indigo's
+// encoder refuses a string over 8,192 bytes, a broken or hostile replica
+// has no such limit (for InjectRaw).
+func RawIdentity(did string, seq int64, time, handle string) []byte {
+	b := frame.AppendText(frame.AppendText([]byte{0xa2}, "t"), frame.TypeIdentity)
+	b = append(frame.AppendText(b, "op"), 0x01)
+	if handle == "" {
+		b = append(b, 0xa3)
+	} else {
+		b = append(b, 0xa4)
+	}
+	b = frame.AppendText(frame.AppendText(b, "did"), did)
+	b = frame.AppendUint(frame.AppendText(b, "seq"), uint64(seq))
+	b = frame.AppendText(frame.AppendText(b, "time"), time)
+	if handle != "" {
+		b = frame.AppendText(frame.AppendText(b, "handle"), handle)
+	}
+	return b
+}
+
 // broadcast runs under store.mu, so a subscriber registered under the same
 // lock sees every event after its replay exactly once.
 func (r *Replica) broadcast(b []byte) {

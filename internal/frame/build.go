@@ -21,31 +21,32 @@ const (
 func ErrorFrame(name, message string) []byte {
 	b := make([]byte, 0, 32+len(name)+len(message))
 	b = append(b, 0xa1) // header: map of 1
-	b = appendText(b, "op")
+	b = AppendText(b, "op")
 	b = append(b, 0x20) // -1
 	b = append(b, 0xa2)
-	b = appendText(b, "error")
-	b = appendText(b, name)
-	b = appendText(b, "message")
-	return appendText(b, message)
+	b = AppendText(b, "error")
+	b = AppendText(b, name)
+	b = AppendText(b, "message")
+	return AppendText(b, message)
 }
 
 // InfoFrame builds an #info frame with body {name, message}.
 func InfoFrame(name, message string) []byte {
 	b := make([]byte, 0, 40+len(name)+len(message))
 	b = append(b, 0xa2) // header: map of 2
-	b = appendText(b, "t")
-	b = appendText(b, TypeInfo)
-	b = appendText(b, "op")
+	b = AppendText(b, "t")
+	b = AppendText(b, TypeInfo)
+	b = AppendText(b, "op")
 	b = append(b, 0x01)
 	b = append(b, 0xa2)
-	b = appendText(b, "name")
-	b = appendText(b, name)
-	b = appendText(b, "message")
-	return appendText(b, message)
+	b = AppendText(b, "name")
+	b = AppendText(b, name)
+	b = AppendText(b, "message")
+	return AppendText(b, message)
 }
 
-func appendText(b []byte, s string) []byte {
+// AppendText appends s as a minimal DAG-CBOR text string.
+func AppendText(b []byte, s string) []byte {
 	start := len(b)
 	b = AppendUint(b, uint64(len(s)))
 	b[start] |= majText << 5
@@ -62,9 +63,9 @@ func Encode(t string, body Marshaler) ([]byte, error) {
 	var buf bytes.Buffer
 	b := make([]byte, 0, 16+len(t))
 	b = append(b, 0xa2)
-	b = appendText(b, "t")
-	b = appendText(b, t)
-	b = appendText(b, "op")
+	b = AppendText(b, "t")
+	b = AppendText(b, t)
+	b = AppendText(b, "op")
 	b = append(b, 0x01)
 	buf.Write(b)
 	if err := body.MarshalCBOR(&buf); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/pdsmux/pdsmux/internal/frame"
 	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
+	"github.com/pdsmux/pdsmux/internal/verify"
 )
 
 // Malformed CBOR, a truncated frame, an oversized frame, a text message and
@@ -84,4 +86,56 @@ func readLog(t *testing.T, name string) string {
 	b, err := os.ReadFile(path.(string))
 	require.NoError(t, err)
 	return string(b)
+}
+
+// An #identity a relay would not pass on as it came (a 1 MB handle, a
+// handle that is no handle) reaches the log rebuilt with its DID, seq and
+// time only, small, in stream order; one whose DID is no DID is skipped;
+// each is counted and logged. Before, the 1 MB frame went into the log
+// and to every subscriber as it came.
+func TestBadFrames_IdentityRebuiltAsARelayWouldPassIt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
+	run := e.start(e.config(), "pdsmux")
+	waitConnected(t, run.rt)
+	r := e.replicas[0]
+	e.createAccounts(1)
+	did := e.accounts[0].DID
+	// distinct times: an #identity is deduplicated by its content
+	var times []string
+	for i := range 5 {
+		times = append(times, time.Now().UTC().Add(time.Duration(i)*time.Millisecond).Format("2006-01-02T15:04:05.000Z"))
+	}
+	at := func(i int) string { return times[i] }
+	seq := e.store.MaxSeq()
+	r.InjectRaw(fakepds.RawIdentity(did, seq, at(1), strings.Repeat("h", 1<<20)+".test"))
+	r.InjectRaw(fakepds.RawIdentity(did, seq, at(2), "not a handle!"))
+	r.InjectRaw(fakepds.RawIdentity("plc:nope", seq, at(3), ""))
+	r.InjectRaw(fakepds.RawIdentity(did, seq, at(4), "alice.test")) // as it came
+	e.writeCommits(3, 1)
+
+	want, total := e.expected()
+	l := e.reader()
+	waitLog(t, l, int64(total+3), 20*time.Second)
+	entries := allEntries(t, l)
+	var identities []frame.Info
+	for _, en := range entries {
+		in, err := frame.Parse(en.Frame, 0)
+		require.NoError(t, err)
+		if in.Kind == frame.KindIdentity && in.DID == did {
+			require.LessOrEqual(t, len(en.Frame), verify.MaxIdentityBytes)
+			identities = append(identities, in)
+		}
+	}
+	require.Len(t, identities, 4, "the creation's #identity, two rebuilt, one as it came")
+	for i, in := range identities[1:] {
+		require.Equal(t, []int{1, 2, 4}[i], slices.Index(times, in.Time), "in stream order, time kept")
+	}
+	checkLog(t, entries, want)
+
+	m := testutil.Scrape(t, run.rt.MetricsAddr())
+	require.Equal(t, 2.0, m["pdsmux_replica_bad_frames_total{reason=identity_rebuilt,replica=r1}"])
+	require.Equal(t, 1.0, m["pdsmux_replica_bad_frames_total{reason=bad_identity,replica=r1}"])
+	run.stop()
+	require.Contains(t, readLog(t, "pdsmux"), "rebuilt an #identity a relay would not pass on as it came")
 }

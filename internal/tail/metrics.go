@@ -39,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"replica", "kind"}),
 		bad: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdsmux_replica_bad_frames_total",
-			Help: "Frames from the replica that were not forwarded as they came, by reason: skipped (malformed, shape, trailing, too_large, unsequenced, text_message) or refused at the door because a strict relay would refuse them, their repo then repaired from the replica's signed head (too_big, rebase, bad_blocks, bad_commit, did_mismatch, rev_mismatch, future_rev, no_prev_data, bad_inversion, bad_signature, bad_time). See docs/troubleshooting.md.",
+			Help: "Frames from the replica that were not forwarded as they came, by reason: skipped (malformed, shape, trailing, too_large, unsequenced, text_message, bad_identity), an #identity rebuilt as a relay would pass it on (identity_rebuilt), or refused at the door because a strict relay would refuse them, their repo then repaired from the replica's signed head (too_big, rebase, bad_blocks, bad_commit, did_mismatch, rev_mismatch, future_rev, no_prev_data, bad_inversion, bad_signature, bad_time). See docs/troubleshooting.md.",
 		}, []string{"replica", "reason"}),
 		errorFrames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdsmux_replica_error_frames_total",
@@ -96,7 +96,7 @@ type replicaMetrics struct {
 // alerts see zeros rather than nothing.
 var (
 	reconnectReasons = []string{"dial", "read", "stalled", "sink", "error_frame", "future_cursor", "resync", "closed"}
-	badReasons       = append([]string{"malformed", "shape", "trailing", "too_large", "unsequenced", "text_message"}, verify.Reasons...)
+	badReasons       = append([]string{"malformed", "shape", "trailing", "too_large", "unsequenced", "text_message", verify.ReasonBadIdentity, reasonIdentityRebuilt}, verify.Reasons...)
 	frameKinds       = []string{"commit", "sync", "identity", "account", "info", "error", "unknown"}
 )
 

@@ -503,6 +503,10 @@ func (t *Tailer) check(ctx context.Context, it *item) (err error) {
 
 var errDoorPanic = errors.New("tail: refused")
 
+// reasonIdentityRebuilt counts the #identity frames verify.CleanIdentity
+// rebuilt (pdsmux_replica_bad_frames_total).
+const reasonIdentityRebuilt = "identity_rebuilt"
+
 // readLoop reads frames until the connection fails or an error frame ends
 // the stream.
 func (t *Tailer) readLoop(ctx context.Context, conn *websocket.Conn, queue chan<- item, room *semaphore.Weighted, queued *atomic.Int64) error {
@@ -557,6 +561,22 @@ func (t *Tailer) readLoop(ctx context.Context, conn *websocket.Conn, queue chan<
 			t.limiter.do("unknown:"+in.Type, func(n int) {
 				t.log.Info("passing through an event type pdsmux does not know", "type", in.Type, "suppressed", n)
 			})
+		}
+		if in.Kind == frame.KindIdentity {
+			// what a relay would pass on, before it takes queue room
+			nb, nin, rebuilt, err := verify.CleanIdentity(b, &in)
+			if err != nil {
+				t.bad(verify.ReasonBadIdentity, err)
+				continue
+			}
+			if rebuilt {
+				t.m.badFrame(reasonIdentityRebuilt)
+				t.limiter.do(reasonIdentityRebuilt, func(n int) {
+					t.log.Warn("rebuilt an #identity a relay would not pass on as it came (too large, undecodable, or a handle that is no handle): forwarded with its DID, seq, time and valid handle only",
+						"did", in.DID, "seq", in.Seq, "bytes", len(b), "rebuilt_bytes", len(nb), "suppressed", n)
+				})
+				b, in = nb, nin
+			}
 		}
 		ev, err := cursor.NewEvent(b, &in)
 		if err != nil {

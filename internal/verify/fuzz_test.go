@@ -60,5 +60,15 @@ func FuzzCheck(f *testing.F) {
 		if err == nil && (in.Kind == frame.KindCommit || in.Kind == frame.KindSync) && in.DID == "" {
 			t.Fatalf("%s frame without a DID passed", in.Kind)
 		}
+		out, info, _, err := verify.CleanIdentity(b, &in)
+		if err != nil {
+			if verify.ReasonOf(err) != verify.ReasonBadIdentity {
+				t.Fatalf("CleanIdentity: error without its reason: %v", err)
+			}
+			return
+		}
+		if in.Kind == frame.KindIdentity && in.HasSeq && (len(out) > verify.MaxIdentityBytes || info.Seq != in.Seq || info.DID != in.DID) {
+			t.Fatalf("CleanIdentity passed %d bytes, seq %d (was %d), DID %q (was %q)", len(out), info.Seq, in.Seq, info.DID, in.DID)
+		}
 	})
 }
