@@ -354,7 +354,7 @@ func truncate(s string, n int) string {
 // session ends.
 func (s *Server) writeFinal(sub *subscriber, b []byte, code int) {
 	sub.sending(int64(len(b)))
-	_ = sub.conn.SetWriteDeadline(sub.deadline())
+	_ = sub.conn.SetWriteDeadline(sub.closeDeadline())
 	if sub.conn.WriteMessage(websocket.BinaryMessage, b) == nil {
 		s.closeSession(sub, code, "")
 	}
@@ -364,6 +364,17 @@ func (s *Server) writeFinal(sub *subscriber, b []byte, code int) {
 // its close frame, then waiting for the peer's. Both fit in the default
 // --shutdown-timeout (10 s).
 const closeLinger = 4 * time.Second
+
+// closeDeadline is when a write that ends the session (its error frame,
+// its close) must be done: the peer's liveness window, at most
+// closeLinger.
+func (sub *subscriber) closeDeadline() time.Time {
+	d, last := sub.deadline(), time.Now().Add(closeLinger)
+	if last.Before(d) {
+		return last
+	}
+	return d
+}
 
 // closeSession ends a session with the websocket close handshake: the
 // close frame gets the peer's liveness window to be written, at most
@@ -376,11 +387,7 @@ const closeLinger = 4 * time.Second
 func (s *Server) closeSession(sub *subscriber, code int, text string) {
 	msg := websocket.FormatCloseMessage(code, text)
 	sub.sending(int64(len(msg)))
-	deadline := sub.deadline()
-	if d := time.Now().Add(closeLinger); d.Before(deadline) {
-		deadline = d
-	}
-	if sub.conn.WriteControl(websocket.CloseMessage, msg, deadline) != nil {
+	if sub.conn.WriteControl(websocket.CloseMessage, msg, sub.closeDeadline()) != nil {
 		return
 	}
 	t := time.NewTimer(closeLinger)
@@ -514,6 +521,12 @@ func answering[T any](ctx context.Context, s *Server, sub *subscriber, read func
 		var err error
 		select {
 		case r := <-done:
+			if ctx.Err() != nil {
+				// the session ended while read ran (its error may be the
+				// cancellation's): not the read's failure
+				var zero T
+				return zero, fmt.Errorf("%w: %w", errStopped, context.Cause(ctx))
+			}
 			return r.v, r.err
 		case <-sub.ping.C:
 			err = s.ping(sub)

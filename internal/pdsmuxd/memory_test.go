@@ -21,10 +21,12 @@ import (
 	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
 )
 
-// hostileReplica serves a firehose of distinct #identity frames of about
-// size bytes (a padded handle), written as fast as the reader takes them:
-// the largest frames that get past the door (a #commit carries at most
-// 2 MiB of blocks) and under the 5,000,000-byte frame limit.
+// hostileReplica serves a firehose of distinct frames of a type pdsmux
+// does not know (#hostilePadding) of about size bytes (a padded field),
+// written as fast as the reader takes them: the largest frames that get
+// past the door (unknown types pass unchecked, for forward compatibility;
+// a #commit carries at most 2 MiB of blocks, an #identity over 8 KiB is
+// rebuilt small) and under the 5,000,000-byte frame limit.
 type hostileReplica struct {
 	url   string
 	n     int
@@ -60,7 +62,7 @@ func newHostileReplica(t *testing.T, n, size int) *hostileReplica {
 		from, _ := strconv.Atoi(r.URL.Query().Get("cursor"))
 		filler := strings.Repeat("h", h.size-200)
 		for i := max(from, 0); i < h.n; i++ {
-			if err := conn.WriteMessage(websocket.BinaryMessage, hostileIdentity(i, filler)); err != nil {
+			if err := conn.WriteMessage(websocket.BinaryMessage, hostileFrame(i, filler)); err != nil {
 				return
 			}
 			for { // sent: the highest seq written
@@ -79,11 +81,11 @@ func newHostileReplica(t *testing.T, n, size int) *hostileReplica {
 	return h
 }
 
-// hostileIdentity is the i-th hostile frame (seq i+1), in DAG-CBOR: the
-// header {t: "#identity", op: 1}, then {did, seq, time, handle} with a
-// handle of i and the filler (too long for indigo's decoder, which caps
-// strings at 1 MB; pdsmux's own frame parser reads it).
-func hostileIdentity(i int, filler string) []byte {
+// hostileFrame is the i-th hostile frame (seq i+1), in DAG-CBOR: the
+// header {t: "#hostilePadding", op: 1}, then {did, seq, time, handle}
+// with a handle of i and the filler (too long for indigo's decoder, which
+// caps strings at 1 MB; pdsmux's own frame parser reads it).
+func hostileFrame(i int, filler string) []byte {
 	head := func(b []byte, major byte, n uint64) []byte {
 		switch m := major << 5; {
 		case n < 24:
@@ -97,7 +99,7 @@ func hostileIdentity(i int, filler string) []byte {
 		}
 	}
 	text := func(b []byte, s string) []byte { return append(head(b, 3, uint64(len(s))), s...) }
-	b := text(text(head(nil, 5, 2), "t"), "#identity")
+	b := text(text(head(nil, 5, 2), "t"), "#hostilePadding")
 	b = append(text(b, "op"), 0x01)
 	b = head(b, 5, 4)
 	b = text(text(b, "did"), hostileDID)
@@ -203,7 +205,7 @@ func TestMemory_HostileReplicaBesideANormalOne(t *testing.T) {
 	require.Eventually(t, func() bool { return h.sent.Load() == hostileFrames }, 2*time.Minute, 10*time.Millisecond,
 		"pdsmux reads the hostile replica to its end")
 	require.Eventually(t, func() bool {
-		return testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_log_events_total{kind=identity,outcome=appended}"] >= hostileFrames
+		return testutil.Scrape(t, run.rt.MetricsAddr())["pdsmux_log_events_total{kind=unknown,outcome=appended}"] >= hostileFrames
 	}, time.Minute, 20*time.Millisecond, "every hostile frame reaches the log")
 	// The subscriber gets every (did, rev) of the normal replica, once.
 	require.Eventually(t, func() bool {
@@ -222,14 +224,14 @@ func TestMemory_HostileReplicaBesideANormalOne(t *testing.T) {
 	stopOnce.Do(func() { close(stop); p = <-got })
 
 	seen := map[key]int{}
-	identities := 0
+	hostile := 0
 	for _, in := range sub.infos() {
 		switch in.Kind {
 		case frame.KindCommit, frame.KindSync:
 			seen[key{in.DID, in.Rev}]++
-		case frame.KindIdentity:
+		case frame.KindUnknown:
 			if in.DID == hostileDID {
-				identities++
+				hostile++
 			}
 		case frame.KindError, frame.KindInfo:
 			t.Fatalf("the subscriber got %s %s %s", in.Kind, in.Name, in.Message)
@@ -239,8 +241,8 @@ func TestMemory_HostileReplicaBesideANormalOne(t *testing.T) {
 		require.Equal(t, 1, seen[k], "(did, rev) %v delivered once", k)
 	}
 	require.Len(t, seen, len(want), "nothing else")
-	t.Logf("%d (did, rev) of the normal replica and %d of %d hostile frames delivered", len(seen), identities, hostileFrames)
-	require.Equal(t, hostileFrames, identities, "the hostile frames are delivered too")
+	t.Logf("%d (did, rev) of the normal replica and %d of %d hostile frames delivered", len(seen), hostile, hostileFrames)
+	require.Equal(t, hostileFrames, hostile, "the hostile frames are delivered too")
 
 	t.Logf("peaks: hostile queue %.0f, normal queue %.0f, subscriber queue %.0f, broadcaster read %.0f, log %.0f bytes in Redis (gauge %.0f)",
 		p.hostile, p.normal, p.subs, p.batch, p.logBytes, p.logGauge)

@@ -40,7 +40,10 @@ func CleanIdentity(b []byte, in *frame.Info) (out []byte, info frame.Info, rebui
 	var ev comatproto.SyncSubscribeRepos_Identity
 	decoded := ev.UnmarshalCBOR(bytes.NewReader(b[in.BodyStart:])) == nil && ev.Did == in.DID
 	validHandle := decoded && ev.Handle != nil && validHandleSyntax(*ev.Handle)
-	if len(b) <= MaxIdentityBytes && decoded && (ev.Handle == nil || validHandle) {
+	// the size without the seq, whose width differs between replicas: a
+	// frame two replicas stream is rebuilt by both or neither (the log
+	// deduplicates an #identity by its content without seq)
+	if len(b)-(in.SeqEnd-in.SeqStart) <= MaxIdentityBytes && decoded && (ev.Handle == nil || validHandle) {
 		return b, *in, false, nil
 	}
 	if _, err := syntax.ParseDatetime(in.Time); err != nil {
@@ -53,11 +56,11 @@ func CleanIdentity(b []byte, in *frame.Info) (out []byte, info frame.Info, rebui
 	}
 	out, err = frame.Encode(frame.TypeIdentity, body)
 	if err != nil {
-		return nil, frame.Info{}, false, err
+		return nil, frame.Info{}, false, reject(ReasonBadIdentity, "rebuild #identity of %s: %v", did, err)
 	}
 	info, err = frame.Parse(out, 0)
 	if err != nil {
-		return nil, frame.Info{}, false, err
+		return nil, frame.Info{}, false, reject(ReasonBadIdentity, "rebuilt #identity of %s: %v", did, err)
 	}
 	return out, info, true, nil
 }
