@@ -2,7 +2,6 @@ package pdsmuxd_test
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -86,26 +85,12 @@ func newHostileReplica(t *testing.T, n, size int) *hostileReplica {
 // with a handle of i and the filler (too long for indigo's decoder, which
 // caps strings at 1 MB; pdsmux's own frame parser reads it).
 func hostileFrame(i int, filler string) []byte {
-	head := func(b []byte, major byte, n uint64) []byte {
-		switch m := major << 5; {
-		case n < 24:
-			return append(b, m|byte(n))
-		case n < 1<<8:
-			return append(b, m|24, byte(n))
-		case n < 1<<16:
-			return binary.BigEndian.AppendUint16(append(b, m|25), uint16(n))
-		default:
-			return binary.BigEndian.AppendUint32(append(b, m|26), uint32(n))
-		}
-	}
-	text := func(b []byte, s string) []byte { return append(head(b, 3, uint64(len(s))), s...) }
-	b := text(text(head(nil, 5, 2), "t"), "#hostilePadding")
-	b = append(text(b, "op"), 0x01)
-	b = head(b, 5, 4)
-	b = text(text(b, "did"), hostileDID)
-	b = head(text(b, "seq"), 0, uint64(i+1))
-	b = text(text(b, "time"), time.Now().UTC().Format("2006-01-02T15:04:05.000Z"))
-	return text(text(b, "handle"), fmt.Sprintf("%08d", i)+filler)
+	b := frame.AppendText(frame.AppendText([]byte{0xa2}, "t"), "#hostilePadding")
+	b = append(frame.AppendText(b, "op"), 0x01, 0xa4)
+	b = frame.AppendText(frame.AppendText(b, "did"), hostileDID)
+	b = frame.AppendUint(frame.AppendText(b, "seq"), uint64(i+1))
+	b = frame.AppendText(frame.AppendText(b, "time"), time.Now().UTC().Format("2006-01-02T15:04:05.000Z"))
+	return frame.AppendText(frame.AppendText(b, "handle"), fmt.Sprintf("%08d", i)+filler)
 }
 
 const hostileDID = "did:plc:hostilehostilehostile"
