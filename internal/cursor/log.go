@@ -88,6 +88,8 @@ type Log struct {
 	// byte budget (budget.go)
 	appended atomic.Int64
 	bud      budget
+	// tails share concurrent blocking reads from one position (Tail)
+	tails tails
 }
 
 // New returns a Log over rdb. It does not talk to Redis.
@@ -102,7 +104,7 @@ func New(rdb redis.UniversalClient, cfg Config, m *Metrics, logger *slog.Logger)
 		m.maxEntries.Set(float64(cfg.MaxEntries))
 		m.maxBytes.Set(float64(cfg.MaxBytes))
 	}
-	return &Log{rdb: rdb, k: k, cfg: cfg, log: logger.With("component", "cursor"), m: m, now: time.Now}, nil
+	return &Log{rdb: rdb, k: k, cfg: cfg, log: logger.With("component", "cursor"), m: m, now: time.Now, tails: tails{flight: map[int64]*tailCall{}}}, nil
 }
 
 // Config returns the effective configuration.

@@ -24,6 +24,7 @@ type Metrics struct {
 	waitTime     prometheus.Histogram
 	waitTimeouts prometheus.Counter
 	heldBack     prometheus.Gauge
+	sharedTails  prometheus.Counter
 }
 
 // NewMetrics registers the log's metrics on reg.
@@ -89,8 +90,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "pdsmux_log_budget_wait_seconds_total",
 		Help: "Time appends waited because what this process appended and its live stream has not read yet took a quarter of --log-max-bytes. Growth means a replica sends faster than the log is read; that replica is read more slowly.",
 	})
+	m.sharedTails = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "pdsmux_log_shared_reads_total",
+		Help: "Blocking reads of the log's head answered by another reader's read from the same position (the live stream and the archive share one XREAD while both keep up). Flat while the archive lags or catches up.",
+	})
 	reg.MustRegister(m.events, m.released, m.scriptTime, m.scriptErrors, m.readTime, m.retention, m.maxEntries,
-		m.maxBytes, m.logBytes, m.budgetTrims, m.budgetWait, m.waitTime, m.waitTimeouts, m.heldBack)
+		m.maxBytes, m.logBytes, m.budgetTrims, m.budgetWait, m.waitTime, m.waitTimeouts, m.heldBack, m.sharedTails)
 	for _, k := range []frame.Kind{frame.KindCommit, frame.KindSync, frame.KindIdentity, frame.KindAccount, frame.KindUnknown} {
 		for _, o := range outcomeNames {
 			m.events.WithLabelValues(k.String(), o)
@@ -159,4 +164,10 @@ func (m *Metrics) observeWait(d time.Duration, ok bool, held time.Duration) {
 		m.waitTimeouts.Inc()
 	}
 	m.heldBack.Set(held.Seconds())
+}
+
+func (m *Metrics) sharedTail() {
+	if m != nil {
+		m.sharedTails.Inc()
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -118,8 +120,84 @@ func (l *Log) Range(ctx context.Context, after int64, count int64) ([]Entry, err
 }
 
 // Tail blocks up to block for entries with seq > after and returns up to
-// count of them; it returns no entries and no error when none arrived.
+// count of them (count <= 0: no limit); it returns no entries and no error
+// when none arrived.
+//
+// Concurrent Tails from the same after share one blocking XREAD (the
+// broadcaster and the archive both wait at the log's head): the later
+// caller gets the first one's entries, at most count of them, and Redis
+// sends each frame once. Entries are shared between callers and must not
+// be modified. A Tail never shares a read issued before the last Fence.
+// When the caller whose read is shared leaves (its ctx ends), the others
+// read again themselves.
 func (l *Log) Tail(ctx context.Context, after int64, block time.Duration, count int64) ([]Entry, error) {
+	for {
+		gen := l.tails.gen.Load()
+		l.tails.mu.Lock()
+		c := l.tails.flight[after]
+		if c == nil || c.gen != gen {
+			c = &tailCall{gen: gen, done: make(chan struct{})}
+			l.tails.flight[after] = c
+			l.tails.mu.Unlock()
+			c.es, c.err = l.tail(ctx, after, block, count)
+			l.tails.mu.Lock()
+			if l.tails.flight[after] == c {
+				delete(l.tails.flight, after)
+			}
+			l.tails.mu.Unlock()
+			close(c.done)
+			return clip(c.es, count), c.err
+		}
+		c.sharers++
+		l.tails.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cursor: tail log after %d: %w", after, ctx.Err())
+		case <-c.done:
+		}
+		if c.err != nil && ctx.Err() == nil && (errors.Is(c.err, context.Canceled) || errors.Is(c.err, context.DeadlineExceeded)) {
+			continue // the caller whose read this was left; read again
+		}
+		l.m.sharedTail()
+		return clip(c.es, count), c.err
+	}
+}
+
+// Fence makes every Tail from now on read Redis itself or share a read
+// issued after this call, never one already in flight: a read issued
+// before Redis was found to have lost entries may still return them. The
+// daemon fences before it restores Redis (and before the archive's own
+// Fence, so a reader that sees the archive's new epoch sees this too).
+func (l *Log) Fence() { l.tails.gen.Add(1) }
+
+// tails are a Log's blocking reads in flight, by after (Log.Tail).
+type tails struct {
+	mu     sync.Mutex
+	flight map[int64]*tailCall
+	gen    atomic.Int64 // Fences so far
+}
+
+// tailCall is one blocking read that Tails from the same after share.
+type tailCall struct {
+	gen     int64
+	sharers int           // Tails that joined it (under tails.mu)
+	done    chan struct{} // closed once es and err are set
+	es      []Entry
+	err     error
+}
+
+// clip returns at most count of es (count <= 0: all), with no room to
+// append into: the slice is shared by every caller of one read.
+func clip(es []Entry, count int64) []Entry {
+	n := len(es)
+	if count > 0 && int64(n) > count {
+		n = int(count)
+	}
+	return es[:n:n]
+}
+
+// tail is one blocking XREAD (Tail).
+func (l *Log) tail(ctx context.Context, after int64, block time.Duration, count int64) ([]Entry, error) {
 	res, err := l.rdb.XRead(ctx, &redis.XReadArgs{
 		Streams: []string{l.k.log, streamID(after)},
 		Count:   count,

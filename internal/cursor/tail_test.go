@@ -1,0 +1,159 @@
+package cursor_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
+)
+
+// appendHead appends frames and returns the log's head seq.
+func appendHead(t *testing.T, l *cursor.Log, frames ...[]byte) int64 {
+	t.Helper()
+	_, err := l.Append(context.Background(), "r1", -1, events(t, frames...))
+	require.NoError(t, err)
+	b, err := l.Bounds(context.Background())
+	require.NoError(t, err)
+	return b.Last
+}
+
+// tailResult is one Tail call's answer.
+type tailResult struct {
+	es  []cursor.Entry
+	err error
+}
+
+// goTail runs l.Tail from after in a goroutine.
+func goTail(ctx context.Context, l *cursor.Log, after, count int64) <-chan tailResult {
+	ch := make(chan tailResult, 1)
+	go func() {
+		es, err := l.Tail(ctx, after, 10*time.Second, count)
+		ch <- tailResult{es, err}
+	}()
+	return ch
+}
+
+// blockedXReads is how many clients of srv are blocked in XREAD now.
+func blockedXReads(t *testing.T, srv *redisserver.Server) int {
+	t.Helper()
+	list, err := srv.Client().ClientList(context.Background()).Result()
+	require.NoError(t, err)
+	n := 0
+	for _, c := range strings.Split(list, "\n") {
+		if strings.Contains(c, "cmd=xread") && strings.Contains(c, "flags=b") {
+			n++
+		}
+	}
+	return n
+}
+
+// xreadCalls is how many XREADs srv has completed.
+func xreadCalls(t *testing.T, srv *redisserver.Server) int {
+	t.Helper()
+	info, err := srv.Client().Info(context.Background(), "commandstats").Result()
+	require.NoError(t, err)
+	for _, l := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(l, "cmdstat_xread:calls="); ok {
+			var n int
+			for _, ch := range rest {
+				if ch < '0' || ch > '9' {
+					break
+				}
+				n = n*10 + int(ch-'0')
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// The live stream and the archive both wait at the log's head: their
+// Tails share one XREAD, so Redis sends each frame once, and each gets at
+// most its count.
+func TestTail_ReadersAtTheHeadShareOneRead(t *testing.T) {
+	l, srv := newLog(t, cursor.Config{})
+	ctx := context.Background()
+	u, sync := newUpstream(t, "alice.test")
+	head := appendHead(t, l, sync)
+
+	before := xreadCalls(t, srv)
+	first := goTail(ctx, l, head, 10)
+	require.Eventually(t, func() bool { return blockedXReads(t, srv) == 1 }, 10*time.Second, 5*time.Millisecond)
+	second := goTail(ctx, l, head, 2)
+	require.Eventually(t, func() bool { return cursor.TailSharers(l, head) == 1 }, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, 1, blockedXReads(t, srv), "the second reader issued a read of its own")
+
+	_, err := l.Append(ctx, "r1", -1, events(t, u.commit(), u.commit(), u.commit()))
+	require.NoError(t, err)
+	a, b := <-first, <-second
+	require.NoError(t, a.err)
+	require.NoError(t, b.err)
+	require.Len(t, a.es, 3)
+	require.Len(t, b.es, 2, "the second reader's count")
+	for i := range b.es {
+		require.Equal(t, a.es[i].Seq, b.es[i].Seq)
+		require.Equal(t, a.es[i].Frame, b.es[i].Frame)
+	}
+	require.Equal(t, before+1, xreadCalls(t, srv), "Redis answered more than one XREAD")
+
+	// what a reader appends to its answer never lands in another's
+	b.es = append(b.es, cursor.Entry{Seq: -7})
+	require.Equal(t, head+3, a.es[2].Seq)
+}
+
+// After a Fence (Redis is being restored after it lost entries), a Tail
+// does not take the answer of a read issued before it, which may carry
+// entries of the Redis that lost them.
+func TestTail_FenceStopsSharingAReadInFlight(t *testing.T) {
+	l, srv := newLog(t, cursor.Config{})
+	ctx := context.Background()
+	u, sync := newUpstream(t, "alice.test")
+	head := appendHead(t, l, sync)
+
+	first := goTail(ctx, l, head, 10)
+	require.Eventually(t, func() bool { return blockedXReads(t, srv) == 1 }, 10*time.Second, 5*time.Millisecond)
+	l.Fence()
+	second := goTail(ctx, l, head, 10)
+	require.Eventually(t, func() bool { return blockedXReads(t, srv) == 2 }, 10*time.Second, 5*time.Millisecond,
+		"the Tail after the Fence must read Redis itself")
+	require.Zero(t, cursor.TailSharers(l, head))
+
+	_, err := l.Append(ctx, "r1", -1, events(t, u.commit()))
+	require.NoError(t, err)
+	for _, ch := range []<-chan tailResult{first, second} {
+		r := <-ch
+		require.NoError(t, r.err)
+		require.Len(t, r.es, 1)
+	}
+}
+
+// A reader that joined another's read and leaves (shutdown) returns at
+// once; the reader whose read it was still gets what comes.
+func TestTail_SharerLeavingReturnsAtOnce(t *testing.T) {
+	l, srv := newLog(t, cursor.Config{})
+	ctx := context.Background()
+	u, sync := newUpstream(t, "alice.test")
+	head := appendHead(t, l, sync)
+
+	first := goTail(ctx, l, head, 10)
+	require.Eventually(t, func() bool { return blockedXReads(t, srv) == 1 }, 10*time.Second, 5*time.Millisecond)
+	sctx, leave := context.WithCancel(ctx)
+	second := goTail(sctx, l, head, 10)
+	require.Eventually(t, func() bool { return cursor.TailSharers(l, head) == 1 }, 10*time.Second, 5*time.Millisecond)
+	leave()
+	r := <-second // within the test's timeout, not the read's 10 s block
+	require.ErrorIs(t, r.err, context.Canceled)
+	require.Empty(t, r.es)
+
+	_, err := l.Append(ctx, "r1", -1, events(t, u.commit()))
+	require.NoError(t, err)
+	r = <-first
+	require.NoError(t, r.err)
+	require.Len(t, r.es, 1)
+	require.Equal(t, head+1, r.es[0].Seq)
+}
