@@ -231,6 +231,13 @@ func (r *report) targets(b *strings.Builder) {
 			row("2. users' scenario on one core: p99 <= rainbow in memory", fmt.Sprintf("%s vs %s", ms(p.p99), ms(m.p99)), p.p99 <= m.p99 && p.complete)
 		}
 		row("2. users' scenario: pdsmux RSS <= 100 MiB", mib(p.u1.peak), p.u1.peak <= 100<<20)
+		if n, ok := r.results["U"][vNoSig.id]; ok {
+			vs := ""
+			if m, ok := r.results["U"][vMemory.id]; ok {
+				vs = " vs rainbow memory " + ms(m.p99)
+			}
+			fmt.Fprintf(b, "| (users' scenario with `--verify-commit-signatures=false`, for the price of the check on one core) | p99 %s%s; pdsmux RSS %s | - |\n", ms(n.p99), vs, mib(n.u1.peak))
+		}
 		both := p.u1.peak + p.u1.helperPeak
 		if r.opts.budgetMiB > 0 {
 			row("2. users' scenario: pdsmux + Redis within the configured budget", fmt.Sprintf("%s of %.0f MiB", mib(both), r.opts.budgetMiB), float64(both) <= r.opts.budgetMiB*(1<<20))
