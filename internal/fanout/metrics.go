@@ -31,7 +31,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "pdsmux_subscribers",
-			Help: "Open subscribeRepos websockets (relays and other consumers).",
+			Help: "subscribeRepos sessions (relays and other consumers) holding a --max-subscribers slot: open websockets, but for those only waiting for the peer to answer their close.",
 		}),
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pdsmux_subscriber_frames_total",

@@ -133,7 +133,9 @@ func (s *Server) maxQueued() int64 {
 	return top
 }
 
-// Subscribers is the number of open subscriber sockets.
+// Subscribers is the number of subscribers holding a --max-subscribers
+// slot: open sessions, but for those that only wait for the peer to answer
+// their close.
 func (s *Server) Subscribers() int { return int(s.count.Load()) }
 
 type subscriber struct {
@@ -164,6 +166,12 @@ type subscriber struct {
 	written, read atomic.Int64
 	// vec is the live writer's writev vector, reused.
 	vec [][]byte
+	// release ends the session's claim on the server once nothing more
+	// will be sent but its error and close frames: it leaves the
+	// broadcaster and gives back its --max-subscribers slot, so a peer
+	// that does not answer the close (up to closeLinger twice) holds
+	// neither. Safe to call more than once.
+	release func()
 }
 
 // newSubscriber is the state of one upgraded connection; its ping ticker
@@ -272,7 +280,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		xrpcerr.Write(w, http.StatusServiceUnavailable, "TooManySubscribers", fmt.Sprintf("pdsmux serves at most %d subscribers", s.cfg.MaxSubscribers))
 		return
 	}
-	defer s.count.Add(-1)
+	slot := sync.OnceFunc(func() { s.count.Add(-1) })
+	defer slot()
 	if !websocket.IsWebSocketUpgrade(r) {
 		s.m.request("not_websocket")
 		xrpcerr.Write(w, http.StatusBadRequest, "InvalidRequest", "subscribeRepos is a websocket endpoint")
@@ -291,12 +300,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	s.m.subscribed(1)
-	defer func() {
+	sub.release = sync.OnceFunc(func() {
 		s.bc.leave(sub)
+		s.m.subscribed(-1)
+		slot()
+	})
+	defer func() {
+		sub.release()
 		s.mu.Lock()
 		delete(s.subs, sub)
 		s.mu.Unlock()
-		s.m.subscribed(-1)
 		conn.Close()
 		s.wg.Done()
 	}()
@@ -353,6 +366,7 @@ func truncate(s string, n int) string {
 // writeFinal sends an error frame and a close with code, after which the
 // session ends.
 func (s *Server) writeFinal(sub *subscriber, b []byte, code int) {
+	sub.release()
 	sub.sending(int64(len(b)))
 	_ = sub.conn.SetWriteDeadline(sub.closeDeadline())
 	if sub.conn.WriteMessage(websocket.BinaryMessage, b) == nil {
@@ -385,6 +399,7 @@ func (sub *subscriber) closeDeadline() time.Time {
 // peer has not read yet, the close frame with it. Server.Close's context
 // bounds it all.
 func (s *Server) closeSession(sub *subscriber, code int, text string) {
+	sub.release()
 	msg := websocket.FormatCloseMessage(code, text)
 	sub.sending(int64(len(msg)))
 	if sub.conn.WriteControl(websocket.CloseMessage, msg, sub.closeDeadline()) != nil {

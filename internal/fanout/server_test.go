@@ -3,6 +3,7 @@ package fanout_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
 	"sort"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/fanout"
+	"github.com/pdsmux/pdsmux/internal/frame"
 	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
 )
 
@@ -158,4 +160,28 @@ func waitSubscribers(t *testing.T, s *stack, n int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// A session that is over but for its close (here a FutureCursor whose
+// client reads the error and never answers the close) holds no
+// --max-subscribers slot while it waits for the peer: with one slot, the
+// next subscriber gets in at once instead of HTTP 503 for up to 4 s.
+func TestSubscribe_ClosingSessionHoldsNoSlot(t *testing.T) {
+	s := newStack(t, fanout.Config{MaxSubscribers: 1})
+	c := dialTinyBuffer(t, s.url, fmt.Sprintf("?cursor=%d", s.base[len(s.base)-1]+1000))
+	defer c.Close()
+	_, b, err := c.ReadMessage()
+	require.NoError(t, err)
+	ev, err := frame.Parse(b, 0)
+	require.NoError(t, err)
+	require.Equal(t, frame.ErrNameFutureCursor, ev.Name)
+	// c reads no further: pdsmux's close frame waits unanswered
+
+	// the slot was given back before the error frame was written
+	require.Zero(t, s.srv.Subscribers(), "the closing session still holds its slot")
+	live := dial(t, s, -1)
+	waitSubscribers(t, s, 1)
+	more := s.append(2)
+	require.NoError(t, live.WaitLen(2, 10*time.Second))
+	require.Equal(t, more, live.Seqs())
 }
