@@ -220,7 +220,11 @@ func (l *Log) room(ctx context.Context, n int64) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("cursor: waiting for the live stream to read the log: %w", ctx.Err())
-		case now := <-t.C:
+		case <-t.C:
+			// the clock, not the tick's time: a tick due before last was
+			// read (this goroutine descheduled longer than budgetPoll
+			// between the ticker's start and last) made the wait negative
+			now := time.Now()
 			l.m.budgetWaited(now.Sub(last))
 			last = now
 		}

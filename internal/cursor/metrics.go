@@ -147,8 +147,11 @@ func (m *Metrics) budgetTrimmed(n int64) {
 	}
 }
 
+// budgetWaited adds d to the wait counter; a d <= 0 adds nothing (a
+// counter's Add panics on a negative value, and the panic would end the
+// tailer that waited).
 func (m *Metrics) budgetWaited(d time.Duration) {
-	if m != nil {
+	if m != nil && d > 0 {
 		m.budgetWait.Add(d.Seconds())
 	}
 }
