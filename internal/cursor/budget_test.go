@@ -101,7 +101,7 @@ func TestRunBudget_KeepsStreamWithinBudgetAsItAppends(t *testing.T) {
 	all := func() int64 { return math.MaxInt64 }
 	go func() { _ = l.RunBudget(ctx, all, all); close(done) }()
 	defer func() { cancel(); <-done }()
-	require.Eventually(t, func() bool { return testutil.Gauge(t, reg, "pdsmux_log_bytes") > 0 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return testutil.Value(t, reg, "pdsmux_log_bytes") > 0 }, 10*time.Second, 10*time.Millisecond)
 
 	var peak int64
 	for i := 0; i < 120; i += 4 {
@@ -111,37 +111,9 @@ func TestRunBudget_KeepsStreamWithinBudgetAsItAppends(t *testing.T) {
 	require.LessOrEqual(t, streamBytes(t, srv), int64(budget))
 	t.Logf("30 MB appended; stream peak %d bytes (budget %d)", peak, budget)
 	require.LessOrEqual(t, peak, int64(budget), "appends near the budget trim before they return")
-	require.LessOrEqual(t, testutil.Gauge(t, reg, "pdsmux_log_bytes"), float64(budget))
-	require.Equal(t, float64(budget), testutil.Gauge(t, reg, "pdsmux_log_max_bytes"))
-	require.Positive(t, counter(t, reg, "pdsmux_log_budget_trimmed_total"))
-}
-
-func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range fams {
-		if f.GetName() == name {
-			return f.Metric[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
-}
-
-// scriptCalls is how many append script calls the log made (the count of
-// pdsmux_redis_append_seconds).
-func scriptCalls(t *testing.T, reg *prometheus.Registry) uint64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range fams {
-		if f.GetName() == "pdsmux_redis_append_seconds" {
-			return f.Metric[0].GetHistogram().GetSampleCount()
-		}
-	}
-	t.Fatal("no metric pdsmux_redis_append_seconds")
-	return 0
+	require.LessOrEqual(t, testutil.Value(t, reg, "pdsmux_log_bytes"), float64(budget))
+	require.Equal(t, float64(budget), testutil.Value(t, reg, "pdsmux_log_max_bytes"))
+	require.Positive(t, testutil.Value(t, reg, "pdsmux_log_budget_trimmed_total"))
 }
 
 // redisMemory reads one field of INFO memory, bytes.
@@ -186,13 +158,14 @@ func TestAppend_SplitsABatchIntoCallsWithinItsBytes(t *testing.T) {
 
 	// c3 comes before c2: held in its own call, released by c2's
 	evs := events(t, c1, big(0), c3, big(1), c2, big(2), c4)
-	calls := scriptCalls(t, reg)
+	// append script calls: one observation of pdsmux_redis_append_seconds each
+	calls := testutil.Value(t, reg, "pdsmux_redis_append_seconds")
 	b, err := l.Append(ctx, "r1", rc.Stored, evs)
 	require.NoError(t, err)
 	require.Equal(t, []cursor.Outcome{A, A, H, A, A, A, A}, outcomes(b))
 	require.Equal(t, 1, b.Released)
 	// calls: [c1] (big(0) would pass 512 KiB), [big(0)], [c3], [big(1)], [c2], [big(2)], [c4]
-	require.EqualValues(t, 7, scriptCalls(t, reg)-calls, "one call per 512 KiB of frames, a larger frame alone")
+	require.EqualValues(t, 7, testutil.Value(t, reg, "pdsmux_redis_append_seconds")-calls, "one call per 512 KiB of frames, a larger frame alone")
 	for i := 1; i < len(b.Results); i++ {
 		if b.Results[i].Outcome == A && b.Results[i-1].Outcome == A {
 			require.Greater(t, b.Results[i].Seq, b.Results[i-1].Seq, "results in the batch's order")
@@ -219,14 +192,14 @@ func TestAppend_SplitsABatchIntoCallsWithinItsBytes(t *testing.T) {
 	require.Equal(t, []string{rev(syncFrame), rev(c1), "big", "big", rev(c2), rev(c3), "big", rev(c4)}, got)
 
 	// small frames still go 512 at a time
-	calls = scriptCalls(t, reg)
+	calls = testutil.Value(t, reg, "pdsmux_redis_append_seconds")
 	var small [][]byte
 	for i := range cursor.MaxBatch {
 		small = append(small, identity(t, "did:plc:small", fmt.Sprintf("h%04d.test", i), int64(1000+i)))
 	}
 	_, err = l.Append(ctx, "r1", top, events(t, small...))
 	require.NoError(t, err)
-	require.EqualValues(t, 1, scriptCalls(t, reg)-calls)
+	require.EqualValues(t, 1, testutil.Value(t, reg, "pdsmux_redis_append_seconds")-calls)
 }
 
 // The estimate of an entry's cost follows what MEMORY USAGE counts, the
@@ -307,7 +280,7 @@ func TestRunBudget_RedisWithinBudgetWhileTheReaderLags(t *testing.T) {
 	budgetDone := make(chan struct{})
 	go func() { _ = l.RunBudget(ctx, delivered.Load, delivered.Load); close(budgetDone) }()
 	defer func() { cancel(); <-budgetDone; <-readDone }()
-	require.Eventually(t, func() bool { return testutil.Gauge(t, reg, "pdsmux_log_bytes") > 0 }, 10*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return testutil.Value(t, reg, "pdsmux_log_bytes") > 0 }, 10*time.Second, 10*time.Millisecond)
 
 	// the hostile replica: 8 frames per Append, as a tailer's read queue
 	// would hand them over
@@ -357,7 +330,7 @@ func TestRunBudget_RedisWithinBudgetWhileTheReaderLags(t *testing.T) {
 
 	// with nothing delivered, the hostile replica waits for room
 	require.Eventually(t, func() bool {
-		return hostileDone.Load() || counter(t, reg, "pdsmux_log_budget_wait_seconds_total") > 0
+		return hostileDone.Load() || testutil.Value(t, reg, "pdsmux_log_budget_wait_seconds_total") > 0
 	}, time.Minute, 10*time.Millisecond)
 	require.False(t, hostileDone.Load(), "48 MB cannot be appended into a 32 MiB budget while nothing is delivered")
 	stream := streamBytes(t, srv)
@@ -383,6 +356,6 @@ func TestRunBudget_RedisWithinBudgetWhileTheReaderLags(t *testing.T) {
 
 	peak, startup := redisMemory(t, srv, "used_memory_peak"), redisMemory(t, srv, "used_memory_startup")
 	t.Logf("Redis used_memory_peak %d bytes (startup %d) for a %d-byte budget; appends waited %.2f s",
-		peak, startup, budget, counter(t, reg, "pdsmux_log_budget_wait_seconds_total"))
+		peak, startup, budget, testutil.Value(t, reg, "pdsmux_log_budget_wait_seconds_total"))
 	require.LessOrEqual(t, peak, int64(budget)+startup, "Redis within the log's byte budget")
 }

@@ -70,8 +70,8 @@ func TestSubscribe_SlowConsumerOverByteBudget(t *testing.T) {
 	go func() {
 		var q, b float64
 		for {
-			q = max(q, tu.Gauge(t, reg, "pdsmux_subscriber_queued_bytes"))
-			b = max(b, tu.Gauge(t, reg, "pdsmux_fanout_batch_bytes"))
+			q = max(q, tu.Value(t, reg, "pdsmux_subscriber_queued_bytes"))
+			b = max(b, tu.Value(t, reg, "pdsmux_fanout_batch_bytes"))
 			select {
 			case <-stop:
 				peaks <- [2]float64{q, b}
@@ -86,7 +86,7 @@ func TestSubscribe_SlowConsumerOverByteBudget(t *testing.T) {
 	}
 	require.NoError(t, fast.WaitLen(frames, 60*time.Second), "the reading subscriber gets every frame")
 	require.Eventually(t, func() bool {
-		return counterValue(t, reg, "pdsmux_subscriber_too_slow_total") == 1
+		return tu.Value(t, reg, "pdsmux_subscriber_too_slow_total") == 1
 	}, 10*time.Second, 10*time.Millisecond)
 	close(stop)
 	p := <-peaks

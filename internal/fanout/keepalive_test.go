@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/fanout"
@@ -88,7 +87,7 @@ func TestSubscribe_SilentPeerIsDropped(t *testing.T) {
 		"a peer that never answers must be dropped")
 	// counted and logged like a write timing out (before, its read
 	// deadline passing ended the session without a word)
-	require.EqualValues(t, 1, counterValue(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
+	require.EqualValues(t, 1, tu.Value(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
 	require.Contains(t, s.logs.String(), "dropped a subscriber that took nothing off its socket")
 }
 
@@ -122,7 +121,7 @@ func TestSubscribe_ReadFailingMidReplayIsSaid(t *testing.T) {
 	}
 	require.Less(t, len(got), len(backlog), "the replay did not finish")
 	require.Equal(t, backlog[:len(got)], got, "what was sent is the log's prefix, in order")
-	require.EqualValues(t, 1, counterValue(t, s.reg, "pdsmux_subscriber_read_errors_total"))
+	require.EqualValues(t, 1, tu.Value(t, s.reg, "pdsmux_subscriber_read_errors_total"))
 	require.Contains(t, s.logs.String(), "a read it needed failed")
 }
 
@@ -197,11 +196,11 @@ func TestSubscribe_ReaderPausingWithinItsLivenessWindowIsKept(t *testing.T) {
 	r := newStream(t, conn, 0)
 	require.NoError(t, r.read(100))
 	time.Sleep(ping) // the pause is the subject
-	require.Less(t, labeledCounter(t, s.reg, "pdsmux_subscriber_frames_total", "phase", "replay"), float64(len(backlog)),
+	require.Less(t, tu.Value(t, s.reg, "pdsmux_subscriber_frames_total", "phase", "replay"), float64(len(backlog)),
 		"pdsmux's writes waited during the pause")
 	require.NoError(t, r.read(len(backlog)-100))
 	r.check(backlog)
-	require.Zero(t, counterValue(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
+	require.Zero(t, tu.Value(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
 }
 
 // A subscriber that stops reading is cut once a write to it has waited
@@ -250,8 +249,8 @@ func TestSubscribe_StalledReaderIsCutAfterItsLivenessWindow(t *testing.T) {
 			require.Eventually(t, func() bool { return s.srv.Subscribers() == 0 }, 15*time.Second, 10*time.Millisecond,
 				"the stalled subscriber is cut")
 			t.Logf("%s: cut %s after the backlog was in the log", phase, time.Since(start).Round(time.Millisecond))
-			require.EqualValues(t, 1, counterValue(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
-			require.Zero(t, counterValue(t, s.reg, "pdsmux_subscriber_too_slow_total"))
+			require.EqualValues(t, 1, tu.Value(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
+			require.Zero(t, tu.Value(t, s.reg, "pdsmux_subscriber_too_slow_total"))
 			require.Contains(t, s.logs.String(), "dropped a subscriber that took nothing off its socket for its liveness window")
 		})
 	}
@@ -281,29 +280,8 @@ func TestSubscribe_SteadyReaderTakesALiveBurst(t *testing.T) {
 	require.NoError(t, <-read)
 	t.Logf("burst: %d frames, %d bytes, read in %s", len(frames), size, time.Since(r.start).Round(time.Millisecond))
 	r.check(want)
-	require.Zero(t, counterValue(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
-	require.Zero(t, counterValue(t, s.reg, "pdsmux_subscriber_too_slow_total"))
-}
-
-// labeledCounter is the value of counter name{label=value} in reg.
-func labeledCounter(t *testing.T, reg *prometheus.Registry, name, label, value string) float64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.Metric {
-			for _, l := range m.Label {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no %s{%s=%q}", name, label, value)
-	return 0
+	require.Zero(t, tu.Value(t, s.reg, "pdsmux_subscriber_write_timeouts_total"))
+	require.Zero(t, tu.Value(t, s.reg, "pdsmux_subscriber_too_slow_total"))
 }
 
 // A subscriber that goes away mid-replay (a relay killed: its kernel
@@ -325,7 +303,7 @@ func TestSubscribe_PeerResettingMidReplayIsNoReadError(t *testing.T) {
 		require.NoError(t, conn.Close())
 		require.Eventually(t, func() bool { return s.srv.Subscribers() == 0 }, 10*time.Second, 10*time.Millisecond)
 	}
-	require.Zero(t, counterValue(t, s.reg, "pdsmux_subscriber_read_errors_total"))
+	require.Zero(t, tu.Value(t, s.reg, "pdsmux_subscriber_read_errors_total"))
 	require.NotContains(t, s.logs.String(), "a read it needed failed")
 }
 

@@ -134,7 +134,7 @@ func slowConsumerRun(t *testing.T) (p99A, p99B time.Duration) {
 	p99B = p99(latencies(csB, bornB))
 
 	require.Eventually(t, func() bool {
-		return counterValue(t, reg, "pdsmux_subscriber_too_slow_total") == 1
+		return tu.Value(t, reg, "pdsmux_subscriber_too_slow_total") == 1
 	}, 10*time.Second, 10*time.Millisecond)
 	// Now read: the backlog the kernel held, then ConsumerTooSlow, then close.
 	require.NoError(t, slow.UnderlyingConn().(*net.TCPConn).SetReadBuffer(4<<20))
@@ -156,16 +156,4 @@ func slowConsumerRun(t *testing.T) (p99A, p99B time.Duration) {
 	require.Equal(t, frame.KindError, last.Kind)
 	require.Equal(t, frame.ErrNameConsumerTooSlow, last.Name)
 	return p99A, p99B
-}
-
-func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	require.NoError(t, err)
-	for _, f := range fams {
-		if f.GetName() == name {
-			return f.Metric[0].GetCounter().GetValue()
-		}
-	}
-	return 0
 }

@@ -12,11 +12,11 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/pool"
 	"github.com/pdsmux/pdsmux/internal/proxy"
+	"github.com/pdsmux/pdsmux/internal/testutil"
 )
 
 // replica records what reached it and answers with h.
@@ -137,7 +137,7 @@ func TestProxy_RetriesA5xxForGETOnly(t *testing.T) {
 	}
 	require.Equal(t, n/2, bad.count())
 	require.Equal(t, n, good.count())
-	require.Equal(t, float64(n/2), promtest.ToFloat64(retries(t, reg)))
+	require.Equal(t, float64(n/2), testutil.Value(t, reg, "pdsmux_proxy_retries_total"))
 	require.True(t, p.All()[0].Healthy(), "a 500 is the request's failure, not the replica's")
 
 	codes := map[int]int{}
@@ -190,19 +190,5 @@ func TestProxy_NoRetryOnceTheBodyStreams(t *testing.T) {
 	require.Equal(t, 1, oks)
 	require.Equal(t, 1, cut.count())
 	require.Equal(t, 1, good.count(), "not asked again after cut started streaming")
-	require.Equal(t, 0.0, promtest.ToFloat64(retries(t, reg)))
-}
-
-func retries(t *testing.T, reg *prometheus.Registry) prometheus.Collector {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() == "pdsmux_proxy_retries_total" {
-			v := mf.Metric[0].GetCounter().GetValue()
-			return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "x", Help: "x"}, func() float64 { return v })
-		}
-	}
-	t.Fatal("no pdsmux_proxy_retries_total")
-	return nil
+	require.Equal(t, 0.0, testutil.Value(t, reg, "pdsmux_proxy_retries_total"))
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/pdsmux/pdsmux/internal/loopback"
 	"github.com/pdsmux/pdsmux/internal/pdsmuxd"
 	"github.com/pdsmux/pdsmux/internal/route"
+	"github.com/pdsmux/pdsmux/internal/testutil"
 )
 
 // replica stands in for one Cocoon process behind Caddy: it answers
@@ -294,8 +295,8 @@ func TestCaddyfile_AccountAffineRouting(t *testing.T) {
 		}
 	}
 
-	require.GreaterOrEqual(t, decisions(t, reg, "routed"), float64(6*len(tokens)), "every token request was routed by pdsmux")
-	require.Equal(t, float64(10), decisions(t, reg, "malformed"))
+	require.GreaterOrEqual(t, testutil.Value(t, reg, "pdsmux_route_decisions_total", "outcome", "routed"), float64(6*len(tokens)), "every token request was routed by pdsmux")
+	require.Equal(t, float64(10), testutil.Value(t, reg, "pdsmux_route_decisions_total", "outcome", "malformed"))
 
 	// pdsmux answers an error (an older pdsmux without the route: 404),
 	// then goes down: the PDS stays up; each token stays on one replica
@@ -327,23 +328,4 @@ func TestCaddyfile_AccountAffineRouting(t *testing.T) {
 	fallback()
 	require.NoError(t, old.Close())
 	fallback()
-}
-
-// decisions reads pdsmux_route_decisions_total{outcome}.
-func decisions(t *testing.T, reg *prometheus.Registry, outcome string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() != "pdsmux_route_decisions_total" {
-			continue
-		}
-		for _, m := range mf.Metric {
-			if m.Label[0].GetValue() == outcome {
-				return m.Counter.GetValue()
-			}
-		}
-	}
-	t.Fatalf("no pdsmux_route_decisions_total{outcome=%q}", outcome)
-	return 0
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/pdsmux/pdsmux/internal/cursor"
 	"github.com/pdsmux/pdsmux/internal/frame"
 	"github.com/pdsmux/pdsmux/internal/store"
+	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
 )
 
@@ -99,23 +100,6 @@ func (r *rig) appendN(n, size int) []int64 {
 	return seqs
 }
 
-func (r *rig) metric(name string) float64 {
-	r.t.Helper()
-	fams, err := r.reg.Gather()
-	require.NoError(r.t, err)
-	for _, f := range fams {
-		if f.GetName() == name {
-			m := f.GetMetric()[0]
-			if m.Counter != nil {
-				return m.Counter.GetValue()
-			}
-			return m.Gauge.GetValue()
-		}
-	}
-	r.t.Fatalf("no metric %s", name)
-	return 0
-}
-
 // archived is every seq in the archive, oldest first.
 func (r *rig) archived() []int64 {
 	r.t.Helper()
@@ -152,7 +136,7 @@ func (r *rig) watchPending() func() float64 {
 	go func() {
 		defer close(done)
 		for {
-			v := r.metric("pdsmux_archive_pending_bytes")
+			v := testutil.Value(r.t, r.reg, "pdsmux_archive_pending_bytes")
 			mu.Lock()
 			peak = max(peak, v)
 			mu.Unlock()
@@ -192,16 +176,16 @@ func databaseDownStopsReadingThenCatchesUp(t *testing.T, b backend) {
 	r.cut()
 	peak := r.watchPending()
 	during := r.appendN(3000, 1000) // ~3 MB: twelve times the budget
-	require.Eventually(t, func() bool { return r.metric("pdsmux_archive_behind") == 1 }, 30*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return testutil.Value(r.t, r.reg, "pdsmux_archive_behind") == 1 }, 30*time.Second, 10*time.Millisecond,
 		"the archive reports it is behind")
 	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	require.EqualValues(t, int64(math.MaxInt64), r.arch.Await(actx, during[len(during)-1]),
 		"behind by more than its budget: delivery is not held back for the database")
 	// a cut connection fails at once; a locked file after its busy timeout
-	require.Eventually(t, func() bool { return r.metric("pdsmux_archive_write_errors_total") > 0 }, 30*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return testutil.Value(r.t, r.reg, "pdsmux_archive_write_errors_total") > 0 }, 30*time.Second, 10*time.Millisecond,
 		"the outage shows")
-	require.Eventually(t, func() bool { return r.metric("pdsmux_archive_lag_events") > float64(len(during)/2) }, 10*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return testutil.Value(r.t, r.reg, "pdsmux_archive_lag_events") > float64(len(during)/2) }, 10*time.Second, 10*time.Millisecond,
 		"the lag shows")
 
 	r.restore()
@@ -216,8 +200,8 @@ func databaseDownStopsReadingThenCatchesUp(t *testing.T, b backend) {
 	tr, err := r.st.Trimmed(ctx)
 	require.NoError(t, err)
 	require.Zero(t, tr, "no hole")
-	require.Zero(t, r.metric("pdsmux_archive_lost_total"))
-	require.Eventually(t, func() bool { return r.metric("pdsmux_archive_behind") == 0 }, 10*time.Second, 10*time.Millisecond,
+	require.Zero(t, testutil.Value(r.t, r.reg, "pdsmux_archive_lost_total"))
+	require.Eventually(t, func() bool { return testutil.Value(r.t, r.reg, "pdsmux_archive_behind") == 0 }, 10*time.Second, 10*time.Millisecond,
 		"caught up: delivery waits for the archive again")
 }
 
@@ -237,7 +221,7 @@ func capPassingTheArchiveIsRecordedAsTrimmed(t *testing.T, be backend) {
 
 	r.cut()
 	during := r.appendN(2000, 1000)
-	require.Eventually(t, func() bool { return r.metric("pdsmux_archive_behind") == 1 }, 30*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return testutil.Value(r.t, r.reg, "pdsmux_archive_behind") == 1 }, 30*time.Second, 10*time.Millisecond)
 	// the age trim would take nothing (all young); the cap takes most
 	n, _, err := r.log.Trim(ctx, time.Now(), r.arch.Durable(), math.MaxInt64)
 	require.NoError(t, err)
@@ -265,7 +249,7 @@ func capPassingTheArchiveIsRecordedAsTrimmed(t *testing.T, be backend) {
 		}
 	}
 	require.Positive(t, missing)
-	require.EqualValues(t, missing, r.metric("pdsmux_archive_lost_total"), "the hole is counted, seq for seq")
+	require.EqualValues(t, missing, testutil.Value(r.t, r.reg, "pdsmux_archive_lost_total"), "the hole is counted, seq for seq")
 }
 
 // What the archiver has read is durable after Flush (what the reconciler

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/frame"
+	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/verify"
 )
 
@@ -164,21 +165,6 @@ func (d *unreachableDir) Purge(context.Context, syntax.AtIdentifier) error {
 	return nil
 }
 
-// unverified reads pdsmux_signature_unverified_total from reg.
-func unverified(t *testing.T, reg *prometheus.Registry) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	require.NoError(t, err)
-	for _, mf := range mfs {
-		if mf.GetName() == "pdsmux_signature_unverified_total" {
-			require.Len(t, mf.GetMetric(), 1)
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	t.Fatal("pdsmux_signature_unverified_total is not registered")
-	return 0
-}
-
 // With the directory unreachable a commit passes without its signature
 // checked, as on a relay, and is counted; the other checks still apply,
 // and a lookup abandoned because the caller gave up is not counted.
@@ -186,23 +172,24 @@ func TestCheck_DirectoryUnreachable(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	d := &unreachableDir{}
 	v := verify.New(d, verify.NewMetrics(reg), clock)
-	require.Equal(t, 0.0, unverified(t, reg))
+	unverified := func() float64 { return testutil.Value(t, reg, "pdsmux_signature_unverified_total") }
+	require.Equal(t, 0.0, unverified())
 
 	a, created := newAccount(t, nil, "alice.test")
 	a.Key = newKey(t) // would be a bad signature, were it checked
 	ev := apply(t, a, t0.Add(-30*time.Minute), create("p0"))
 	require.NoError(t, check(t, v, encode(t, frame.TypeCommit, ev)))
-	require.Equal(t, 1.0, unverified(t, reg))
+	require.Equal(t, 1.0, unverified())
 	require.Equal(t, 1, d.lookups)
 	require.Equal(t, 0, d.purges, "nothing to purge when nothing answered")
 
 	require.NoError(t, check(t, v, encode(t, frame.TypeSync, created)))
-	require.Equal(t, 2.0, unverified(t, reg))
+	require.Equal(t, 2.0, unverified())
 
 	// Refused before any lookup: not counted.
 	ev.Rebase = true
 	require.Equal(t, verify.ReasonRebase, verify.ReasonOf(check(t, v, encode(t, frame.TypeCommit, ev))))
-	require.Equal(t, 2.0, unverified(t, reg))
+	require.Equal(t, 2.0, unverified())
 	ev.Rebase = false
 
 	// The caller's context is done: the lookup fails for that reason,
@@ -213,7 +200,7 @@ func TestCheck_DirectoryUnreachable(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	require.NoError(t, v.Check(ctx, b, &in))
-	require.Equal(t, 2.0, unverified(t, reg))
+	require.Equal(t, 2.0, unverified())
 
 	// Without metrics the same event passes too.
 	require.NoError(t, check(t, verify.New(d, nil, clock), b))
