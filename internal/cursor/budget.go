@@ -30,16 +30,20 @@ const budgetRecheck = 30 * time.Second
 //
 //   - an append waits while what this process appended that its live
 //     stream has not read yet (above RunBudget's read()) would take more
-//     than M/4 (unreadCap): a replica sending faster than the log is read
+//     than M/16 (unreadCap): a replica sending faster than the log is read
 //     is read no faster than that (its read queue fills, then its TCP
 //     window), while small appends from the others fit in what each read
-//     entry frees;
+//     entry frees. Every unread byte is one the other replicas' next
+//     events wait behind on their way to subscribers (one stream, in seq
+//     order): with a replica sending 4.9 MB frames as fast as it can
+//     (bench H), M/4 held the other replica's events back 1.6 s at p99,
+//     M/16 (8 MiB at the default M) 0.5-0.6 s;
 //   - what the live stream has read that the archive has not written (a
 //     slow database) is bounded by the archive's buffer, M/8 at the
 //     default --memory-budget (it stops waiting for the database when
 //     the buffer is full).
 //
-// So the stream stays within M/2 (M/4 + M/8 + one call fit below it) at
+// So the stream stays within M/2 (M/16 + M/8 + one call fit below it) at
 // the default sizes. The other half of M is for what Redis holds for a
 // moment beside it. With B one append call's frames (at most M/64, see
 // callBytes, unless one frame is larger; at the default M of 128 MiB, 2
@@ -67,7 +71,7 @@ const budgetRecheck = 30 * time.Second
 // are not in M: size them apart (docs/configuration.md, Sizing).
 func (c Config) budgetHigh() int64 { return c.MaxBytes / 2 }
 func (c Config) budgetLow() int64  { return c.MaxBytes/4 + c.MaxBytes/8 }
-func (c Config) unreadCap() int64  { return c.MaxBytes / 4 }
+func (c Config) unreadCap() int64  { return c.MaxBytes / 16 }
 
 // callBytes bounds the frame bytes of one append call (Append splits a
 // batch into calls of at most this much; a larger frame goes alone): a
@@ -241,7 +245,7 @@ func (l *Log) room(ctx context.Context, n int64) error {
 // above delivered() (the newest seq this process has handed to its live
 // subscribers and its archive), and an append waits while what this
 // process appended above read() (the newest seq its live stream has read
-// from the log) takes a quarter of the budget. It also measures at start
+// from the log) takes a sixteenth of the budget. It also measures at start
 // and every 30 s, for appends by other processes.
 func (l *Log) RunBudget(ctx context.Context, delivered, read func() int64) error {
 	l.bud.readers.Store(&readers{delivered: delivered, read: read})

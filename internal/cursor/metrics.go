@@ -88,7 +88,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	m.budgetWait = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "pdsmux_log_budget_wait_seconds_total",
-		Help: "Time appends waited because what this process appended and its live stream has not read yet took a quarter of --log-max-bytes. Growth means a replica sends faster than the log is read; that replica is read more slowly.",
+		Help: "Time appends waited because what this process appended and its live stream has not read yet took a sixteenth of --log-max-bytes. Growth means a replica sends faster than the log is read; that replica is read more slowly.",
 	})
 	m.sharedTails = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "pdsmux_log_shared_reads_total",

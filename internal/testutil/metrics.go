@@ -154,10 +154,3 @@ func pairs(m *dto.Metric) []string {
 	}
 	return out
 }
-
-// Gauge is Value without labels: the single series of the metric name
-// (kept for its callers; new code calls Value).
-func Gauge(t testing.TB, g prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	return Value(t, g, name)
-}
