@@ -38,7 +38,7 @@ type memory struct {
 	// ArchiveBytes bounds what the archive has read and not yet written:
 	// an eighth of the log's budget, since Redis keeps those entries too
 	// (the byte budget does not drop them): with what the live stream has
-	// not read (a quarter), they fit in the half the stream is kept to.
+	// not read (a sixteenth), they fit in the half the stream is kept to.
 	ArchiveBytes int64
 }
 

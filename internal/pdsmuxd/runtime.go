@@ -398,7 +398,7 @@ func (rt *Runtime) trimLoop(ctx context.Context) error {
 			}
 			if over > rt.s.MaxEntries/10 && time.Since(overWarned) > time.Hour {
 				overWarned = time.Now()
-				rt.log.Warn("the log holds more entries than --max-entries because subscribers have not had them yet (delivery held back, e.g. for --redis-wait-replicas); they are kept (appends wait once a quarter of --log-max-bytes is undelivered)",
+				rt.log.Warn("the log holds more entries than --max-entries because subscribers have not had them yet (delivery held back, e.g. for --redis-wait-replicas); they are kept (appends wait once a sixteenth of --log-max-bytes is undelivered)",
 					"component", "trim", "over", over, "max_entries", rt.s.MaxEntries)
 			}
 		}
