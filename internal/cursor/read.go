@@ -126,17 +126,20 @@ func (l *Log) Range(ctx context.Context, after int64, count int64) ([]Entry, err
 // Concurrent Tails from the same after share one blocking XREAD (the
 // broadcaster and the archive both wait at the log's head): the later
 // caller gets the first one's entries, at most count of them, and Redis
-// sends each frame once. Entries are shared between callers and must not
-// be modified. A Tail never shares a read issued before the last Fence.
-// When the caller whose read is shared leaves (its ctx ends), the others
-// read again themselves.
+// sends each frame once (Replicated's readers then still read what they
+// return with their own XRANGE). A Tail joins only a read that blocks no
+// longer than its own block would, and never one issued before the last
+// Fence. Entries are shared between callers and must not be modified.
+// When the caller whose read is shared leaves before Redis answered (its
+// ctx ends), the others read again themselves.
 func (l *Log) Tail(ctx context.Context, after int64, block time.Duration, count int64) ([]Entry, error) {
 	for {
 		gen := l.tails.gen.Load()
+		until := time.Now().Add(block)
 		l.tails.mu.Lock()
 		c := l.tails.flight[after]
-		if c == nil || c.gen != gen {
-			c = &tailCall{gen: gen, done: make(chan struct{})}
+		if c == nil || c.gen != gen || c.until.After(until) {
+			c = &tailCall{gen: gen, until: until, done: make(chan struct{})}
 			l.tails.flight[after] = c
 			l.tails.mu.Unlock()
 			c.es, c.err = l.tail(ctx, after, block, count)
@@ -158,7 +161,9 @@ func (l *Log) Tail(ctx context.Context, after int64, block time.Duration, count 
 		if c.err != nil && ctx.Err() == nil && (errors.Is(c.err, context.Canceled) || errors.Is(c.err, context.DeadlineExceeded)) {
 			continue // the caller whose read this was left; read again
 		}
-		l.m.sharedTail()
+		if c.err == nil {
+			l.m.sharedTail()
+		}
 		return clip(c.es, count), c.err
 	}
 }
@@ -180,6 +185,7 @@ type tails struct {
 // tailCall is one blocking read that Tails from the same after share.
 type tailCall struct {
 	gen     int64
+	until   time.Time     // when its XREAD's block ends
 	sharers int           // Tails that joined it (under tails.mu)
 	done    chan struct{} // closed once es and err are set
 	es      []Entry

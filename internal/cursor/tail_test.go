@@ -28,11 +28,16 @@ type tailResult struct {
 	err error
 }
 
-// goTail runs l.Tail from after in a goroutine.
+// goTail runs l.Tail from after in a goroutine, blocking up to 10 s.
 func goTail(ctx context.Context, l *cursor.Log, after, count int64) <-chan tailResult {
+	return goTailFor(ctx, l, after, count, 10*time.Second)
+}
+
+// goTailFor is goTail blocking up to block.
+func goTailFor(ctx context.Context, l *cursor.Log, after, count int64, block time.Duration) <-chan tailResult {
 	ch := make(chan tailResult, 1)
 	go func() {
-		es, err := l.Tail(ctx, after, 10*time.Second, count)
+		es, err := l.Tail(ctx, after, block, count)
 		ch <- tailResult{es, err}
 	}()
 	return ch
@@ -156,4 +161,26 @@ func TestTail_SharerLeavingReturnsAtOnce(t *testing.T) {
 	require.NoError(t, r.err)
 	require.Len(t, r.es, 1)
 	require.Equal(t, head+1, r.es[0].Seq)
+}
+
+// A Tail does not join a read that would block longer than its own block:
+// it reads Redis itself and returns empty-handed when its own block ends.
+func TestTail_NoSharingAReadThatBlocksLonger(t *testing.T) {
+	l, srv := newLog(t, cursor.Config{})
+	ctx := context.Background()
+	_, sync := newUpstream(t, "alice.test")
+	head := appendHead(t, l, sync)
+
+	long := goTailFor(ctx, l, head, 10, time.Minute)
+	require.Eventually(t, func() bool { return blockedXReads(t, srv) == 1 }, 10*time.Second, 5*time.Millisecond)
+	short := goTailFor(ctx, l, head, 10, 50*time.Millisecond)
+	r := <-short
+	require.NoError(t, r.err)
+	require.Empty(t, r.es)
+	require.Zero(t, cursor.TailSharers(l, head), "the short Tail joined the long one's read")
+	select {
+	case <-long:
+		t.Fatal("the long Tail returned with nothing appended")
+	default:
+	}
 }

@@ -11,7 +11,8 @@ import (
 	"github.com/pdsmux/pdsmux/internal/cursor"
 )
 
-// Source is the log the fanout reads. *cursor.Log is one.
+// Source is the log the fanout reads. *cursor.Log is one. The entries it
+// returns may be shared with the log's other readers: read-only.
 type Source interface {
 	Range(ctx context.Context, after int64, count int64) ([]cursor.Entry, error)
 	Tail(ctx context.Context, after int64, block time.Duration, count int64) ([]cursor.Entry, error)

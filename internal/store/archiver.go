@@ -29,7 +29,9 @@ const (
 	trimEvery          = time.Hour
 )
 
-// Log is what the Archiver reads: the merged log (*cursor.Log).
+// Log is what the Archiver reads: the merged log (*cursor.Log). The
+// entries it returns may be shared with the log's other readers:
+// read-only.
 type Log interface {
 	// Tail blocks up to block for entries with seq > after.
 	Tail(ctx context.Context, after int64, block time.Duration, count int64) ([]cursor.Entry, error)
