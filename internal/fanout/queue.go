@@ -105,6 +105,14 @@ func (q *queue) wake() {
 	}
 }
 
+// clear drops everything queued (the session is over).
+func (q *queue) clear() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.buf, q.head, q.n = nil, 0, 0
+	q.bytes.Store(0)
+}
+
 // drain moves everything queued into dst; overflowed reports a too-slow
 // subscriber.
 func (q *queue) drain(dst []msg) (out []msg, overflowed bool) {

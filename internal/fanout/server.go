@@ -93,7 +93,10 @@ type Server struct {
 	log   *slog.Logger
 	m     *Metrics
 	upg   websocket.Upgrader
-	count atomic.Int64
+	count atomic.Int64 // sessions holding a --max-subscribers slot
+	// lingering counts sessions past their close frame that wait for the
+	// peer's (closeSession): at most MaxSubscribers
+	lingering atomic.Int64
 
 	mu      sync.Mutex
 	subs    map[*subscriber]struct{}
@@ -168,9 +171,10 @@ type subscriber struct {
 	vec [][]byte
 	// release ends the session's claim on the server once nothing more
 	// will be sent but its error and close frames: it leaves the
-	// broadcaster and gives back its --max-subscribers slot, so a peer
-	// that does not answer the close (up to closeLinger twice) holds
-	// neither. Safe to call more than once.
+	// broadcaster, drops its queue and gives back its --max-subscribers
+	// slot, so a peer that does not answer the close (up to closeLinger
+	// twice) holds none of them; Server.lingering bounds those sessions.
+	// Safe to call more than once.
 	release func()
 }
 
@@ -302,6 +306,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.m.subscribed(1)
 	sub.release = sync.OnceFunc(func() {
 		s.bc.leave(sub)
+		sub.q.clear()
 		s.m.subscribed(-1)
 		slot()
 	})
@@ -405,6 +410,14 @@ func (s *Server) closeSession(sub *subscriber, code int, text string) {
 	if sub.conn.WriteControl(websocket.CloseMessage, msg, sub.closeDeadline()) != nil {
 		return
 	}
+	// at most --max-subscribers sessions wait for their peer's close;
+	// beyond that the socket is closed at once (open sockets stay within
+	// twice --max-subscribers however fast clients come and go unanswered)
+	if s.lingering.Add(1) > int64(s.cfg.MaxSubscribers) {
+		s.lingering.Add(-1)
+		return
+	}
+	defer s.lingering.Add(-1)
 	t := time.NewTimer(closeLinger)
 	defer t.Stop()
 	select {

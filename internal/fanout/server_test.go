@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"sort"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
@@ -184,4 +186,37 @@ func TestSubscribe_ClosingSessionHoldsNoSlot(t *testing.T) {
 	more := s.append(2)
 	require.NoError(t, live.WaitLen(2, 10*time.Second))
 	require.Equal(t, more, live.Seqs())
+}
+
+// Sessions that wait for their peer's close are bounded too: beyond
+// --max-subscribers of them, a session's socket is closed as soon as its
+// close frame is written. Without the bound, clients that never answer a
+// close could hold any number of sockets open for up to 8 s each.
+func TestSubscribe_LingeringSessionsAreBounded(t *testing.T) {
+	s := newStack(t, fanout.Config{MaxSubscribers: 1})
+	future := fmt.Sprintf("?cursor=%d", s.base[len(s.base)-1]+1000)
+	a := dialTinyBuffer(t, s.url, future)
+	defer a.Close()
+	_, _, err := a.ReadMessage() // its FutureCursor; a reads no further
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return s.srv.Lingering() == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	b := dialTinyBuffer(t, s.url, future)
+	defer b.Close()
+	b.SetCloseHandler(func(int, string) error { return nil }) // b never answers either
+	_, _, err = b.ReadMessage()
+	require.NoError(t, err)
+	var ce *websocket.CloseError
+	_, _, err = b.ReadMessage()
+	require.ErrorAs(t, err, &ce)
+	require.Equal(t, websocket.ClosePolicyViolation, ce.Code)
+	// the server closes b's socket (gorilla keeps answering the close
+	// error itself, so read the socket under it)
+	raw := b.UnderlyingConn()
+	require.NoError(t, raw.SetReadDeadline(time.Now().Add(30*time.Second)))
+	_, err = raw.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF)
+	// b's socket was closed while a still waits (4 s from its close): b
+	// did not linger (had it, a's wait would have ended before b's)
+	require.EqualValues(t, 1, s.srv.Lingering())
 }
