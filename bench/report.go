@@ -236,7 +236,7 @@ func (r *report) targets(b *strings.Builder) {
 			if m, ok := r.results["U"][vMemory.id]; ok {
 				vs = " vs rainbow memory " + ms(m.p99)
 			}
-			fmt.Fprintf(b, "| (users' scenario with `--verify-commit-signatures=false`, for the price of the check on one core) | p99 %s%s; pdsmux RSS %s | - |\n", ms(n.p99), vs, mib(n.u1.peak))
+			fmt.Fprintf(b, "| (users' scenario with `--verify-commit-signatures=false`, for the price of the check on one core) | p99 %s%s; pdsmux RSS %s; all delivered once: %v | - |\n", ms(n.p99), vs, mib(n.u1.peak), n.complete && n.dups == 0)
 		}
 		both := p.u1.peak + p.u1.helperPeak
 		if r.opts.budgetMiB > 0 {
