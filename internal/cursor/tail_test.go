@@ -22,6 +22,18 @@ func appendHead(t *testing.T, l *cursor.Log, frames ...[]byte) int64 {
 	return b.Last
 }
 
+// blockedAtHead is a log holding one account's #sync (head is its seq)
+// and a Tail from head, blocking up to block, that Redis holds blocked.
+func blockedAtHead(t *testing.T, block time.Duration) (*cursor.Log, *redisserver.Server, *upstream, int64, <-chan tailResult) {
+	t.Helper()
+	l, srv := newLog(t, cursor.Config{})
+	u, sync := newUpstream(t, "alice.test")
+	head := appendHead(t, l, sync)
+	first := goTailFor(context.Background(), l, head, 10, block)
+	require.Eventually(t, func() bool { return blockedXReads(t, srv) == 1 }, 10*time.Second, 5*time.Millisecond)
+	return l, srv, u, head, first
+}
+
 // tailResult is one Tail call's answer.
 type tailResult struct {
 	es  []cursor.Entry
@@ -81,14 +93,9 @@ func xreadCalls(t *testing.T, srv *redisserver.Server) int {
 // Tails share one XREAD, so Redis sends each frame once, and each gets at
 // most its count.
 func TestTail_ReadersAtTheHeadShareOneRead(t *testing.T) {
-	l, srv := newLog(t, cursor.Config{})
 	ctx := context.Background()
-	u, sync := newUpstream(t, "alice.test")
-	head := appendHead(t, l, sync)
-
-	before := xreadCalls(t, srv)
-	first := goTail(ctx, l, head, 10)
-	require.Eventually(t, func() bool { return blockedXReads(t, srv) == 1 }, 10*time.Second, 5*time.Millisecond)
+	l, srv, u, head, first := blockedAtHead(t, 10*time.Second)
+	calls := xreadCalls(t, srv) // Redis counts a blocked XREAD once, as it blocks
 	second := goTail(ctx, l, head, 2)
 	require.Eventually(t, func() bool { return cursor.TailSharers(l, head) == 1 }, 10*time.Second, 5*time.Millisecond)
 	require.Equal(t, 1, blockedXReads(t, srv), "the second reader issued a read of its own")
@@ -104,7 +111,7 @@ func TestTail_ReadersAtTheHeadShareOneRead(t *testing.T) {
 		require.Equal(t, a.es[i].Seq, b.es[i].Seq)
 		require.Equal(t, a.es[i].Frame, b.es[i].Frame)
 	}
-	require.Equal(t, before+1, xreadCalls(t, srv), "Redis answered more than one XREAD")
+	require.Equal(t, calls, xreadCalls(t, srv), "the second reader issued an XREAD of its own")
 
 	// what a reader appends to its answer never lands in another's
 	b.es = append(b.es, cursor.Entry{Seq: -7})
@@ -115,13 +122,8 @@ func TestTail_ReadersAtTheHeadShareOneRead(t *testing.T) {
 // does not take the answer of a read issued before it, which may carry
 // entries of the Redis that lost them.
 func TestTail_FenceStopsSharingAReadInFlight(t *testing.T) {
-	l, srv := newLog(t, cursor.Config{})
 	ctx := context.Background()
-	u, sync := newUpstream(t, "alice.test")
-	head := appendHead(t, l, sync)
-
-	first := goTail(ctx, l, head, 10)
-	require.Eventually(t, func() bool { return blockedXReads(t, srv) == 1 }, 10*time.Second, 5*time.Millisecond)
+	l, srv, u, head, first := blockedAtHead(t, 10*time.Second)
 	l.Fence()
 	second := goTail(ctx, l, head, 10)
 	require.Eventually(t, func() bool { return blockedXReads(t, srv) == 2 }, 10*time.Second, 5*time.Millisecond,
@@ -140,13 +142,8 @@ func TestTail_FenceStopsSharingAReadInFlight(t *testing.T) {
 // A reader that joined another's read and leaves (shutdown) returns at
 // once; the reader whose read it was still gets what comes.
 func TestTail_SharerLeavingReturnsAtOnce(t *testing.T) {
-	l, srv := newLog(t, cursor.Config{})
 	ctx := context.Background()
-	u, sync := newUpstream(t, "alice.test")
-	head := appendHead(t, l, sync)
-
-	first := goTail(ctx, l, head, 10)
-	require.Eventually(t, func() bool { return blockedXReads(t, srv) == 1 }, 10*time.Second, 5*time.Millisecond)
+	l, _, u, head, first := blockedAtHead(t, 10*time.Second)
 	sctx, leave := context.WithCancel(ctx)
 	second := goTail(sctx, l, head, 10)
 	require.Eventually(t, func() bool { return cursor.TailSharers(l, head) == 1 }, 10*time.Second, 5*time.Millisecond)
@@ -166,13 +163,8 @@ func TestTail_SharerLeavingReturnsAtOnce(t *testing.T) {
 // A Tail does not join a read that would block longer than its own block:
 // it reads Redis itself and returns empty-handed when its own block ends.
 func TestTail_NoSharingAReadThatBlocksLonger(t *testing.T) {
-	l, srv := newLog(t, cursor.Config{})
 	ctx := context.Background()
-	_, sync := newUpstream(t, "alice.test")
-	head := appendHead(t, l, sync)
-
-	long := goTailFor(ctx, l, head, 10, time.Minute)
-	require.Eventually(t, func() bool { return blockedXReads(t, srv) == 1 }, 10*time.Second, 5*time.Millisecond)
+	l, _, _, head, long := blockedAtHead(t, time.Minute)
 	short := goTailFor(ctx, l, head, 10, 50*time.Millisecond)
 	r := <-short
 	require.NoError(t, r.err)
