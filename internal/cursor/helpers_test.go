@@ -9,6 +9,7 @@ import (
 	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
@@ -22,13 +23,21 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func newLog(t *testing.T, cfg cursor.Config) (*cursor.Log, *redisserver.Server) {
 	t.Helper()
+	l, srv, _ := newLogMetrics(t, cfg)
+	return l, srv
+}
+
+// newLogMetrics is newLog with its metrics on the registry it returns.
+func newLogMetrics(t *testing.T, cfg cursor.Config) (*cursor.Log, *redisserver.Server, *prometheus.Registry) {
+	t.Helper()
 	srv := redisserver.Start(t, redisserver.Options{})
 	checkDeclaredKeys(t, srv.Addr())
-	l, err := cursor.New(srv.Client(), cfg, nil, quiet)
+	reg := prometheus.NewRegistry()
+	l, err := cursor.New(srv.Client(), cfg, cursor.NewMetrics(reg), quiet)
 	require.NoError(t, err)
 	_, err = l.Reconcile(context.Background(), cursor.DurableState{}, false)
 	require.NoError(t, err)
-	return l, srv
+	return l, srv, reg
 }
 
 // upstream is one account whose commits are encoded as a replica would.

@@ -92,7 +92,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	})
 	m.sharedTails = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "pdsmux_log_shared_reads_total",
-		Help: "Blocking reads of the log's head answered by another reader's read from the same position (the live stream and the archive share one XREAD while both keep up). Flat while the archive lags or catches up.",
+		Help: "Blocking reads of the log's head answered by another reader's read from the same position (the live stream and the archive share one XREAD while both keep up), counting those that ended with nothing new (an idle log adds one every 2 s). Flat while the archive lags or catches up.",
 	})
 	reg.MustRegister(m.events, m.released, m.scriptTime, m.scriptErrors, m.readTime, m.retention, m.maxEntries,
 		m.maxBytes, m.logBytes, m.budgetTrims, m.budgetWait, m.waitTime, m.waitTimeouts, m.heldBack, m.sharedTails)

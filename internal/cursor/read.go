@@ -170,9 +170,10 @@ func (l *Log) Tail(ctx context.Context, after int64, block time.Duration, count 
 
 // Fence makes every Tail from now on read Redis itself or share a read
 // issued after this call, never one already in flight: a read issued
-// before Redis was found to have lost entries may still return them. The
-// daemon fences before it restores Redis (and before the archive's own
-// Fence, so a reader that sees the archive's new epoch sees this too).
+// before Redis was found to have lost entries may still return them.
+// store.Archiver.Fence calls it before its own epoch moves (the daemon
+// fences before it restores Redis), so a reader that sees the archive's
+// new epoch sees this too.
 func (l *Log) Fence() { l.tails.gen.Add(1) }
 
 // tails are a Log's blocking reads in flight, by after (Log.Tail).

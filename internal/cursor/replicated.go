@@ -83,6 +83,9 @@ func (r *Replicated) Tail(ctx context.Context, after int64, block time.Duration,
 	return r.read(ctx, after, count)
 }
 
+// Fence is the log's (Log.Fence).
+func (r *Replicated) Fence() { r.l.Fence() }
+
 // Bounds is the log's (no entry content is given away by it).
 func (r *Replicated) Bounds(ctx context.Context) (Bounds, error) { return r.l.Bounds(ctx) }
 

@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
 )
 
@@ -23,15 +25,16 @@ func appendHead(t *testing.T, l *cursor.Log, frames ...[]byte) int64 {
 }
 
 // blockedAtHead is a log holding one account's #sync (head is its seq)
-// and a Tail from head, blocking up to block, that Redis holds blocked.
-func blockedAtHead(t *testing.T, block time.Duration) (*cursor.Log, *redisserver.Server, *upstream, int64, <-chan tailResult) {
+// and a Tail from head, blocking up to block, that Redis holds blocked;
+// the log's metrics are on reg.
+func blockedAtHead(t *testing.T, block time.Duration) (l *cursor.Log, srv *redisserver.Server, u *upstream, head int64, first <-chan tailResult, reg *prometheus.Registry) {
 	t.Helper()
-	l, srv := newLog(t, cursor.Config{})
+	l, srv, reg = newLogMetrics(t, cursor.Config{})
 	u, sync := newUpstream(t, "alice.test")
-	head := appendHead(t, l, sync)
-	first := goTailFor(context.Background(), l, head, 10, block)
-	require.Eventually(t, func() bool { return blockedXReads(t, srv) == 1 }, 10*time.Second, 5*time.Millisecond)
-	return l, srv, u, head, first
+	head = appendHead(t, l, sync)
+	first = goTailFor(context.Background(), l, head, 10, block)
+	require.Eventually(t, func() bool { return srv.Blocked("xread") == 1 }, 10*time.Second, 5*time.Millisecond)
+	return l, srv, u, head, first, reg
 }
 
 // tailResult is one Tail call's answer.
@@ -53,20 +56,6 @@ func goTailFor(ctx context.Context, l *cursor.Log, after, count int64, block tim
 		ch <- tailResult{es, err}
 	}()
 	return ch
-}
-
-// blockedXReads is how many clients of srv are blocked in XREAD now.
-func blockedXReads(t *testing.T, srv *redisserver.Server) int {
-	t.Helper()
-	list, err := srv.Client().ClientList(context.Background()).Result()
-	require.NoError(t, err)
-	n := 0
-	for _, c := range strings.Split(list, "\n") {
-		if strings.Contains(c, "cmd=xread") && strings.Contains(c, "flags=b") {
-			n++
-		}
-	}
-	return n
 }
 
 // xreadCalls is how many XREADs srv has completed.
@@ -94,11 +83,11 @@ func xreadCalls(t *testing.T, srv *redisserver.Server) int {
 // most its count.
 func TestTail_ReadersAtTheHeadShareOneRead(t *testing.T) {
 	ctx := context.Background()
-	l, srv, u, head, first := blockedAtHead(t, 10*time.Second)
+	l, srv, u, head, first, reg := blockedAtHead(t, 10*time.Second)
 	calls := xreadCalls(t, srv) // Redis counts a blocked XREAD once, as it blocks
 	second := goTail(ctx, l, head, 2)
 	require.Eventually(t, func() bool { return cursor.TailSharers(l, head) == 1 }, 10*time.Second, 5*time.Millisecond)
-	require.Equal(t, 1, blockedXReads(t, srv), "the second reader issued a read of its own")
+	require.Equal(t, 1, srv.Blocked("xread"), "the second reader issued a read of its own")
 
 	_, err := l.Append(ctx, "r1", -1, events(t, u.commit(), u.commit(), u.commit()))
 	require.NoError(t, err)
@@ -112,6 +101,7 @@ func TestTail_ReadersAtTheHeadShareOneRead(t *testing.T) {
 		require.Equal(t, a.es[i].Frame, b.es[i].Frame)
 	}
 	require.Equal(t, calls, xreadCalls(t, srv), "the second reader issued an XREAD of its own")
+	require.Equal(t, 1.0, testutil.Value(t, reg, "pdsmux_log_shared_reads_total"))
 
 	// what a reader appends to its answer never lands in another's
 	b.es = append(b.es, cursor.Entry{Seq: -7})
@@ -123,10 +113,10 @@ func TestTail_ReadersAtTheHeadShareOneRead(t *testing.T) {
 // entries of the Redis that lost them.
 func TestTail_FenceStopsSharingAReadInFlight(t *testing.T) {
 	ctx := context.Background()
-	l, srv, u, head, first := blockedAtHead(t, 10*time.Second)
+	l, srv, u, head, first, reg := blockedAtHead(t, 10*time.Second)
 	l.Fence()
 	second := goTail(ctx, l, head, 10)
-	require.Eventually(t, func() bool { return blockedXReads(t, srv) == 2 }, 10*time.Second, 5*time.Millisecond,
+	require.Eventually(t, func() bool { return srv.Blocked("xread") == 2 }, 10*time.Second, 5*time.Millisecond,
 		"the Tail after the Fence must read Redis itself")
 	require.Zero(t, cursor.TailSharers(l, head))
 
@@ -137,13 +127,14 @@ func TestTail_FenceStopsSharingAReadInFlight(t *testing.T) {
 		require.NoError(t, r.err)
 		require.Len(t, r.es, 1)
 	}
+	require.Zero(t, testutil.Value(t, reg, "pdsmux_log_shared_reads_total"))
 }
 
 // A reader that joined another's read and leaves (shutdown) returns at
 // once; the reader whose read it was still gets what comes.
 func TestTail_SharerLeavingReturnsAtOnce(t *testing.T) {
 	ctx := context.Background()
-	l, _, u, head, first := blockedAtHead(t, 10*time.Second)
+	l, _, u, head, first, _ := blockedAtHead(t, 10*time.Second)
 	sctx, leave := context.WithCancel(ctx)
 	second := goTail(sctx, l, head, 10)
 	require.Eventually(t, func() bool { return cursor.TailSharers(l, head) == 1 }, 10*time.Second, 5*time.Millisecond)
@@ -164,7 +155,7 @@ func TestTail_SharerLeavingReturnsAtOnce(t *testing.T) {
 // it reads Redis itself and returns empty-handed when its own block ends.
 func TestTail_NoSharingAReadThatBlocksLonger(t *testing.T) {
 	ctx := context.Background()
-	l, _, _, head, long := blockedAtHead(t, time.Minute)
+	l, _, _, head, long, _ := blockedAtHead(t, time.Minute)
 	short := goTailFor(ctx, l, head, 10, 50*time.Millisecond)
 	r := <-short
 	require.NoError(t, r.err)

@@ -51,10 +51,7 @@ func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) e
 	defer r.mu.Unlock()
 	if lost {
 		// nothing read from the Redis that lost entries is archived or
-		// sent after this: the checkpoint below is all of it. The log
-		// first: a read in flight is then not shared with a reader that
-		// already sees the archive's new epoch.
-		r.log.Fence()
+		// sent after this: the checkpoint below is all of it
 		r.arch.Fence()
 	}
 	if err := r.arch.Flush(ctx); err != nil {

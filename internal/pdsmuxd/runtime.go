@@ -170,7 +170,10 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	// What the archive and subscribers read: with --redis-wait-replicas,
 	// only entries that many Redis replicas hold, so a Sentinel failover
 	// cannot take back what was archived or delivered.
-	var reader fanout.Source = rt.events
+	var reader interface {
+		fanout.Source
+		store.Log
+	} = rt.events
 	if s.RedisWaitReplicas > 0 {
 		rt.waited = rt.events.Replicated(s.RedisWaitReplicas, s.RedisWaitTimeout)
 		reader = rt.waited

@@ -38,6 +38,9 @@ type Log interface {
 	// Bounds gives the trim mark (seqs Redis may no longer hold) and the
 	// head.
 	Bounds(ctx context.Context) (cursor.Bounds, error)
+	// Fence makes its reads from now on share no read issued before it
+	// (cursor.Log.Fence).
+	Fence()
 }
 
 // ArchiverConfig tunes the Archiver. Zero values take the defaults.
@@ -104,6 +107,9 @@ type Archiver struct {
 // come back again under a new seq when the replicas are re-read (seen
 // under load after a FLUSHALL: 5 (did, rev) sent twice).
 func (a *Archiver) Fence() {
+	// the log first: a reader that sees the new epoch then shares no
+	// read issued before it (cursor.Log.Tail)
+	a.src.Fence()
 	a.mu.Lock()
 	a.epoch.Add(1)
 	a.mu.Unlock()

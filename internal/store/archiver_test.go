@@ -357,3 +357,33 @@ func TestArchiver_ReadInFlightAcrossAFenceIsDropped(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, es)
 }
+
+// The Archiver's Fence fences its log first: a read of the log's head
+// issued after it (the broadcaster's, under the new epoch) never shares
+// the answer of one issued before it, which may carry entries of a Redis
+// that lost them. Without the log's fence the second Tail joined the
+// first one's XREAD.
+func TestArchiver_FenceFencesTheLog(t *testing.T) {
+	r := newRig(t, backends[0], cursor.Config{}, store.ArchiverConfig{FlushInterval: time.Hour})
+	r.stop() // only the reads below wait at the head
+	ctx := context.Background()
+	b, err := r.log.Bounds(ctx)
+	require.NoError(t, err)
+	tail := func() <-chan error {
+		ch := make(chan error, 1)
+		go func() {
+			_, err := r.log.Tail(ctx, b.Last, 10*time.Second, 10)
+			ch <- err
+		}()
+		return ch
+	}
+	first := tail()
+	require.Eventually(t, func() bool { return r.redis.Blocked("xread") == 1 }, 10*time.Second, 5*time.Millisecond)
+	r.arch.Fence()
+	second := tail()
+	require.Eventually(t, func() bool { return r.redis.Blocked("xread") == 2 }, 10*time.Second, 5*time.Millisecond,
+		"the read after the Fence must be its own")
+	r.appendN(1, 200)
+	require.NoError(t, <-first)
+	require.NoError(t, <-second)
+}

@@ -147,6 +147,25 @@ func (s *Server) Client() *redis.Client {
 	return c
 }
 
+// Blocked is how many of the server's clients are blocked in cmd (lower
+// case, e.g. "xread") now, by CLIENT LIST.
+func (s *Server) Blocked(cmd string) int {
+	s.t.Helper()
+	c := s.Client()
+	list, err := c.ClientList(context.Background()).Result()
+	_ = c.Close()
+	if err != nil {
+		s.t.Fatalf("CLIENT LIST on %s: %v", s.Addr(), err)
+	}
+	n := 0
+	for _, l := range strings.Split(list, "\n") {
+		if strings.Contains(l, " cmd="+cmd+" ") && strings.Contains(l, " flags=b ") {
+			n++
+		}
+	}
+	return n
+}
+
 // Kill stops the server with SIGKILL (a crash: no final AOF flush).
 func (s *Server) Kill() {
 	s.mu.Lock()
