@@ -267,7 +267,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		v, err := strconv.ParseInt(c, 10, 64)
 		if err != nil || v < 0 {
 			s.m.request("bad_cursor")
-			xrpcerr.Write(w, http.StatusBadRequest, "InvalidRequest", fmt.Sprintf("cursor must be a non-negative integer, got %q", truncate(c, 64)))
+			msg := fmt.Sprintf("cursor must be a non-negative integer, got %q", truncate(c, 64))
+			if errors.Is(err, strconv.ErrRange) {
+				msg = fmt.Sprintf("cursor %q is out of range (at most %d)", truncate(c, 64), int64(math.MaxInt64))
+			}
+			xrpcerr.Write(w, http.StatusBadRequest, "InvalidRequest", msg)
 			return
 		}
 		cursorArg = v
@@ -411,8 +415,10 @@ func (s *Server) closeSession(sub *subscriber, code int, text string) {
 		return
 	}
 	// at most --max-subscribers sessions wait for their peer's close;
-	// beyond that the socket is closed at once (open sockets stay within
-	// twice --max-subscribers however fast clients come and go unanswered)
+	// beyond that the socket is closed at once, so clients that never
+	// answer a close hold at most that many sockets for closeLinger
+	// (besides sessions still writing their final frames, each bounded
+	// by closeDeadline)
 	if s.lingering.Add(1) > int64(s.cfg.MaxSubscribers) {
 		s.lingering.Add(-1)
 		return

@@ -93,7 +93,7 @@ func TestSubscribe_CursorSemantics(t *testing.T) {
 		require.Equal(t, more, c.Seqs())
 		seqs = append(seqs, more...)
 	})
-	for _, bad := range []string{"abc", "-5", "1.5", "99999999999999999999"} {
+	for bad, says := range map[string]string{"abc": "non-negative integer", "-5": "non-negative integer", "1.5": "non-negative integer", "99999999999999999999": "out of range"} {
 		t.Run("bad cursor "+bad+" is HTTP 400", func(t *testing.T) {
 			resp, err := http.Get(s.url + "/xrpc/com.atproto.sync.subscribeRepos?cursor=" + bad)
 			require.NoError(t, err)
@@ -103,6 +103,7 @@ func TestSubscribe_CursorSemantics(t *testing.T) {
 			require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
 			require.Equal(t, "InvalidRequest", body["error"])
 			require.Contains(t, body["message"], "cursor")
+			require.Contains(t, body["message"], says)
 		})
 	}
 }
