@@ -136,6 +136,9 @@ func (l *Log) Tail(ctx context.Context, after int64, block time.Duration, count 
 	for {
 		gen := l.tails.gen.Load()
 		until := time.Now().Add(block)
+		if block == 0 { // XREAD BLOCK 0: until something arrives
+			until = time.Unix(1<<62, 0)
+		}
 		l.tails.mu.Lock()
 		c := l.tails.flight[after]
 		if c == nil || c.gen != gen || c.until.After(until) {

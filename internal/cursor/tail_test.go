@@ -151,19 +151,27 @@ func TestTail_SharerLeavingReturnsAtOnce(t *testing.T) {
 	require.Equal(t, head+1, r.es[0].Seq)
 }
 
-// A Tail does not join a read that would block longer than its own block:
-// it reads Redis itself and returns empty-handed when its own block ends.
+// A Tail does not join a read that would block longer than its own block
+// (a minute, or BLOCK 0: until something arrives): it reads Redis itself
+// and returns empty-handed when its own block ends.
 func TestTail_NoSharingAReadThatBlocksLonger(t *testing.T) {
-	ctx := context.Background()
-	l, _, _, head, long, _ := blockedAtHead(t, time.Minute)
-	short := goTailFor(ctx, l, head, 10, 50*time.Millisecond)
-	r := <-short
-	require.NoError(t, r.err)
-	require.Empty(t, r.es)
-	require.Zero(t, cursor.TailSharers(l, head), "the short Tail joined the long one's read")
-	select {
-	case <-long:
-		t.Fatal("the long Tail returned with nothing appended")
-	default:
+	for name, block := range map[string]time.Duration{"a minute": time.Minute, "until something arrives": 0} {
+		t.Run(name, func(t *testing.T) {
+			// a short Tail that joined the long read would wait for it: the
+			// ctx ends that wait (and fails the test) instead of a hang
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			l, _, _, head, long, _ := blockedAtHead(t, block)
+			short := goTailFor(ctx, l, head, 10, 50*time.Millisecond)
+			r := <-short
+			require.NoError(t, r.err)
+			require.Empty(t, r.es)
+			require.Zero(t, cursor.TailSharers(l, head), "the short Tail joined the long one's read")
+			select {
+			case <-long:
+				t.Fatal("the long Tail returned with nothing appended")
+			default:
+			}
+		})
 	}
 }
