@@ -35,7 +35,9 @@ type Consumer struct {
 	done   chan struct{}
 	err    error
 	conn   *websocket.Conn
-	// OnCommit, if set, runs for every #commit before it is recorded; an
+	// OnCommit, if set, runs for every #commit after it is recorded (a
+	// view it builds, such as Strict's, is never ahead of Events: a test
+	// that waits on the view then counts Events finds the commit); an
 	// error ends the subscription (a strict consumer).
 	OnCommit func(*comatproto.SyncSubscribeRepos_Commit) error
 	// OnSync likewise for #sync.
@@ -61,21 +63,17 @@ func Dial(ctx context.Context, base string, cursor int64, opts ...func(*Consumer
 	}
 	rsc := &events.RepoStreamCallbacks{
 		RepoCommit: func(e *comatproto.SyncSubscribeRepos_Commit) error {
-			if c.OnCommit != nil {
-				if err := c.OnCommit(e); err != nil {
-					return err
-				}
-			}
 			c.add(Event{Seq: e.Seq, Kind: "commit", DID: e.Repo, Rev: e.Rev, Commit: e})
+			if c.OnCommit != nil {
+				return c.OnCommit(e)
+			}
 			return nil
 		},
 		RepoSync: func(e *comatproto.SyncSubscribeRepos_Sync) error {
-			if c.OnSync != nil {
-				if err := c.OnSync(e); err != nil {
-					return err
-				}
-			}
 			c.add(Event{Seq: e.Seq, Kind: "sync", DID: e.Did, Rev: e.Rev})
+			if c.OnSync != nil {
+				return c.OnSync(e)
+			}
 			return nil
 		},
 		RepoIdentity: func(e *comatproto.SyncSubscribeRepos_Identity) error {
