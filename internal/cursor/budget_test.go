@@ -119,17 +119,25 @@ func TestRunBudget_KeepsStreamWithinBudgetAsItAppends(t *testing.T) {
 // redisMemory reads one field of INFO memory, bytes.
 func redisMemory(t *testing.T, srv *redisserver.Server, field string) int64 {
 	t.Helper()
-	info, err := srv.Client().Info(context.Background(), "memory").Result()
+	v, ok := infoValue(t, srv, "memory", field)
+	require.True(t, ok, "no %s in INFO memory", field)
+	n, err := strconv.ParseInt(v, 10, 64)
+	require.NoError(t, err)
+	return n
+}
+
+// infoValue is field's value in srv's INFO section, and whether it is
+// there.
+func infoValue(t *testing.T, srv *redisserver.Server, section, field string) (string, bool) {
+	t.Helper()
+	info, err := srv.Client().Info(context.Background(), section).Result()
 	require.NoError(t, err)
 	for _, l := range strings.Split(info, "\n") {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(l), field+":"); ok {
-			n, err := strconv.ParseInt(v, 10, 64)
-			require.NoError(t, err)
-			return n
+			return v, true
 		}
 	}
-	t.Fatalf("no %s in INFO memory", field)
-	return 0
+	return "", false
 }
 
 // A batch goes to Redis in calls of at most a 64th of the byte budget

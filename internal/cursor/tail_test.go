@@ -2,6 +2,7 @@ package cursor_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -58,24 +59,17 @@ func goTailFor(ctx context.Context, l *cursor.Log, after, count int64, block tim
 	return ch
 }
 
-// xreadCalls is how many XREADs srv has completed.
+// xreadCalls is how many XREADs srv has counted (none yet: no line).
 func xreadCalls(t *testing.T, srv *redisserver.Server) int {
 	t.Helper()
-	info, err := srv.Client().Info(context.Background(), "commandstats").Result()
-	require.NoError(t, err)
-	for _, l := range strings.Split(info, "\n") {
-		if rest, ok := strings.CutPrefix(l, "cmdstat_xread:calls="); ok {
-			var n int
-			for _, ch := range rest {
-				if ch < '0' || ch > '9' {
-					break
-				}
-				n = n*10 + int(ch-'0')
-			}
-			return n
-		}
+	v, ok := infoValue(t, srv, "commandstats", "cmdstat_xread")
+	if !ok {
+		return 0
 	}
-	return 0
+	calls, _, _ := strings.Cut(strings.TrimPrefix(v, "calls="), ",")
+	n, err := strconv.Atoi(calls)
+	require.NoError(t, err, "INFO commandstats: cmdstat_xread:%s", v)
+	return n
 }
 
 // The live stream and the archive both wait at the log's head: their

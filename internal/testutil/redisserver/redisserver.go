@@ -151,7 +151,9 @@ func (s *Server) Client() *redis.Client {
 // case, e.g. "xread") now, by CLIENT LIST.
 func (s *Server) Blocked(cmd string) int {
 	s.t.Helper()
-	c := s.Client()
+	// a client of its own, closed here: tests poll this, and Client would
+	// add a cleanup for each call
+	c := redis.NewClient(&redis.Options{Addr: s.Addr(), Password: s.opts.Password})
 	list, err := c.ClientList(context.Background()).Result()
 	_ = c.Close()
 	if err != nil {
