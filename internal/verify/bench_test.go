@@ -25,15 +25,16 @@ func BenchmarkCheckCommit(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
+	// one verifier, as in the daemon (its DID and key caches warm), each
+	// time the first sight of the event: without a seq, no copy of it is
+	// remembered (a copy already checked is a hash:
+	// BenchmarkCheckCommitCopy)
+	v := verify.New(dir, nil, clock)
+	in.HasSeq = false
 	b.SetBytes(int64(len(fr)))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
-		// a verifier of its own each time: the first sight of an event
-		// (a copy already checked is a hash: BenchmarkCheckCommitCopy)
-		b.StopTimer()
-		v := verify.New(dir, nil, clock)
-		b.StartTimer()
 		if err := v.Check(ctx, fr, &in); err != nil {
 			b.Fatal(err)
 		}
