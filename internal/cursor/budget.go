@@ -271,28 +271,42 @@ func (l *Log) RunBudget(ctx context.Context, delivered, read func() int64) error
 // trimBytesScript measures the stream (MEMORY USAGE, exact) and, when it
 // and ARGV[5] bytes about to be appended are above ARGV[1] bytes, drops
 // its oldest entries, up to seq ARGV[3] at most, until about ARGV[2]
-// bytes are left with the ones to come. Entries are read in steps of
-// about ARGV[6] bytes (by the larger of the stream's average entry and
-// the largest read so far; one entry at least, 64 at most), so Redis
-// holds little more than that in the reply to a step. Returns the size
-// before, the entries dropped and the bytes they held (estimated: values,
-// ARGV[4] per entry, and an entry of more than 4 KiB rounded up as
-// entryCost says).
+// bytes are left with the ones to come. A call drops about ARGV[7] bytes
+// at most (one entry at least): a script blocks Redis while it runs, and
+// this one reads what it drops to size it, so the caller goes on in more
+// calls, between which Redis serves everyone else. A call given ARGV[8],
+// the bytes a previous call still had to drop, goes on from there without
+// measuring again. Entries are read in steps of about ARGV[6] bytes (by
+// the larger of the stream's average entry and the largest read so far;
+// one entry at least, 64 at most), so Redis holds little more than that
+// in the reply to a step. Returns the size before (0 when not measured),
+// the entries dropped, the bytes they held (estimated: values, ARGV[4] per
+// entry, and an entry of more than 4 KiB rounded up as entryCost says),
+// and the bytes this trim had to drop in all (this call's and the calls'
+// after it), and the entry size its reads went by (ARGV[9] of the next
+// call).
 //
 // The trim mark (meta.trimmed) is raised to the last seq dropped in the
 // same step, so a reader that finds entries missing finds the mark too.
 //
-// KEYS: 1 log stream, 2 meta hash. ARGV: 1 high, 2 low, 3 highest seq that may go,
-// 4 bytes an entry costs beyond its values, 5 bytes about to be appended,
-// 6 bytes to read in one step.
+// KEYS: 1 log stream, 2 meta hash. ARGV: 1 high, 2 low, 3 highest seq that
+// may go, 4 bytes an entry costs beyond its values, 5 bytes about to be
+// appended, 6 bytes to read in one step, 7 bytes to drop in this call at
+// most, 8 bytes left to drop from a previous call (empty: measure), 9 that
+// call's entry size.
 var trimBytesScript = redis.NewScript(`
-local used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0')
-if not used then return {0, 0, 0} end
 local high, low, keep, over, coming, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-if used + coming <= high then return {used, 0, 0} end
-local excess = used + coming - low
-local len = redis.call('XLEN', KEYS[1])
-local est = math.max(math.floor(used / math.max(len, 1)), 1)
+local used, total, est = 0, 0, 1
+if ARGV[8] == '' then
+  used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0')
+  if not used then return {0, 0, 0, 0, 1} end
+  if used + coming <= high then return {used, 0, 0, 0, 1} end
+  total = used + coming - low
+  est = math.max(math.floor(used / math.max(redis.call('XLEN', KEYS[1]), 1)), 1)
+else
+  total, est = tonumber(ARGV[8]), math.max(tonumber(ARGV[9]), 1)
+end
+local excess = math.min(total, tonumber(ARGV[7]))
 local function cost(b)
   if b <= 4096 then return b end
   local q = 1024
@@ -323,34 +337,54 @@ if last then
   local old = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
   if last > old then redis.call('HSET', KEYS[2], 'trimmed', string.format('%.0f', last)) end
 end
-return {used, n, freed}
+return {used, n, freed, total, est}
 `)
 
 // TrimBytes measures the stream and, when it is above its high level
 // (half of Config.MaxBytes), drops its oldest entries (none above seq
 // keepAbove) until about 3/8 of the budget is left, recording the trim
 // like Trim does (subscribers asking for older history get
-// OutdatedCursor). It returns the stream's size in bytes before (Redis's
-// MEMORY USAGE) and its size after (estimated) and the entries dropped.
+// OutdatedCursor). It drops about one append call's bytes (callBytes) per
+// script call, so Redis is never held for long. It returns the stream's
+// size in bytes before (Redis's MEMORY USAGE) and its size after
+// (estimated) and the entries dropped.
 func (l *Log) TrimBytes(ctx context.Context, keepAbove int64) (used, left, dropped int64, err error) {
 	return l.trimBytes(ctx, keepAbove, 0)
 }
 
-// trimBytes is TrimBytes making room for coming more bytes.
+// trimBytes is TrimBytes making room for coming more bytes. On an error
+// after some calls, what they dropped is counted and returned with it.
 func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, left, dropped int64, err error) {
-	res, err := trimBytesScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta},
-		l.cfg.budgetHigh(), l.cfg.budgetLow(), strconv.FormatInt(keepAbove, 10), entryOverhead, coming, l.cfg.callBytes()).Int64Slice()
-	if err != nil {
-		return 0, 0, 0, fmt.Errorf("cursor: trim log to %d bytes: %w", l.cfg.MaxBytes, err)
+	step := l.cfg.callBytes()
+	var freed, total int64
+	rest, est := "", ""
+	for {
+		res, err := trimBytesScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta},
+			l.cfg.budgetHigh(), l.cfg.budgetLow(), strconv.FormatInt(keepAbove, 10), entryOverhead, coming, step, step, rest, est).Int64Slice()
+		if err == nil && len(res) != 5 {
+			err = fmt.Errorf("returned %d values", len(res))
+		}
+		if err != nil {
+			err = fmt.Errorf("cursor: trim log to %d bytes: %w", l.cfg.MaxBytes, err)
+			break
+		}
+		if rest == "" {
+			used, total = res[0], res[3]
+		}
+		dropped, freed = dropped+res[1], freed+res[2]
+		// a call that freed less than its step met keepAbove or the end
+		if res[2] < step || freed >= total {
+			break
+		}
+		rest, est = strconv.FormatInt(total-freed, 10), strconv.FormatInt(res[4], 10)
 	}
-	if len(res) != 3 {
-		return 0, 0, 0, fmt.Errorf("cursor: byte trim returned %d values", len(res))
+	if used == 0 && dropped == 0 {
+		return 0, 0, 0, err
 	}
-	used, left, dropped = res[0], max(res[0]-res[2], 0), res[1]
+	left = max(used-freed, 0)
 	l.m.setLogBytes(left)
-	if dropped == 0 {
-		return used, left, 0, nil
+	if dropped > 0 {
+		l.m.budgetTrimmed(dropped)
 	}
-	l.m.budgetTrimmed(dropped)
-	return used, left, dropped, nil
+	return used, left, dropped, err
 }

@@ -2,8 +2,6 @@ package cursor_test
 
 import (
 	"context"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -59,26 +57,13 @@ func goTailFor(ctx context.Context, l *cursor.Log, after, count int64, block tim
 	return ch
 }
 
-// xreadCalls is how many XREADs srv has counted (none yet: no line).
-func xreadCalls(t *testing.T, srv *redisserver.Server) int {
-	t.Helper()
-	v, ok := infoValue(t, srv, "commandstats", "cmdstat_xread")
-	if !ok {
-		return 0
-	}
-	calls, _, _ := strings.Cut(strings.TrimPrefix(v, "calls="), ",")
-	n, err := strconv.Atoi(calls)
-	require.NoError(t, err, "INFO commandstats: cmdstat_xread:%s", v)
-	return n
-}
-
 // The live stream and the archive both wait at the log's head: their
 // Tails share one XREAD, so Redis sends each frame once, and each gets at
 // most its count.
 func TestTail_ReadersAtTheHeadShareOneRead(t *testing.T) {
 	ctx := context.Background()
 	l, srv, u, head, first, reg := blockedAtHead(t, 10*time.Second)
-	calls := xreadCalls(t, srv) // Redis counts a blocked XREAD once, as it blocks
+	xreads := commandCalls(t, srv, "xread") // Redis counts a blocked XREAD once, as it blocks
 	second := goTail(ctx, l, head, 2)
 	require.Eventually(t, func() bool { return cursor.TailSharers(l, head) == 1 }, 10*time.Second, 5*time.Millisecond)
 	require.Equal(t, 1, srv.Blocked("xread"), "the second reader issued a read of its own")
@@ -94,7 +79,7 @@ func TestTail_ReadersAtTheHeadShareOneRead(t *testing.T) {
 		require.Equal(t, a.es[i].Seq, b.es[i].Seq)
 		require.Equal(t, a.es[i].Frame, b.es[i].Frame)
 	}
-	require.Equal(t, calls, xreadCalls(t, srv), "the second reader issued an XREAD of its own")
+	require.Equal(t, xreads, commandCalls(t, srv, "xread"), "the second reader issued an XREAD of its own")
 	require.Equal(t, 1.0, testutil.Value(t, reg, "pdsmux_log_shared_reads_total"))
 
 	// what a reader appends to its answer never lands in another's
