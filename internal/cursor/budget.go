@@ -3,7 +3,6 @@ package cursor
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -271,36 +270,39 @@ func (l *Log) RunBudget(ctx context.Context, delivered, read func() int64) error
 // trimBytesScript measures the stream (MEMORY USAGE, exact) and, when it
 // and ARGV[5] bytes about to be appended are above ARGV[1] bytes, drops
 // its oldest entries, up to seq ARGV[3] at most, until about ARGV[2]
-// bytes are left with the ones to come. A call drops about ARGV[7] bytes
-// at most (one entry at least): a script blocks Redis while it runs, and
-// this one reads what it drops to size it, so the caller goes on in more
-// calls, between which Redis serves everyone else. A call given ARGV[8],
-// the bytes a previous call still had to drop, goes on from there without
-// measuring again. Entries are read in steps of about ARGV[6] bytes (by
-// the larger of the stream's average entry and the largest read so far;
-// one entry at least, 64 at most), so Redis holds little more than that
-// in the reply to a step. Returns the size before (0 when not measured),
-// the entries dropped, the bytes they held (estimated: values, ARGV[4] per
-// entry, and an entry of more than 4 KiB rounded up as entryCost says),
-// and the bytes this trim had to drop in all (this call's and the calls'
-// after it), and the entry size its reads went by (ARGV[9] of the next
-// call).
+// bytes are left with the ones to come. One call stops once it has
+// dropped ARGV[7] bytes or more (the entry that passes it included), or
+// at seq ARGV[3]: a script blocks Redis while it runs, and this one reads
+// what it drops to size it, so the caller goes on in further calls,
+// between which Redis serves everyone else. A call given ARGV[8], the
+// bytes a previous call left to drop, goes on from there without
+// measuring, unless the trim mark is no longer ARGV[10], the mark that
+// call returned (another trim, of this process or another, ran in
+// between: it measures again). Entries are read in steps of about ARGV[6]
+// bytes (by the larger of the stream's average entry and the largest read
+// so far; one entry at least, 64 at most). Returns the size measured (-1
+// when not measured, 0 for no stream), the entries dropped, the bytes they
+// held (estimated: values, ARGV[4] per entry, and an entry of more than 4
+// KiB rounded up as entryCost says), the bytes left to drop before this
+// call (0: nothing to do), the entry size its reads went by (ARGV[9] of
+// the next call) and the trim mark after it (ARGV[10]).
 //
 // The trim mark (meta.trimmed) is raised to the last seq dropped in the
 // same step, so a reader that finds entries missing finds the mark too.
 //
 // KEYS: 1 log stream, 2 meta hash. ARGV: 1 high, 2 low, 3 highest seq that
 // may go, 4 bytes an entry costs beyond its values, 5 bytes about to be
-// appended, 6 bytes to read in one step, 7 bytes to drop in this call at
-// most, 8 bytes left to drop from a previous call (empty: measure), 9 that
-// call's entry size.
+// appended, 6 bytes to read in one step, 7 bytes to drop in this call, 8
+// bytes left to drop from a previous call (empty: measure), 9 and 10 that
+// call's entry size and trim mark.
 var trimBytesScript = redis.NewScript(`
 local high, low, keep, over, coming, step = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local used, total, est = 0, 0, 1
-if ARGV[8] == '' then
+local function mark() return tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0') end
+local used, total, est = -1, 0, 1
+if ARGV[8] == '' or mark() ~= tonumber(ARGV[10]) then
   used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0')
-  if not used then return {0, 0, 0, 0, 1} end
-  if used + coming <= high then return {used, 0, 0, 0, 1} end
+  if not used then return {0, 0, 0, 0, 1, mark()} end
+  if used + coming <= high then return {used, 0, 0, 0, 1, mark()} end
   total = used + coming - low
   est = math.max(math.floor(used / math.max(redis.call('XLEN', KEYS[1]), 1)), 1)
 else
@@ -334,10 +336,9 @@ while not done and freed < excess do
 end
 if last then
   redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f', last + 1) .. '-0')
-  local old = tonumber(redis.call('HGET', KEYS[2], 'trimmed') or '0')
-  if last > old then redis.call('HSET', KEYS[2], 'trimmed', string.format('%.0f', last)) end
+  if last > mark() then redis.call('HSET', KEYS[2], 'trimmed', string.format('%.0f', last)) end
 end
-return {used, n, freed, total, est}
+return {used, n, freed, total, est, mark()}
 `)
 
 // TrimBytes measures the stream and, when it is above its high level
@@ -352,36 +353,51 @@ func (l *Log) TrimBytes(ctx context.Context, keepAbove int64) (used, left, dropp
 	return l.trimBytes(ctx, keepAbove, 0)
 }
 
+// trimCall runs trimBytesScript once; next is a previous call's ARGV 8-10
+// (nil: measure). It returns the script's six values.
+func (l *Log) trimCall(ctx context.Context, keepAbove, coming int64, next []int64) ([]int64, error) {
+	step := l.cfg.callBytes()
+	args := []any{l.cfg.budgetHigh(), l.cfg.budgetLow(), keepAbove, entryOverhead, coming, step, step, "", "", ""}
+	for i, v := range next {
+		args[7+i] = v
+	}
+	res, err := trimBytesScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta}, args...).Int64Slice()
+	if err == nil && len(res) != 6 {
+		err = fmt.Errorf("returned %d values", len(res))
+	}
+	return res, err
+}
+
 // trimBytes is TrimBytes making room for coming more bytes. On an error
 // after some calls, what they dropped is counted and returned with it.
 func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, left, dropped int64, err error) {
 	step := l.cfg.callBytes()
-	var freed, total int64
-	rest, est := "", ""
+	var measured, freed, rest int64 // freed since measured
+	var next []int64                // a continuation's ARGV 8-10; nil: measure
 	for {
-		res, err := trimBytesScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta},
-			l.cfg.budgetHigh(), l.cfg.budgetLow(), strconv.FormatInt(keepAbove, 10), entryOverhead, coming, step, step, rest, est).Int64Slice()
-		if err == nil && len(res) != 5 {
-			err = fmt.Errorf("returned %d values", len(res))
-		}
-		if err != nil {
-			err = fmt.Errorf("cursor: trim log to %d bytes: %w", l.cfg.MaxBytes, err)
+		res, cerr := l.trimCall(ctx, keepAbove, coming, next)
+		if cerr != nil {
+			err = fmt.Errorf("cursor: trim log to %d bytes: %w", l.cfg.MaxBytes, cerr)
+			if next == nil {
+				return 0, 0, 0, err
+			}
 			break
 		}
-		if rest == "" {
-			used, total = res[0], res[3]
+		if res[0] >= 0 {
+			// measured (again, when another trim ran in between)
+			measured, freed, rest = res[0], 0, res[3]
+			if next == nil {
+				used = res[0]
+			}
 		}
-		dropped, freed = dropped+res[1], freed+res[2]
+		dropped, freed, rest = dropped+res[1], freed+res[2], rest-res[2]
 		// a call that freed less than its step met keepAbove or the end
-		if res[2] < step || freed >= total {
+		if res[2] < step || rest <= 0 {
 			break
 		}
-		rest, est = strconv.FormatInt(total-freed, 10), strconv.FormatInt(res[4], 10)
+		next = []int64{rest, res[4], res[5]}
 	}
-	if used == 0 && dropped == 0 {
-		return 0, 0, 0, err
-	}
-	left = max(used-freed, 0)
+	left = max(measured-freed, 0)
 	l.m.setLogBytes(left)
 	if dropped > 0 {
 		l.m.budgetTrimmed(dropped)

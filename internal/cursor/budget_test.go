@@ -2,6 +2,7 @@ package cursor_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
@@ -88,6 +90,96 @@ func TestTrimBytes_DropsOldestDownToBudget(t *testing.T) {
 	_, _, n, err = l.TrimBytes(ctx, math.MaxInt64)
 	require.NoError(t, err)
 	require.Zero(t, n, "under the budget nothing goes")
+}
+
+// A trim that Redis fails says so (a budget kept by a size never measured
+// would let the stream grow unseen).
+func TestTrimBytes_ReportsRedisErrors(t *testing.T) {
+	const budget, size = 8 << 20, 512 << 10
+	l, srv := newLog(t, cursor.Config{MaxBytes: budget})
+	bigIdentities(t, l, 0, 20, size)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, _, _, err := l.TrimBytes(ctx, math.MaxInt64)
+	require.ErrorIs(t, err, context.Canceled)
+
+	// failing after a first call: what it dropped is counted and returned
+	// with the error
+	c := srv.Client()
+	h := &failEvalsAfter{}
+	h.ok.Store(1)
+	c.AddHook(h)
+	m, err := cursor.New(c, cursor.Config{MaxBytes: budget}, nil, quiet)
+	require.NoError(t, err)
+	_, _, n, err := m.TrimBytes(context.Background(), math.MaxInt64)
+	require.ErrorContains(t, err, "injected")
+	require.EqualValues(t, 1, n, "one call, one entry larger than a step")
+}
+
+// failEvalsAfter fails every EVALSHA after its first ok ones.
+type failEvalsAfter struct{ ok atomic.Int32 }
+
+func (h *failEvalsAfter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *failEvalsAfter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *failEvalsAfter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "evalsha" && h.ok.Add(-1) < 0 {
+			err := errors.New("injected")
+			cmd.SetErr(err)
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// Two pdsmux on one log both pass the high level as they append the same
+// events, and their trims' calls interleave: the one going on after the
+// other's whole trim measures again instead of dropping what it measured
+// before, so the stream ends near 3/8 of the budget, not twice as far
+// below. Entries smaller than a step: each call drops several.
+func TestTrimBytes_TwoTrimmersDropOnce(t *testing.T) {
+	const budget, size = 8 << 20, 40 << 10
+	a, srv := newLog(t, cursor.Config{MaxBytes: budget})
+	b, err := cursor.New(srv.Client(), cursor.Config{MaxBytes: budget}, nil, quiet)
+	require.NoError(t, err)
+	ctx := context.Background()
+	bigIdentities(t, a, 0, 100, size)
+	before := streamBytes(t, srv)
+	require.Greater(t, before, int64(budget/2))
+
+	res, err := cursor.TrimCall(ctx, a, math.MaxInt64, nil) // a measures, drops a step
+	require.NoError(t, err)
+	require.Greater(t, res[1], int64(1), "several entries to a step")
+	rest := res[3] - res[2]
+	_, _, nb, err := b.TrimBytes(ctx, math.MaxInt64) // b trims in full meanwhile
+	require.NoError(t, err)
+	require.Positive(t, nb)
+	for res[2] >= cursor.TrimStep(a) && rest > 0 { // a goes on as TrimBytes does
+		res, err = cursor.TrimCall(ctx, a, math.MaxInt64, []int64{rest, res[4], res[5]})
+		require.NoError(t, err)
+		if res[0] >= 0 {
+			rest = res[3]
+		}
+		rest -= res[2]
+	}
+	after := streamBytes(t, srv)
+	t.Logf("stream %d bytes before, %d after (3/8 of the budget: %d)", before, after, budget*3/8)
+	require.Greater(t, after, int64(budget*5/16), "trimmed to about 3/8 of the budget once, not twice")
+	require.LessOrEqual(t, after, int64(budget/2))
+
+	// and alone, in steps of several entries, it ends near 3/8 too
+	bigIdentities(t, a, 100, 60, size)
+	xtrims := commandCalls(t, srv, "xtrim")
+	_, _, n, err := a.TrimBytes(ctx, math.MaxInt64)
+	require.NoError(t, err)
+	after = streamBytes(t, srv)
+	steps := commandCalls(t, srv, "xtrim") - xtrims
+	t.Logf("%d entries dropped in %d calls; %d bytes left", n, steps, after)
+	require.Greater(t, steps, int64(1))
+	require.Less(t, steps, n, "several entries a call")
+	require.InDelta(t, budget*3/8, after, budget/16)
 }
 
 // RunBudget trims as entries are appended: the stream ends within its

@@ -1,6 +1,9 @@
 package cursor
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // SetClock replaces the log's clock (test seam).
 func SetClock(l *Log, now func() time.Time) { l.now = now }
@@ -17,3 +20,12 @@ func TailSharers(l *Log, after int64) int {
 	}
 	return 0
 }
+
+// TrimCall runs one call of the byte trim as trimBytes does (next: the
+// previous call's last three values; nil for the first).
+func TrimCall(ctx context.Context, l *Log, keepAbove int64, next []int64) ([]int64, error) {
+	return l.trimCall(ctx, keepAbove, 0, next)
+}
+
+// TrimStep is how many bytes one trim call drops.
+func TrimStep(l *Log) int64 { return l.cfg.callBytes() }
