@@ -512,7 +512,7 @@ func (s *Server) serve(ctx context.Context, sub *subscriber, cursorArg int64) er
 		if cursorArg < trimmed {
 			s.m.request("outdated_cursor")
 			sub.told = trimmed
-			if err := s.send(sub, frame.InfoFrame(frame.InfoOutdatedCursor, "cursor is older than the retained log; replaying from the oldest retained event")); err != nil {
+			if err := s.send(sub, frame.InfoFrame(frame.InfoOutdatedCursor, fmt.Sprintf("events after cursor %d up to seq %d are no longer kept (trimmed, or lost before they were archived); replaying what is kept", cursorArg, trimmed))); err != nil {
 				return err
 			}
 		} else {

@@ -71,6 +71,7 @@ func TestSubscribe_CursorSemantics(t *testing.T) {
 		evs := c.Events()
 		require.Equal(t, "info", evs[0].Kind)
 		require.Equal(t, "OutdatedCursor", evs[0].Name)
+		require.Equal(t, fmt.Sprintf("events after cursor %d up to seq %d are no longer kept (trimmed, or lost before they were archived); replaying what is kept", seqs[10], seqs[59]), evs[0].Message)
 		require.Equal(t, seqs[60:], c.Seqs())
 	})
 	t.Run("cursor above the newest seq gets FutureCursor and is closed", func(t *testing.T) {

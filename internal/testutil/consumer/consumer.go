@@ -23,6 +23,7 @@ type Event struct {
 	DID      string
 	Rev      string
 	Name     string // info name or error name
+	Message  string // info or error message
 	Received time.Time
 	Commit   *comatproto.SyncSubscribeRepos_Commit
 }
@@ -85,11 +86,15 @@ func Dial(ctx context.Context, base string, cursor int64, opts ...func(*Consumer
 			return nil
 		},
 		RepoInfo: func(e *comatproto.SyncSubscribeRepos_Info) error {
-			c.add(Event{Kind: "info", Name: e.Name})
+			var m string
+			if e.Message != nil {
+				m = *e.Message
+			}
+			c.add(Event{Kind: "info", Name: e.Name, Message: m})
 			return nil
 		},
 		Error: func(e *events.ErrorFrame) error {
-			c.add(Event{Kind: "error", Name: e.Error})
+			c.add(Event{Kind: "error", Name: e.Error, Message: e.Message})
 			return nil
 		},
 	}
