@@ -348,7 +348,8 @@ return {used, n, freed, total, est, mark()}
 // OutdatedCursor). It drops about one append call's bytes (callBytes) per
 // script call, so Redis is never held for long. It returns the stream's
 // size in bytes before (Redis's MEMORY USAGE) and its size after
-// (estimated) and the entries dropped.
+// (estimated) and the entries dropped; on a Redis error, the error with
+// what the calls before it dropped (zeros if the first call failed).
 func (l *Log) TrimBytes(ctx context.Context, keepAbove int64) (used, left, dropped int64, err error) {
 	return l.trimBytes(ctx, keepAbove, 0)
 }
