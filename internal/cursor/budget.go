@@ -21,7 +21,7 @@ const budgetRecheck = 30 * time.Second
 // the stream, and what is in flight to and from it.
 //
 // The stream: an append whose frames would take it (as last measured,
-// plus what was appended since: see estimate) past high, M/2, first measures
+// plus what this process appended since) past high, M/2, first measures
 // it (MEMORY USAGE) and drops its oldest entries down to low, 3/8 M (less
 // the append's own bytes), never one above RunBudget's delivered(): the
 // entries the live stream has not read yet, or the archive has not
@@ -59,9 +59,8 @@ const budgetRecheck = 30 * time.Second
 //     entries are larger;
 //   - a trim's reads of the entries it drops, about B at a time (or one
 //     entry);
-//   - what another process appended to the same log that this one has
-//     not seen yet (its reads lag; each process bounds only its own
-//     unread appends).
+//   - what another process appends to the same log between two
+//     measurements (each process bounds only its own unread appends).
 //
 // At the default M that is 64 MiB of stream and about 40 MiB in flight
 // with 5 MB frames from one replica (15 of its append, 5 another's, 16 of
@@ -109,12 +108,11 @@ const budgetPoll = 5 * time.Millisecond
 // budget is the state of the byte budget of one Log.
 type budget struct {
 	mu sync.Mutex // one measure-and-trim at a time
-	// size is the stream's size as last measured (after that trim); at,
-	// nAt and seqAt are l.appended, l.appendedN and l.seen then, and avg
-	// the stream's bytes per entry
-	size, at, nAt, seqAt, avg int64
-	readers                   atomic.Pointer[readers] // set by RunBudget
-	unread                    unread
+	// size is the stream's size as last measured (after that trim), at
+	// is l.appended then
+	size, at int64
+	readers  atomic.Pointer[readers] // set by RunBudget
+	unread   unread
 }
 
 // readers are how far the log's readers got (RunBudget).
@@ -173,34 +171,7 @@ func (l *Log) unreadBytes(read int64) int64 {
 func (l *Log) nearBudget(n int64) bool {
 	l.bud.mu.Lock()
 	defer l.bud.mu.Unlock()
-	return l.estimate()+n > l.cfg.budgetHigh()
-}
-
-// estimate is the stream's size as last measured plus what was appended
-// since: this process's bytes, and for every other seq it has seen since
-// (by its appends' seqs and its reads: another pdsmux's appends, held
-// commits released) the stream's average entry. Counting only its own
-// appends, two pdsmux on one log let the stream reach about 5/8 of the
-// budget before one of them trimmed. l.bud.mu is held.
-func (l *Log) estimate() int64 {
-	b := &l.bud
-	n := l.appendedN.Load()
-	others := max(l.seen.Load()-b.seqAt-(n-b.nAt), 0)
-	avg := b.avg
-	if avg == 0 && n > 0 { // measured empty: this process's own entries
-		avg = l.appended.Load() / n
-	}
-	// a jump in seq (the counter raised to the clock after Redis lost
-	// its state, or nothing seen at the last measure), or others with no
-	// size known, count as the whole budget: the next append measures
-	grown := l.cfg.MaxBytes
-	switch {
-	case others == 0:
-		grown = 0
-	case avg > 0 && others <= l.cfg.MaxBytes/avg:
-		grown = others * avg
-	}
-	return b.size + l.appended.Load() - b.at + grown
+	return l.bud.size+l.appended.Load()-l.bud.at+n > l.cfg.budgetHigh()
 }
 
 // keepBudget measures the stream and trims it if n more bytes would take
@@ -211,24 +182,18 @@ func (l *Log) keepBudget(ctx context.Context, n int64) {
 	l.bud.mu.Lock()
 	defer l.bud.mu.Unlock()
 	rd := l.bud.readers.Load()
-	if rd == nil || (n >= 0 && l.estimate()+n <= l.cfg.budgetHigh()) {
+	if rd == nil || (n >= 0 && l.bud.size+l.appended.Load()-l.bud.at+n <= l.cfg.budgetHigh()) {
 		return
 	}
-	// seen first: an entry counted in appendedN is seen already (Append
-	// raises seen after counting)
-	seq := l.seen.Load()
-	a, an := l.appended.Load(), l.appendedN.Load()
-	used, left, dropped, held, err := l.trimBytes(ctx, rd.delivered(), max(n, 0))
+	a := l.appended.Load()
+	used, left, dropped, err := l.trimBytes(ctx, rd.delivered(), max(n, 0))
 	if err != nil {
 		if ctx.Err() == nil {
 			l.log.Warn("keeping the log within its byte budget failed", "err", err)
 		}
 		return
 	}
-	l.bud.size, l.bud.at, l.bud.nAt, l.bud.seqAt, l.bud.avg = left, a, an, seq, 0
-	if held > 0 {
-		l.bud.avg = left / held
-	}
+	l.bud.size, l.bud.at = left, a
 	if dropped > 0 {
 		l.log.Debug("trimmed the log to its byte budget", "entries", dropped, "bytes_before", used, "bytes_after", left)
 	}
@@ -320,8 +285,7 @@ func (l *Log) RunBudget(ctx context.Context, delivered, read func() int64) error
 // held (estimated: values, ARGV[4] per entry, and an entry of more than 4
 // KiB rounded up as entryCost says), the bytes left to drop before this
 // call (0: nothing to do), the entry size its reads went by (ARGV[9] of
-// the next call), the trim mark after it (ARGV[10]) and the entries the
-// stream holds after it.
+// the next call) and the trim mark after it (ARGV[10]).
 //
 // The trim mark (meta.trimmed) is raised to the last seq dropped in the
 // same step, so a reader that finds entries missing finds the mark too.
@@ -337,8 +301,8 @@ local function mark() return tonumber(redis.call('HGET', KEYS[2], 'trimmed') or 
 local used, total, est = -1, 0, 1
 if ARGV[8] == '' or mark() ~= tonumber(ARGV[10]) then
   used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0')
-  if not used then return {0, 0, 0, 0, 1, mark(), 0} end
-  if used + coming <= high then return {used, 0, 0, 0, 1, mark(), redis.call('XLEN', KEYS[1])} end
+  if not used then return {0, 0, 0, 0, 1, mark()} end
+  if used + coming <= high then return {used, 0, 0, 0, 1, mark()} end
   total = used + coming - low
   est = math.max(math.floor(used / math.max(redis.call('XLEN', KEYS[1]), 1)), 1)
 else
@@ -374,7 +338,7 @@ if last then
   redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f', last + 1) .. '-0')
   if last > mark() then redis.call('HSET', KEYS[2], 'trimmed', string.format('%.0f', last)) end
 end
-return {used, n, freed, total, est, mark(), redis.call('XLEN', KEYS[1])}
+return {used, n, freed, total, est, mark()}
 `)
 
 // TrimBytes measures the stream and, when it is above its high level
@@ -387,12 +351,11 @@ return {used, n, freed, total, est, mark(), redis.call('XLEN', KEYS[1])}
 // (estimated) and the entries dropped; on a Redis error, the error with
 // what the calls before it dropped (zeros if the first call failed).
 func (l *Log) TrimBytes(ctx context.Context, keepAbove int64) (used, left, dropped int64, err error) {
-	used, left, dropped, _, err = l.trimBytes(ctx, keepAbove, 0)
-	return used, left, dropped, err
+	return l.trimBytes(ctx, keepAbove, 0)
 }
 
 // trimCall runs trimBytesScript once; next is a previous call's ARGV 8-10
-// (nil: measure). It returns the script's seven values.
+// (nil: measure). It returns the script's six values.
 func (l *Log) trimCall(ctx context.Context, keepAbove, coming int64, next []int64) ([]int64, error) {
 	step := l.cfg.callBytes()
 	args := []any{l.cfg.budgetHigh(), l.cfg.budgetLow(), keepAbove, entryOverhead, coming, step, step, "", "", ""}
@@ -400,16 +363,15 @@ func (l *Log) trimCall(ctx context.Context, keepAbove, coming int64, next []int6
 		args[7+i] = v
 	}
 	res, err := trimBytesScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta}, args...).Int64Slice()
-	if err == nil && len(res) != 7 {
+	if err == nil && len(res) != 6 {
 		err = fmt.Errorf("returned %d values", len(res))
 	}
 	return res, err
 }
 
-// trimBytes is TrimBytes making room for coming more bytes; it also
-// returns the entries the stream holds after it (held). On an error after some
-// calls, what they dropped is counted and returned with it.
-func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, left, dropped, held int64, err error) {
+// trimBytes is TrimBytes making room for coming more bytes. On an error
+// after some calls, what they dropped is counted and returned with it.
+func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, left, dropped int64, err error) {
 	step := l.cfg.callBytes()
 	var measured, freed, rest int64 // freed since measured
 	var next []int64                // a continuation's ARGV 8-10; nil: measure
@@ -418,7 +380,7 @@ func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, lef
 		if cerr != nil {
 			err = fmt.Errorf("cursor: trim log to %d bytes: %w", l.cfg.MaxBytes, cerr)
 			if next == nil {
-				return 0, 0, 0, 0, err
+				return 0, 0, 0, err
 			}
 			break
 		}
@@ -429,7 +391,7 @@ func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, lef
 				used = res[0]
 			}
 		}
-		dropped, freed, rest, held = dropped+res[1], freed+res[2], rest-res[2], res[6]
+		dropped, freed, rest = dropped+res[1], freed+res[2], rest-res[2]
 		// a call that freed less than its step met keepAbove or the end
 		if res[2] < step || rest <= 0 {
 			break
@@ -441,5 +403,5 @@ func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, lef
 	if dropped > 0 {
 		l.m.budgetTrimmed(dropped)
 	}
-	return used, left, dropped, held, err
+	return used, left, dropped, err
 }
