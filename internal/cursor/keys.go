@@ -26,6 +26,7 @@ type keys struct {
 	fix    string
 	rolled string
 	reps   string // the configured replicas' names, for pdsmux status
+	users  string // the processes using the log and their archives (claim.go)
 	ack    string // written by Replicated reads, to WAIT on
 }
 
@@ -47,6 +48,7 @@ func newKeys(name string) (keys, error) {
 		fix:    p + ":fix",
 		rolled: p + ":rolled",
 		reps:   p + ":replicas",
+		users:  p + ":users",
 		ack:    p + ":ack",
 	}, nil
 }

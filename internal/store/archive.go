@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -272,4 +274,25 @@ func (s *Store) Born(ctx context.Context, now time.Time) (time.Time, error) {
 		return time.Time{}, err
 	}
 	return time.UnixMilli(ms), nil
+}
+
+// ID returns the archive's identity: 32 hex digits drawn at random the
+// first time it is asked and kept in the meta table, so every pdsmux on
+// one database gets the same ID and another database (or this one
+// deleted and made again) a different one. The log uses it to tell that
+// two pdsmux on one Redis archive to different databases
+// (cursor.Log.ClaimArchive). Errors name the database.
+func (s *Store) ID(ctx context.Context) (string, error) {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	if err := s.b.Exec(ctx, []Stmt{{`INSERT INTO meta (key, value) VALUES ('archive_id', ?) ON CONFLICT (key) DO NOTHING`,
+		[]any{hex.EncodeToString(b[:])}}}); err != nil {
+		return "", fmt.Errorf("store %s: record the archive id: %w", s.name, err)
+	}
+	var id string
+	rows, err := s.b.Read(ctx, `SELECT value FROM meta WHERE key = 'archive_id'`)
+	if err := scanOne(rows, err, &id); err != nil {
+		return "", fmt.Errorf("store %s: read the archive id: %w", s.name, err)
+	}
+	return id, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/pdsmux/pdsmux/internal/cursor"
@@ -275,4 +276,31 @@ func TestStore_TwoOpenTheSameNewFileAtOnce(t *testing.T) {
 		require.NoError(t, <-errs)
 		require.NoError(t, <-errs)
 	}
+}
+
+// The archive's ID is drawn once and kept: the two pdsmux of a pair on one
+// database (both asking at once) get the same one, another database a
+// different one.
+func TestStore_ID(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, url string) {
+		ctx := context.Background()
+		a, b := open(t, url), open(t, url)
+		ids := make(chan string, 2)
+		for _, s := range []*store.Store{a, b} {
+			go func() {
+				id, err := s.ID(ctx)
+				assert.NoError(t, err)
+				ids <- id
+			}()
+		}
+		first, second := <-ids, <-ids
+		require.Regexp(t, `^[0-9a-f]{32}$`, first)
+		require.Equal(t, first, second)
+		again, err := a.ID(ctx)
+		require.NoError(t, err)
+		require.Equal(t, first, again)
+		other, err := open(t, newFile(t)).ID(ctx)
+		require.NoError(t, err)
+		require.NotEqual(t, first, other)
+	})
 }
