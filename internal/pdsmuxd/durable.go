@@ -2,6 +2,7 @@ package pdsmuxd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -28,6 +29,10 @@ type reconciler struct {
 	m        *store.Metrics
 	lg       *slog.Logger
 	dedupTTL time.Duration
+	// claim claims the log for this process's archive (Runtime.claimLog):
+	// first of all at start-up, then every claimEvery. Its ConfigError
+	// (another live pdsmux archives elsewhere) stops pdsmux.
+	claim func(context.Context) error
 	// resync runs after Redis was restored while running (lost state or
 	// lost writes): every tailer re-reads its cursor, which the
 	// checkpoint may have put below where its session is (tail.Resync).
@@ -81,7 +86,14 @@ func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) e
 func (r *reconciler) run(ctx context.Context) error {
 	backoff := 200 * time.Millisecond
 	for {
-		inc, err := r.log.Incarnation(ctx)
+		err := r.claim(ctx)
+		if errors.Is(err, ErrConfig) {
+			return err
+		}
+		var inc string
+		if err == nil {
+			inc, err = r.log.Incarnation(ctx)
+		}
 		if err == nil {
 			hw, herr := r.st.HighWater(ctx)
 			err = herr
@@ -106,11 +118,22 @@ func (r *reconciler) run(ctx context.Context) error {
 
 	t := time.NewTicker(watchInterval)
 	defer t.Stop()
+	claimed := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		}
+		if time.Since(claimed) >= claimEvery {
+			err := r.claim(ctx)
+			if errors.Is(err, ErrConfig) {
+				r.lg.Error("stopping: another pdsmux on this log archives to a different database", "err", err)
+				return err
+			}
+			if err == nil {
+				claimed = time.Now()
+			}
 		}
 		inc, err := r.log.Incarnation(ctx)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/identity"
@@ -83,6 +84,10 @@ type Runtime struct {
 	db      *store.Store
 	arch    *store.Archiver
 	rec     *reconciler
+
+	// the log's claim (claim.go)
+	archiveID, processID string
+	claimed              atomic.Bool
 
 	httpSrv    *http.Server
 	metricsSrv *http.Server
@@ -166,6 +171,18 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	if rt.db, err = store.Open(ctx, s.DBURL, s.DBAuthToken); err != nil {
 		return nil, bad("db-url", s.DBURL, "%v", err)
 	}
+	if rt.archiveID, err = rt.db.ID(ctx); err != nil {
+		return nil, bad("db-url", s.DBURL, "%v", err)
+	}
+	rt.processID = newProcessID()
+	// Another pdsmux on this log with another archive stops this one here
+	// when Redis answers; else the start-up reconcile claims first.
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	err = rt.claimLog(cctx)
+	cancel()
+	if errors.Is(err, ErrConfig) {
+		return nil, err
+	}
 	sm := store.NewMetrics(rt.reg)
 	// What the archive and subscribers read: with --redis-wait-replicas,
 	// only entries that many Redis replicas hold, so a Sentinel failover
@@ -183,7 +200,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 		archBytes = opts.ArchiveBufferBytes
 	}
 	rt.arch = store.NewArchiver(rt.db, reader, store.ArchiverConfig{Retention: s.ArchiveRetention, BufferBytes: archBytes}, sm, logger)
-	rt.rec = &reconciler{log: rt.events, st: rt.db, arch: rt.arch, m: sm, lg: logger.With("component", "reconcile"),
+	rt.rec = &reconciler{log: rt.events, st: rt.db, arch: rt.arch, m: sm, lg: logger.With("component", "reconcile"), claim: rt.claimLog,
 		dedupTTL: rt.events.Config().DedupTTL, ready: make(chan struct{}),
 		resync: func() {
 			for _, t := range rt.tailers {
@@ -456,6 +473,7 @@ func (rt *Runtime) closeResources() {
 		rt.mln.Close()
 	}
 	if rt.rdb != nil {
+		rt.releaseLog()
 		rt.rdb.Close()
 	}
 	if rt.db != nil {
