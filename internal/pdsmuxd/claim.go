@@ -4,52 +4,68 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"os"
 	"time"
+
+	"github.com/pdsmux/pdsmux/internal/cursor"
+	"github.com/pdsmux/pdsmux/internal/redact"
 )
 
 // The log's claim (cursor.Log.ClaimArchive): every pdsmux on one Redis log
 // must archive to one database. A process claims the log for its archive
-// at start-up, before it reconciles or appends, and again every
-// claimEvery; a claim lapses claimTTL after it was last made, so a
-// killed process stops counting then, and Close drops it at once.
+// at the end of Build when Redis answers, in every reconcile (so first of
+// all at start-up, before anything is appended, and at once when Redis
+// lost its data), and every claimEvery; a claim lapses claimTTL after it
+// was last made, so a killed process stops counting then, and Close drops
+// it at once. Of two processes with different archives the one that
+// claimed the log first keeps it; the other stops.
 const (
 	claimTTL   = 30 * time.Second
 	claimEvery = 5 * time.Second
 )
 
-func newProcessID() string {
+// newClaim is this process's claim, before it is made: Info tells an
+// operator reading another pdsmux's refusal (or `pdsmux status`) which
+// process this is.
+func newClaim(archive, listen, dbURL string) cursor.Claim {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	host, _ := os.Hostname()
+	return cursor.Claim{Archive: archive, Process: hex.EncodeToString(b[:]),
+		Info: fmt.Sprintf("host %s, pid %d, listen %s, --db-url %s", host, os.Getpid(), listen, redact.URL(dbURL))}
 }
 
-// claimLog claims the log for this process's archive. Another live
-// process archiving elsewhere is a ConfigError naming --db-url; other
+// claimLog claims the log for this process's archive. An older claim by
+// a process archiving elsewhere is a ConfigError naming --db-url; other
 // errors are Redis's (retried by the caller).
 func (rt *Runtime) claimLog(ctx context.Context) error {
-	other, err := rt.events.ClaimArchive(ctx, rt.archiveID, rt.processID, claimTTL)
+	rt.claimMu.Lock()
+	defer rt.claimMu.Unlock()
+	o, err := rt.events.ClaimArchive(ctx, &rt.claim, claimTTL)
 	if err != nil {
 		return err
 	}
-	if other != "" {
-		return bad("db-url", rt.s.DBURL, "another pdsmux on this Redis log (--redis-url, --redis-prefix %q) archives to a different database "+
-			"(archive %s; this one is %s): every pdsmux on one log must use the same --db-url (docs/ha.md), or one archive misses what the other's trims drop. "+
-			"A pdsmux that stopped without closing is forgotten %s after it last ran",
-			rt.s.RedisPrefix, other, rt.archiveID, claimTTL)
+	if o != nil {
+		return bad("db-url", rt.s.DBURL, "another pdsmux uses this Redis log (--redis-url, --redis-prefix %q) with a different database, "+
+			"and it has since %s (%s; its archive %s, this one's %s). Every pdsmux on one log must use the same --db-url (docs/ha.md), "+
+			"or one archive misses what the other's trims drop. If that pdsmux is gone, its claim on the log lapses in %s",
+			rt.s.RedisPrefix, time.UnixMilli(o.Since).UTC().Format(time.RFC3339), o.Info, o.Archive, rt.claim.Archive, max(o.Lapses, 0).Round(time.Second))
 	}
-	rt.claimed.Store(true)
 	return nil
 }
 
 // releaseLog drops this process's claim, if it made one, on a short
 // deadline of its own (Close may run with an expired ctx).
 func (rt *Runtime) releaseLog() {
-	if !rt.claimed.Load() {
+	rt.claimMu.Lock()
+	defer rt.claimMu.Unlock()
+	if rt.claim.Since == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if err := rt.events.ReleaseArchive(ctx, rt.archiveID, rt.processID); err != nil {
+	if err := rt.events.ReleaseArchive(ctx, rt.claim); err != nil {
 		rt.log.Warn("could not drop this process's claim on the log; it lapses by itself", "after", claimTTL, "err", err)
 	}
 }

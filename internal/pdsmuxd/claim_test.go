@@ -18,11 +18,12 @@ import (
 )
 
 // Two pdsmux on one Redis log with different --db-url (docs/ha.md forbids
-// it: one archive would miss what the other's trims drop) are refused with
-// an error naming --db-url: at Build when Redis answers, at the start-up
-// reconcile when it did not, and in a running pdsmux that finds the other
-// claimed the log while its own claim was gone. An HA pair on one
-// database is not, and a pdsmux that closed leaves the log to any archive.
+// it: one archive would miss what the other's trims drop): the later one
+// is refused with an error naming --db-url and the other process, at
+// Build when Redis answers and at the start-up reconcile when it did not.
+// The one that claimed the log first keeps it, also when Redis lost the
+// claims and the newcomer claimed in the gap. An HA pair on one database
+// is not refused, and a pdsmux that closed leaves the log at once.
 func TestStart_TwoDatabasesOnOneLog(t *testing.T) {
 	t.Parallel()
 	// AOF "always": the Redis restarted below keeps the claims
@@ -31,57 +32,83 @@ func TestStart_TwoDatabasesOnOneLog(t *testing.T) {
 	other := cfg
 	other.DBURL = "file:" + filepath.Join(t.TempDir(), "other.db")
 	build := func(c pdsmuxd.Config) (*pdsmuxd.Runtime, error) {
-		return pdsmuxd.Build(context.Background(), c, pdsmuxd.Options{Listener: testutil.Listen(t), MetricsListener: testutil.Listen(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		return pdsmuxd.Build(context.Background(), c, pdsmuxd.Options{Listener: testutil.Listen(t), MetricsListener: testutil.Listen(t),
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}
-	isDBURL := func(err error, url string) {
+	refused := func(err error, url string, by *running) {
 		t.Helper()
 		var ce *pdsmuxd.ConfigError
 		require.True(t, errors.As(err, &ce), "a ConfigError: %v", err)
 		require.Equal(t, "db-url", ce.Setting)
 		require.Equal(t, url, ce.Value, "the refused pdsmux's own setting")
-		require.Contains(t, ce.Reason, "another pdsmux on this Redis log")
+		require.Contains(t, ce.Reason, "another pdsmux uses this Redis log")
+		require.Contains(t, ce.Reason, "listen "+by.rt.Addr(), "names the other process")
 		require.Contains(t, ce.Reason, "must use the same --db-url")
+		require.Contains(t, ce.Reason, "lapses in")
+	}
+	alive := func(r *running) {
+		t.Helper()
+		select {
+		case err := <-r.done:
+			r.cancel = nil
+			t.Fatalf("the pdsmux that had the log first stopped: %v", err)
+		default:
+		}
 	}
 
 	a := e.start(cfg, "pdsmux-a")
 	waitConnected(t, a.rt)
 	_, err := build(other)
-	isDBURL(err, other.DBURL)
+	refused(err, other.DBURL, a)
 
 	pair, err := build(cfg)
 	require.NoError(t, err, "the other half of an HA pair, on the same database")
 	require.NoError(t, pair.Close(context.Background()))
 
-	// Redis lost the claims (FLUSHALL of that key alone): the other
-	// archive claims first, and the running pdsmux stops at its next claim.
-	require.NoError(t, e.redis.Client().Del(context.Background(), "{pdsmux}:users").Err())
-	b, err := build(other)
-	require.NoError(t, err)
-	select {
-	case err = <-a.done:
-		a.cancel = nil // its Run is over
-		isDBURL(err, cfg.DBURL)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the running pdsmux did not stop")
-	}
-	require.NoError(t, a.rt.Close(context.Background()))
-	require.NoError(t, b.Close(context.Background()))
+	// Redis lost everything: the restore claims the log first, before it
+	// puts back the incarnation marker.
+	ctx := context.Background()
+	rc := e.redis.Client()
+	require.NoError(t, rc.FlushAll(ctx).Err())
+	require.Eventually(t, func() bool { return rc.HExists(ctx, "{pdsmux}:meta", "incarnation").Val() }, 30*time.Second, 5*time.Millisecond)
+	require.EqualValues(t, 1, rc.ZCard(ctx, "{pdsmux}:users").Val(), "the claim is back with the restore")
 
-	// b closed and dropped its claim: the first database's pdsmux starts
-	// at once, though b's claim would not have lapsed yet.
-	c := e.start(cfg, "pdsmux-c")
+	// Redis lost the claims alone: a newcomer with the other database
+	// claims the empty log (or is refused at once if a's claim is back),
+	// and is refused at its next claim; a keeps the log.
+	require.NoError(t, rc.Del(ctx, "{pdsmux}:users").Err())
+	if b, err := build(other); err != nil {
+		refused(err, other.DBURL, a)
+	} else {
+		done := make(chan error, 1)
+		go func() { done <- b.Run(ctx) }()
+		select {
+		case err := <-done:
+			refused(err, other.DBURL, a)
+		case <-time.After(60 * time.Second):
+			t.Fatal("the newcomer was not refused")
+		}
+		require.NoError(t, b.Close(ctx))
+	}
+	alive(a)
+
+	// a closes and drops its claim: the other database's pdsmux starts at
+	// once, though a's claim would not have lapsed yet.
+	a.stop()
+	c := e.start(other, "pdsmux-c")
 	waitConnected(t, c.rt)
 
 	// Redis does not answer at Build: the start-up reconcile claims.
 	e.redis.Kill()
-	d := e.start(other, "pdsmux-d")
+	d := e.start(cfg, "pdsmux-d")
 	e.redis.Restart()
 	select {
 	case err = <-d.done:
 		d.cancel = nil
-		isDBURL(err, other.DBURL)
+		refused(err, cfg.DBURL, c)
 	case <-time.After(60 * time.Second):
 		t.Fatal("the pdsmux built while Redis was down did not stop at its start-up claim")
 	}
 	require.Contains(t, readLog(t, "pdsmux-d"), "redis does not answer at start-up")
+	alive(c)
 }

@@ -30,8 +30,9 @@ type reconciler struct {
 	lg       *slog.Logger
 	dedupTTL time.Duration
 	// claim claims the log for this process's archive (Runtime.claimLog):
-	// first of all at start-up, then every claimEvery. Its ConfigError
-	// (another live pdsmux archives elsewhere) stops pdsmux.
+	// in every reconcile, before it restores anything, and every
+	// claimEvery. Its ConfigError (an older claim by a pdsmux archiving
+	// elsewhere) stops pdsmux.
 	claim func(context.Context) error
 	// resync runs after Redis was restored while running (lost state or
 	// lost writes): every tailer re-reads its cursor, which the
@@ -51,9 +52,16 @@ func (r *reconciler) Ready() <-chan struct{} { return r.ready }
 // I7), reads the checkpoint and merges it into Redis. It restores nothing
 // until that write succeeded: a checkpoint missing what subscribers saw
 // would make the replicas' events come back under new seqs.
+//
+// It claims the log first: at start-up and when Redis lost its data,
+// another pdsmux archiving elsewhere may have claimed it, and this one
+// must not restore, append or trim then (the error is a ConfigError).
 func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if err := r.claim(ctx); err != nil {
+		return err
+	}
 	if lost {
 		// nothing read from the Redis that lost entries is archived or
 		// sent after this: the checkpoint below is all of it
@@ -86,14 +94,7 @@ func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) e
 func (r *reconciler) run(ctx context.Context) error {
 	backoff := 200 * time.Millisecond
 	for {
-		err := r.claim(ctx)
-		if errors.Is(err, ErrConfig) {
-			return err
-		}
-		var inc string
-		if err == nil {
-			inc, err = r.log.Incarnation(ctx)
-		}
+		inc, err := r.log.Incarnation(ctx)
 		if err == nil {
 			hw, herr := r.st.HighWater(ctx)
 			err = herr
@@ -105,6 +106,9 @@ func (r *reconciler) run(ctx context.Context) error {
 		}
 		if err == nil {
 			break
+		}
+		if errors.Is(err, ErrConfig) {
+			return err
 		}
 		r.lg.Warn("start-up reconcile with the durable checkpoint failed; retrying", "err", err)
 		select {
@@ -118,7 +122,7 @@ func (r *reconciler) run(ctx context.Context) error {
 
 	t := time.NewTicker(watchInterval)
 	defer t.Stop()
-	claimed := time.Now()
+	claimed, lapsed := time.Now(), false
 	for {
 		select {
 		case <-ctx.Done():
@@ -127,12 +131,14 @@ func (r *reconciler) run(ctx context.Context) error {
 		}
 		if time.Since(claimed) >= claimEvery {
 			err := r.claim(ctx)
-			if errors.Is(err, ErrConfig) {
-				r.lg.Error("stopping: another pdsmux on this log archives to a different database", "err", err)
+			switch {
+			case err == nil:
+				claimed, lapsed = time.Now(), false
+			case errors.Is(err, ErrConfig):
 				return err
-			}
-			if err == nil {
-				claimed = time.Now()
+			case !lapsed && time.Since(claimed) >= claimTTL:
+				lapsed = true
+				r.lg.Warn("this pdsmux's claim on the log lapsed: Redis did not answer; it is made again when Redis answers", "err", err)
 			}
 		}
 		inc, err := r.log.Incarnation(ctx)
@@ -141,14 +147,18 @@ func (r *reconciler) run(ctx context.Context) error {
 		}
 		if inc == "" {
 			r.lg.Error("Redis lost pdsmux's state (no incarnation marker); restoring from the durable checkpoint")
-			if err := r.reconcile(ctx, "lost_state", true); err != nil {
+			if err := r.reconcile(ctx, "lost_state", true); errors.Is(err, ErrConfig) {
+				return err
+			} else if err != nil {
 				r.lg.Error("restoring Redis failed; will retry", "err", err)
 			}
 			continue
 		}
 		if lost, err := r.log.LostWrites(ctx); err == nil && lost {
 			r.lg.Error("Redis went back in time (its seq counter is below seqs already seen: a failover to a lagging replica, or a node back from an older RDB/AOF); restoring from the durable checkpoint")
-			if err := r.reconcile(ctx, "lost_writes", true); err != nil {
+			if err := r.reconcile(ctx, "lost_writes", true); errors.Is(err, ErrConfig) {
+				return err
+			} else if err != nil {
 				r.lg.Error("restoring Redis failed; will retry", "err", err)
 			}
 		}

@@ -74,23 +74,23 @@ func checkSentinelMaster(ctx context.Context, raw, redactedURL string) error {
 // checkRedis pings Redis once at start-up. Refused credentials stop
 // start-up (retrying cannot fix them); a Redis that does not answer yet is
 // logged and left to the components' retries, so pdsmux may start before
-// its Redis.
-func checkRedis(ctx context.Context, rdb redis.UniversalClient, raw, redactedURL string, log *slog.Logger) error {
+// its Redis; down says so.
+func checkRedis(ctx context.Context, rdb redis.UniversalClient, raw, redactedURL string, log *slog.Logger) (down bool, _ error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	err := rdb.Ping(ctx).Err()
 	if err == nil {
-		return nil
+		return false, nil
 	}
 	if cerr := checkSentinelMaster(ctx, raw, redactedURL); cerr != nil {
-		return cerr
+		return true, cerr
 	}
 	err = explainRedis(err, redactedURL)
 	if errors.Is(err, ErrConfig) {
-		return err
+		return true, err
 	}
 	log.Warn("redis does not answer at start-up; retrying", "err", err)
-	return nil
+	return true, nil
 }
 
 // RedisLogger carries go-redis's own log lines (a pool that cannot dial,

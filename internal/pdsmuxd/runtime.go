@@ -12,7 +12,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/identity"
@@ -86,8 +85,8 @@ type Runtime struct {
 	rec     *reconciler
 
 	// the log's claim (claim.go)
-	archiveID, processID string
-	claimed              atomic.Bool
+	claimMu sync.Mutex
+	claim   cursor.Claim
 
 	httpSrv    *http.Server
 	metricsSrv *http.Server
@@ -121,7 +120,8 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	}()
 
 	rt.rdb = s.newRedis()
-	if err = checkRedis(ctx, rt.rdb, s.RedisURL, s.redisLog, logger); err != nil {
+	redisDown, err := checkRedis(ctx, rt.rdb, s.RedisURL, s.redisLog, logger)
+	if err != nil {
 		return nil, err
 	}
 	rt.events, err = cursor.New(rt.rdb, cursor.Config{
@@ -171,17 +171,9 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	if rt.db, err = store.Open(ctx, s.DBURL, s.DBAuthToken); err != nil {
 		return nil, bad("db-url", s.DBURL, "%v", err)
 	}
-	if rt.archiveID, err = rt.db.ID(ctx); err != nil {
+	archive, err := rt.db.ID(ctx)
+	if err != nil {
 		return nil, bad("db-url", s.DBURL, "%v", err)
-	}
-	rt.processID = newProcessID()
-	// Another pdsmux on this log with another archive stops this one here
-	// when Redis answers; else the start-up reconcile claims first.
-	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	err = rt.claimLog(cctx)
-	cancel()
-	if errors.Is(err, ErrConfig) {
-		return nil, err
 	}
 	sm := store.NewMetrics(rt.reg)
 	// What the archive and subscribers read: with --redis-wait-replicas,
@@ -266,6 +258,17 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 			return nil, bad("metrics-listen", s.MetricsListen, "%v", err)
 		}
 	}
+	// Another pdsmux on this log with another archive stops this one here
+	// when Redis answers; else the start-up reconcile claims first.
+	rt.claim = newClaim(archive, rt.Addr(), s.DBURL)
+	if !redisDown {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err = rt.claimLog(cctx)
+		cancel()
+		if errors.Is(err, ErrConfig) {
+			return nil, err
+		}
+	}
 	return rt, nil
 }
 
@@ -306,7 +309,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	rt.runMu.Unlock()
 	defer close(done)
 	rt.log.Info("pdsmux starting", "version", Version, "listen", rt.Addr(), "metrics", rt.MetricsAddr(),
-		"redis", rt.s.redisLog, "replicas", len(rt.tailers), "memory", rt.s.mem.String())
+		"redis", rt.s.redisLog, "db", rt.db.Name(), "archive", rt.claim.Archive, "replicas", len(rt.tailers), "memory", rt.s.mem.String())
 	g, gctx := errgroup.WithContext(ctx)
 	run := func(name string, f func(context.Context) error) {
 		g.Go(func() (err error) {
@@ -320,6 +323,9 @@ func (rt *Runtime) Run(ctx context.Context) error {
 			// After the stop, only an archive left unwritten is an
 			// error; the rest is the cancellation itself.
 			if err := f(gctx); err != nil && (gctx.Err() == nil || errors.Is(err, store.ErrUnwritten)) {
+				if errors.Is(err, ErrConfig) {
+					return err // names the setting: the component adds nothing
+				}
 				return fmt.Errorf("%s: %w", name, err)
 			}
 			return nil
@@ -345,7 +351,10 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	run("archiver", rt.arch.Run)
 	run("health checks", rt.pool.Run)
 	run("replica names", rt.publishReplicas)
-	run("trimmer", rt.trimLoop)
+	// Nothing trims before the start-up reconcile either: it claims the
+	// log first, and a pdsmux that another one's claim refuses must not
+	// drop what that one's archive has not written.
+	run("trimmer", afterReconcile(rt.trimLoop))
 	// The byte budget never drops what live subscribers have not had nor
 	// what the archive has not written (TrimBound), except while the
 	// archive is more than its buffer behind (the database down): then
@@ -353,7 +362,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	// archive hole (pdsmux_archive_lost_total). At its budget it asks the
 	// archive to write now. Appends wait while what the live stream has
 	// not read (above the broadcaster's head) fills it.
-	run("log byte budget", func(ctx context.Context) error {
+	run("log byte budget", afterReconcile(func(ctx context.Context) error {
 		return rt.events.RunBudget(ctx, func() int64 {
 			h, b := rt.bc.Head(), rt.arch.TrimBound()
 			if b < h {
@@ -361,7 +370,7 @@ func (rt *Runtime) Run(ctx context.Context) error {
 			}
 			return min(h, b)
 		}, rt.bc.Head)
-	})
+	}))
 	run("repair", afterReconcile(rt.repair.Run))
 	run("crawl", rt.crawl.Run)
 	serve := func(name string, srv *http.Server, ln net.Listener) {

@@ -29,6 +29,16 @@ type Status struct {
 	Log          LogStatus       `json:"log"`
 	Subscribers  int             `json:"subscribers"`
 	Replicas     []ReplicaStatus `json:"replicas"`
+	// Processes are the pdsmux using the log, by their live claims on it
+	// (docs/ha.md), oldest first.
+	Processes []ProcessStatus `json:"processes"`
+}
+
+// ProcessStatus is one pdsmux using the log.
+type ProcessStatus struct {
+	Archive string    `json:"archive"` // its database's archive ID
+	Since   time.Time `json:"since"`   // when it first claimed the log
+	Info    string    `json:"info"`    // host, pid, listen address, database
 }
 
 // LogStatus describes the merged log.
@@ -98,6 +108,13 @@ func ReadStatus(ctx context.Context, redisURL, prefix, metricsURL string) (Statu
 	names, err := l.Replicas(ctx)
 	if err != nil {
 		return st, err
+	}
+	claims, err := l.Claims(ctx)
+	if err != nil {
+		return st, err
+	}
+	for _, c := range claims {
+		st.Processes = append(st.Processes, ProcessStatus{Archive: c.Archive, Since: time.UnixMilli(c.Since).UTC(), Info: c.Info})
 	}
 	reps := map[string]*ReplicaStatus{}
 	rep := func(name string) *ReplicaStatus {
@@ -217,6 +234,16 @@ func (st Status) WriteText(w io.Writer) error {
 		fmt.Fprintf(w, "metrics:     %s does not answer (%s): connection, health, lag and subscribers unknown\n", st.MetricsURL, st.MetricsError)
 	} else {
 		fmt.Fprintf(w, "subscribers: %d\n", st.Subscribers)
+	}
+	for i, p := range st.Processes {
+		label := ""
+		if i == 0 {
+			label = "pdsmux:"
+		}
+		fmt.Fprintf(w, "%-12s %s, archive %s, since %s\n", label, p.Info, p.Archive, p.Since.Format(time.RFC3339))
+	}
+	if len(st.Processes) == 0 {
+		fmt.Fprintf(w, "pdsmux:      none running (no live claim on the log)\n")
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

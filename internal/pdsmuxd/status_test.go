@@ -44,6 +44,10 @@ func TestStatus_ReportsARunningSetup(t *testing.T) {
 	require.EqualValues(t, 72*3600, st.Log.RetentionSeconds)
 	require.Zero(t, st.Log.HeldRepos)
 	require.Empty(t, st.MetricsError)
+	require.Len(t, st.Processes, 1, "the running pdsmux, by its claim on the log")
+	require.Contains(t, st.Processes[0].Info, "listen "+run.rt.Addr())
+	require.Regexp(t, `^[0-9a-f]{32}$`, st.Processes[0].Archive)
+	require.WithinDuration(t, time.Now(), st.Processes[0].Since, time.Minute)
 	require.Len(t, st.Replicas, 2)
 	for i, r := range st.Replicas {
 		require.Equal(t, e.replicas[i].Name, r.Name)
@@ -61,6 +65,8 @@ func TestStatus_ReportsARunningSetup(t *testing.T) {
 	text, err := exec.Command(proc.Pdsmux(t), "status", "--redis-url", e.redis.URL(), "--metrics-url", "http://"+run.rt.MetricsAddr()).Output()
 	require.NoError(t, err)
 	require.Contains(t, string(text), "log:         "+itoa(total)+" events kept")
+	require.Contains(t, string(text), "pdsmux:      host ")
+	require.Contains(t, string(text), "archive "+st.Processes[0].Archive)
 	// the replica table: a row per replica, read by its header's columns
 	var header []string
 	rows := map[string][]string{}

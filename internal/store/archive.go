@@ -294,5 +294,8 @@ func (s *Store) ID(ctx context.Context) (string, error) {
 	if err := scanOne(rows, err, &id); err != nil {
 		return "", fmt.Errorf("store %s: read the archive id: %w", s.name, err)
 	}
+	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("store %s: archive_id in the meta table is %q, not 32 hex digits (corrupt meta table)", s.name, id)
+	}
 	return id, nil
 }

@@ -304,3 +304,18 @@ func TestStore_ID(t *testing.T) {
 		require.NotEqual(t, first, other)
 	})
 }
+
+// An archive_id that is not one (a hand-edited meta table) is an error
+// naming the database, not a claim that can never be made.
+func TestStore_IDCorrupt(t *testing.T) {
+	url := newFile(t)
+	s := open(t, url)
+	db, err := sql.Open("sqlite", url)
+	require.NoError(t, err)
+	defer db.Close()
+	_, err = db.Exec(`INSERT INTO meta (key, value) VALUES ('archive_id', '') ON CONFLICT (key) DO UPDATE SET value = excluded.value`)
+	require.NoError(t, err)
+	_, err = s.ID(context.Background())
+	require.ErrorContains(t, err, "not 32 hex digits")
+	require.ErrorContains(t, err, url)
+}
