@@ -21,7 +21,7 @@ const budgetRecheck = 30 * time.Second
 // the stream, and what is in flight to and from it.
 //
 // The stream: an append whose frames would take it (as last measured,
-// plus what this process appended since) past high, M/2, first measures
+// plus what was appended since: see estimate) past high, M/2, first measures
 // it (MEMORY USAGE) and drops its oldest entries down to low, 3/8 M (less
 // the append's own bytes), never one above RunBudget's delivered(): the
 // entries the live stream has not read yet, or the archive has not
@@ -108,11 +108,12 @@ const budgetPoll = 5 * time.Millisecond
 // budget is the state of the byte budget of one Log.
 type budget struct {
 	mu sync.Mutex // one measure-and-trim at a time
-	// size is the stream's size as last measured (after that trim), at
-	// is l.appended then
-	size, at int64
-	readers  atomic.Pointer[readers] // set by RunBudget
-	unread   unread
+	// size is the stream's size as last measured (after that trim); at,
+	// nAt and seqAt are l.appended, l.appendedN and l.seen then, and avg
+	// the stream's bytes per entry
+	size, at, nAt, seqAt, avg int64
+	readers                   atomic.Pointer[readers] // set by RunBudget
+	unread                    unread
 }
 
 // readers are how far the log's readers got (RunBudget).
@@ -171,7 +172,31 @@ func (l *Log) unreadBytes(read int64) int64 {
 func (l *Log) nearBudget(n int64) bool {
 	l.bud.mu.Lock()
 	defer l.bud.mu.Unlock()
-	return l.bud.size+l.appended.Load()-l.bud.at+n > l.cfg.budgetHigh()
+	return l.estimate()+n > l.cfg.budgetHigh()
+}
+
+// estimate is the stream's size as last measured plus what was appended
+// since: this process's bytes, and for every other seq it has seen since
+// (by its appends' seqs and its reads: another pdsmux's appends, held
+// commits released) the stream's average entry. Counting only its own
+// appends, two pdsmux on one log let the stream reach about 5/8 of the
+// budget before one of them trimmed. l.bud.mu is held.
+func (l *Log) estimate() int64 {
+	b := &l.bud
+	n := l.appendedN.Load()
+	others := max(l.seen.Load()-b.seqAt-(n-b.nAt), 0)
+	avg := b.avg
+	if avg == 0 && n > 0 { // measured empty: this process's own entries
+		avg = l.appended.Load() / n
+	}
+	// a jump in seq (the counter raised to the clock after Redis lost
+	// its state, or nothing seen at the last measure) counts as the whole
+	// budget: the next append measures
+	grown := l.cfg.MaxBytes
+	if avg == 0 || others <= l.cfg.MaxBytes/avg {
+		grown = others * avg
+	}
+	return b.size + l.appended.Load() - b.at + grown
 }
 
 // keepBudget measures the stream and trims it if n more bytes would take
@@ -182,10 +207,10 @@ func (l *Log) keepBudget(ctx context.Context, n int64) {
 	l.bud.mu.Lock()
 	defer l.bud.mu.Unlock()
 	rd := l.bud.readers.Load()
-	if rd == nil || (n >= 0 && l.bud.size+l.appended.Load()-l.bud.at+n <= l.cfg.budgetHigh()) {
+	if rd == nil || (n >= 0 && l.estimate()+n <= l.cfg.budgetHigh()) {
 		return
 	}
-	a := l.appended.Load()
+	a, an, seq := l.appended.Load(), l.appendedN.Load(), l.seen.Load()
 	used, left, dropped, err := l.trimBytes(ctx, rd.delivered(), max(n, 0))
 	if err != nil {
 		if ctx.Err() == nil {
@@ -193,7 +218,10 @@ func (l *Log) keepBudget(ctx context.Context, n int64) {
 		}
 		return
 	}
-	l.bud.size, l.bud.at = left, a
+	l.bud.size, l.bud.at, l.bud.nAt, l.bud.seqAt = left, a, an, seq
+	if k, err := l.rdb.XLen(ctx, l.k.log).Result(); err == nil && k > 0 {
+		l.bud.avg = left / k
+	}
 	if dropped > 0 {
 		l.log.Debug("trimmed the log to its byte budget", "entries", dropped, "bytes_before", used, "bytes_after", left)
 	}

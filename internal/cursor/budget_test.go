@@ -214,6 +214,40 @@ func TestRunBudget_KeepsStreamWithinBudgetAsItAppends(t *testing.T) {
 	require.Positive(t, testutil.Value(t, reg, "pdsmux_log_budget_trimmed_total"))
 }
 
+// Two pdsmux appending to one log (an HA pair) each count the other's
+// appends, by the seqs they see, between measures: the stream stays near
+// half the budget. Counting only its own, each let it reach about 5/8
+// before trimming.
+func TestRunBudget_TwoProcessesKeepTheStreamNearHalf(t *testing.T) {
+	const budget, size = 8 << 20, 128 << 10
+	a, srv := newLog(t, cursor.Config{MaxBytes: budget})
+	b, err := cursor.New(srv.Client(), cursor.Config{MaxBytes: budget}, nil, quiet)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	all := func() int64 { return math.MaxInt64 }
+	for _, l := range []*cursor.Log{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = l.RunBudget(ctx, all, all) }()
+	}
+	defer func() { cancel(); wg.Wait() }()
+
+	var peak int64
+	for i := 0; i < 240; i += 2 {
+		bigIdentities(t, a, i, 1, size)
+		bigIdentities(t, b, i+1, 1, size)
+		// each sees the other's entries as a reader would (the live
+		// stream raises what the process has seen)
+		for _, l := range []*cursor.Log{a, b} {
+			_, err := l.Tail(context.Background(), 0, -1, 1<<20)
+			require.NoError(t, err)
+		}
+		peak = max(peak, streamBytes(t, srv))
+	}
+	t.Logf("30 MB appended by two; stream peak %d bytes (half the budget %d)", peak, budget/2)
+	require.LessOrEqual(t, peak, int64(budget/2+budget/16))
+}
+
 // commandCalls is how many times srv ran cmd (INFO commandstats; none
 // yet: no line).
 func commandCalls(t *testing.T, srv *redisserver.Server, cmd string) int64 {

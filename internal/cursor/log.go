@@ -84,10 +84,11 @@ type Log struct {
 	// seen is the highest seq this process has appended or read; the
 	// counter is never allowed below it (Redis losing recent writes).
 	seen atomic.Int64
-	// appended counts the bytes this process appended; bud keeps the
-	// byte budget (budget.go)
-	appended atomic.Int64
-	bud      budget
+	// appended and appendedN count the bytes and entries this process
+	// appended; bud keeps the byte budget (budget.go)
+	appended  atomic.Int64
+	appendedN atomic.Int64
+	bud       budget
 	// tails share concurrent blocking reads from one position (Tail)
 	tails tails
 }
@@ -387,7 +388,7 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 		return Batch{}, fmt.Errorf("cursor: append script returned %d values for %d events", len(res), len(evs))
 	}
 	b := Batch{Results: make([]Result, len(evs)), Released: int(res[len(evs)])}
-	var added, top int64
+	var added, top, n int64
 	for i, code := range res[:len(evs)] {
 		var r Result
 		switch {
@@ -410,12 +411,14 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 		if r.Outcome == Appended {
 			added += frameBytes(&evs[i])
 			top = max(top, r.Seq)
+			n++
 		}
 		l.m.countOutcome(evs[i].Kind, r.Outcome)
 		raise(&l.seen, r.Seq)
 	}
 	l.m.addReleased(b.Released)
 	l.appended.Add(added)
+	l.appendedN.Add(n)
 	// held commits this call released are appended too; their bytes are
 	// not known here, and the live stream reads past them with the rest
 	l.noteAppended(top, added)
