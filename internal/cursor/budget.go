@@ -59,8 +59,9 @@ const budgetRecheck = 30 * time.Second
 //     entries are larger;
 //   - a trim's reads of the entries it drops, about B at a time (or one
 //     entry);
-//   - what another process appends to the same log between two
-//     measurements (each process bounds only its own unread appends).
+//   - what another process appended to the same log that this one has
+//     not seen yet (its reads lag; each process bounds only its own
+//     unread appends).
 //
 // At the default M that is 64 MiB of stream and about 40 MiB in flight
 // with 5 MB frames from one replica (15 of its append, 5 another's, 16 of
@@ -190,10 +191,13 @@ func (l *Log) estimate() int64 {
 		avg = l.appended.Load() / n
 	}
 	// a jump in seq (the counter raised to the clock after Redis lost
-	// its state, or nothing seen at the last measure) counts as the whole
-	// budget: the next append measures
+	// its state, or nothing seen at the last measure), or others with no
+	// size known, count as the whole budget: the next append measures
 	grown := l.cfg.MaxBytes
-	if avg == 0 || others <= l.cfg.MaxBytes/avg {
+	switch {
+	case others == 0:
+		grown = 0
+	case avg > 0 && others <= l.cfg.MaxBytes/avg:
 		grown = others * avg
 	}
 	return b.size + l.appended.Load() - b.at + grown
@@ -210,7 +214,10 @@ func (l *Log) keepBudget(ctx context.Context, n int64) {
 	if rd == nil || (n >= 0 && l.estimate()+n <= l.cfg.budgetHigh()) {
 		return
 	}
-	a, an, seq := l.appended.Load(), l.appendedN.Load(), l.seen.Load()
+	// seen first: an entry counted in appendedN is seen already (Append
+	// raises seen after counting)
+	seq := l.seen.Load()
+	a, an := l.appended.Load(), l.appendedN.Load()
 	used, left, dropped, err := l.trimBytes(ctx, rd.delivered(), max(n, 0))
 	if err != nil {
 		if ctx.Err() == nil {
@@ -219,8 +226,11 @@ func (l *Log) keepBudget(ctx context.Context, n int64) {
 		return
 	}
 	l.bud.size, l.bud.at, l.bud.nAt, l.bud.seqAt = left, a, an, seq
-	if k, err := l.rdb.XLen(ctx, l.k.log).Result(); err == nil && k > 0 {
-		l.bud.avg = left / k
+	if k, err := l.rdb.XLen(ctx, l.k.log).Result(); err == nil {
+		l.bud.avg = 0
+		if k > 0 {
+			l.bud.avg = left / k
+		}
 	}
 	if dropped > 0 {
 		l.log.Debug("trimmed the log to its byte budget", "entries", dropped, "bytes_before", used, "bytes_after", left)

@@ -405,6 +405,7 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 		case code == -4:
 			r.Outcome = Flagged
 		default:
+			raise(&l.seen, top)
 			return Batch{}, fmt.Errorf("cursor: append script returned unknown code %d", code)
 		}
 		b.Results[i] = r
@@ -414,11 +415,13 @@ func (l *Log) run(ctx context.Context, replica, expect string, evs []Event, code
 			n++
 		}
 		l.m.countOutcome(evs[i].Kind, r.Outcome)
-		raise(&l.seen, r.Seq)
 	}
 	l.m.addReleased(b.Released)
 	l.appended.Add(added)
 	l.appendedN.Add(n)
+	// after counting: the byte budget counts what it has seen and not
+	// counted as another's (estimate)
+	raise(&l.seen, top)
 	// held commits this call released are appended too; their bytes are
 	// not known here, and the live stream reads past them with the rest
 	l.noteAppended(top, added)
