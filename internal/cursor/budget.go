@@ -218,19 +218,16 @@ func (l *Log) keepBudget(ctx context.Context, n int64) {
 	// raises seen after counting)
 	seq := l.seen.Load()
 	a, an := l.appended.Load(), l.appendedN.Load()
-	used, left, dropped, err := l.trimBytes(ctx, rd.delivered(), max(n, 0))
+	used, left, dropped, held, err := l.trimBytes(ctx, rd.delivered(), max(n, 0))
 	if err != nil {
 		if ctx.Err() == nil {
 			l.log.Warn("keeping the log within its byte budget failed", "err", err)
 		}
 		return
 	}
-	l.bud.size, l.bud.at, l.bud.nAt, l.bud.seqAt = left, a, an, seq
-	if k, err := l.rdb.XLen(ctx, l.k.log).Result(); err == nil {
-		l.bud.avg = 0
-		if k > 0 {
-			l.bud.avg = left / k
-		}
+	l.bud.size, l.bud.at, l.bud.nAt, l.bud.seqAt, l.bud.avg = left, a, an, seq, 0
+	if held > 0 {
+		l.bud.avg = left / held
 	}
 	if dropped > 0 {
 		l.log.Debug("trimmed the log to its byte budget", "entries", dropped, "bytes_before", used, "bytes_after", left)
@@ -323,7 +320,8 @@ func (l *Log) RunBudget(ctx context.Context, delivered, read func() int64) error
 // held (estimated: values, ARGV[4] per entry, and an entry of more than 4
 // KiB rounded up as entryCost says), the bytes left to drop before this
 // call (0: nothing to do), the entry size its reads went by (ARGV[9] of
-// the next call) and the trim mark after it (ARGV[10]).
+// the next call), the trim mark after it (ARGV[10]) and the entries the
+// stream holds after it.
 //
 // The trim mark (meta.trimmed) is raised to the last seq dropped in the
 // same step, so a reader that finds entries missing finds the mark too.
@@ -339,8 +337,8 @@ local function mark() return tonumber(redis.call('HGET', KEYS[2], 'trimmed') or 
 local used, total, est = -1, 0, 1
 if ARGV[8] == '' or mark() ~= tonumber(ARGV[10]) then
   used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', '0')
-  if not used then return {0, 0, 0, 0, 1, mark()} end
-  if used + coming <= high then return {used, 0, 0, 0, 1, mark()} end
+  if not used then return {0, 0, 0, 0, 1, mark(), 0} end
+  if used + coming <= high then return {used, 0, 0, 0, 1, mark(), redis.call('XLEN', KEYS[1])} end
   total = used + coming - low
   est = math.max(math.floor(used / math.max(redis.call('XLEN', KEYS[1]), 1)), 1)
 else
@@ -376,7 +374,7 @@ if last then
   redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f', last + 1) .. '-0')
   if last > mark() then redis.call('HSET', KEYS[2], 'trimmed', string.format('%.0f', last)) end
 end
-return {used, n, freed, total, est, mark()}
+return {used, n, freed, total, est, mark(), redis.call('XLEN', KEYS[1])}
 `)
 
 // TrimBytes measures the stream and, when it is above its high level
@@ -389,11 +387,12 @@ return {used, n, freed, total, est, mark()}
 // (estimated) and the entries dropped; on a Redis error, the error with
 // what the calls before it dropped (zeros if the first call failed).
 func (l *Log) TrimBytes(ctx context.Context, keepAbove int64) (used, left, dropped int64, err error) {
-	return l.trimBytes(ctx, keepAbove, 0)
+	used, left, dropped, _, err = l.trimBytes(ctx, keepAbove, 0)
+	return used, left, dropped, err
 }
 
 // trimCall runs trimBytesScript once; next is a previous call's ARGV 8-10
-// (nil: measure). It returns the script's six values.
+// (nil: measure). It returns the script's seven values.
 func (l *Log) trimCall(ctx context.Context, keepAbove, coming int64, next []int64) ([]int64, error) {
 	step := l.cfg.callBytes()
 	args := []any{l.cfg.budgetHigh(), l.cfg.budgetLow(), keepAbove, entryOverhead, coming, step, step, "", "", ""}
@@ -401,15 +400,16 @@ func (l *Log) trimCall(ctx context.Context, keepAbove, coming int64, next []int6
 		args[7+i] = v
 	}
 	res, err := trimBytesScript.Run(ctx, l.rdb, []string{l.k.log, l.k.meta}, args...).Int64Slice()
-	if err == nil && len(res) != 6 {
+	if err == nil && len(res) != 7 {
 		err = fmt.Errorf("returned %d values", len(res))
 	}
 	return res, err
 }
 
-// trimBytes is TrimBytes making room for coming more bytes. On an error
-// after some calls, what they dropped is counted and returned with it.
-func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, left, dropped int64, err error) {
+// trimBytes is TrimBytes making room for coming more bytes; it also
+// returns the entries the stream holds after it (held). On an error after some
+// calls, what they dropped is counted and returned with it.
+func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, left, dropped, held int64, err error) {
 	step := l.cfg.callBytes()
 	var measured, freed, rest int64 // freed since measured
 	var next []int64                // a continuation's ARGV 8-10; nil: measure
@@ -418,7 +418,7 @@ func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, lef
 		if cerr != nil {
 			err = fmt.Errorf("cursor: trim log to %d bytes: %w", l.cfg.MaxBytes, cerr)
 			if next == nil {
-				return 0, 0, 0, err
+				return 0, 0, 0, 0, err
 			}
 			break
 		}
@@ -429,7 +429,7 @@ func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, lef
 				used = res[0]
 			}
 		}
-		dropped, freed, rest = dropped+res[1], freed+res[2], rest-res[2]
+		dropped, freed, rest, held = dropped+res[1], freed+res[2], rest-res[2], res[6]
 		// a call that freed less than its step met keepAbove or the end
 		if res[2] < step || rest <= 0 {
 			break
@@ -441,5 +441,5 @@ func (l *Log) trimBytes(ctx context.Context, keepAbove, coming int64) (used, lef
 	if dropped > 0 {
 		l.m.budgetTrimmed(dropped)
 	}
-	return used, left, dropped, err
+	return used, left, dropped, held, err
 }

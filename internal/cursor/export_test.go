@@ -22,7 +22,8 @@ func TailSharers(l *Log, after int64) int {
 }
 
 // TrimCall runs one call of the byte trim as trimBytes does (next: the
-// previous call's last three values; nil for the first).
+// bytes left to drop, the previous call's entry size and trim mark; nil
+// for the first).
 func TrimCall(ctx context.Context, l *Log, keepAbove int64, next []int64) ([]int64, error) {
 	return l.trimCall(ctx, keepAbove, 0, next)
 }
