@@ -252,6 +252,40 @@ func TestRunBudget_TwoProcessesKeepTheStreamNearHalf(t *testing.T) {
 	require.LessOrEqual(t, peak, int64(budget/2+budget/16))
 }
 
+// A jump in seq (the counter raised to the clock after Redis lost
+// writes, as after a failover) counts as the whole budget until the
+// stream is measured: the next append measures it once, and the appends
+// after it go by that measure, neither measuring again nor waiting. So a
+// failover costs each process one MEMORY USAGE, not one per append.
+func TestRunBudget_SeqJumpMeasuresOnce(t *testing.T) {
+	const budget, size = 8 << 20, 1 << 10
+	l, srv, reg := newLogMetrics(t, cursor.Config{MaxBytes: budget})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	all := func() int64 { return math.MaxInt64 }
+	go func() { defer close(done); _ = l.RunBudget(ctx, all, all) }()
+	defer func() { cancel(); <-done }()
+	measures := func() int64 { return commandCalls(t, srv, "memory|usage") }
+	// RunBudget measures at its start (the stream is empty, nothing seen)
+	require.Eventually(t, func() bool { return measures() == 1 }, 10*time.Second, 5*time.Millisecond)
+
+	// the first append's seq is a jump from nothing seen: the second
+	// append measures, the rest go by it
+	bigIdentities(t, l, 0, 5, size)
+	require.EqualValues(t, 2, measures(), "one measure for the first seqs seen")
+
+	require.NoError(t, srv.Client().IncrBy(ctx, "{pdsmux}:seq", 1_000_000_000).Err())
+	jumped := bigIdentities(t, l, 5, 1, size)[0] // learns of the jump from its own seq
+	require.EqualValues(t, 2, measures())
+	bigIdentities(t, l, 6, 1, size)
+	require.EqualValues(t, 3, measures(), "the append after the jump measures")
+	seqs := bigIdentities(t, l, 7, 20, size)
+	require.EqualValues(t, 3, measures(), "and the appends after it go by that measure")
+	require.Greater(t, seqs[0], jumped)
+	require.Zero(t, testutil.Value(t, reg, "pdsmux_log_budget_wait_seconds_total"), "no append waited")
+	require.Zero(t, testutil.Value(t, reg, "pdsmux_log_budget_trimmed_total"))
+}
+
 // commandCalls is how many times srv ran cmd (INFO commandstats; none
 // yet: no line).
 func commandCalls(t *testing.T, srv *redisserver.Server, cmd string) int64 {
