@@ -163,7 +163,14 @@ func TestHA_SentinelFailover(t *testing.T) {
 		// in make test-unit's plain pass.
 		t.Skip("runs without -race in make test-unit's plain pass")
 	}
-	const kills, writes, accounts = 5, 20_000, 64
+	// A repair carries at most 200 ops in one #commit (newHAPair): a repo
+	// further behind gets a #sync, and its records are never delivered
+	// as creates. With 64 accounts the largest repair was 59-101 ops on
+	// a loaded 2-core machine, and past 200 in every run with the whole
+	// test on one core (5,136-12,303 records never delivered); 128
+	// accounts halve what a repo gathers around a failover (largest
+	// repair 37-55 ops on 2 cores, 121 on one).
+	const kills, writes, accounts = 5, 20_000, 128
 	h := newHAPair(t, 91, accounts, haOptions{})
 	stop := make(chan struct{})
 	w := h.e.writePaced(writes, 500*time.Microsecond, 91, stop)
