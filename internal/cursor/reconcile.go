@@ -24,6 +24,10 @@ type DurableState struct {
 	// Hashes are content hashes of #identity/#account/other events still
 	// inside the dedup window, with the time each was appended.
 	Hashes map[string]time.Time
+	// Archive is the archive's ID (store.Store.ID): Reconcile leaves it as
+	// the incarnation marker, so a process can tell a Redis another
+	// archive restored. Empty: a random marker, set only if none is.
+	Archive string
 }
 
 // ContentHash is the dedup key of an #identity/#account/unknown frame:
@@ -57,8 +61,9 @@ func (l *Log) LostWrites(ctx context.Context) (bool, error) {
 	return c < seen, nil
 }
 
-// Incarnation returns the marker Reconcile leaves in Redis; "" means this
-// Redis has not been reconciled since it was created or lost its data.
+// Incarnation returns the marker Reconcile leaves in Redis (the archive's
+// ID, DurableState.Archive); "" means this Redis has not been reconciled
+// since it was created or lost its data.
 func (l *Log) Incarnation(ctx context.Context) (string, error) {
 	v, err := l.rdb.HGet(ctx, l.k.meta, "incarnation").Result()
 	if errors.Is(err, redis.Nil) {
@@ -188,9 +193,15 @@ func (l *Log) Reconcile(ctx context.Context, st DurableState, lost bool) (int, e
 			return changed, fmt.Errorf("cursor: raise seq counter above the archive: %w", err)
 		}
 	}
-	var id [8]byte
-	_, _ = rand.Read(id[:])
-	if err := l.rdb.HSetNX(ctx, l.k.meta, "incarnation", hex.EncodeToString(id[:])).Err(); err != nil {
+	var err error
+	if st.Archive != "" {
+		err = l.rdb.HSet(ctx, l.k.meta, "incarnation", st.Archive).Err()
+	} else {
+		var id [8]byte
+		_, _ = rand.Read(id[:])
+		err = l.rdb.HSetNX(ctx, l.k.meta, "incarnation", hex.EncodeToString(id[:])).Err()
+	}
+	if err != nil {
 		return changed, fmt.Errorf("cursor: set incarnation: %w", err)
 	}
 	return changed, nil

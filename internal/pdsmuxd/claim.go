@@ -20,9 +20,19 @@ import (
 // was last made, so a killed process stops counting then, and Close drops
 // it at once. Of two processes with different archives the one that
 // claimed the log first keeps it; the other stops.
+//
+// A process that starts on a Redis without pdsmux's state (no incarnation
+// marker) and finds no other claim waits claimSettle and claims again
+// before it restores anything: if Redis just lost its data under a
+// running pdsmux, that one notices within a watchInterval and claims
+// first, and a newcomer with another database is refused before it puts
+// its own checkpoint into the log. A process whose renewals failed for
+// claimTTL (paused, cut off) claims as a newcomer again: another archive
+// may rightly have taken the log meanwhile.
 const (
-	claimTTL   = 30 * time.Second
-	claimEvery = 5 * time.Second
+	claimTTL    = 30 * time.Second
+	claimEvery  = 5 * time.Second
+	claimSettle = 4 * watchInterval
 )
 
 // newClaim is this process's claim, before it is made: Info tells an
@@ -36,23 +46,39 @@ func newClaim(archive, listen, dbURL string) cursor.Claim {
 		Info: fmt.Sprintf("host %s, pid %d, listen %s, --db-url %s", host, os.Getpid(), listen, redact.URL(dbURL))}
 }
 
-// claimLog claims the log for this process's archive. An older claim by
-// a process archiving elsewhere is a ConfigError naming --db-url; other
-// errors are Redis's (retried by the caller).
-func (rt *Runtime) claimLog(ctx context.Context) error {
+func settleOf(d time.Duration) time.Duration {
+	switch {
+	case d < 0:
+		return 0
+	case d == 0:
+		return claimSettle
+	}
+	return d
+}
+
+// claimLog claims the log for this process's archive and returns how
+// many other live claims it found. An older claim by a process archiving
+// elsewhere is a ConfigError naming --db-url; other errors are Redis's
+// (retried by the caller).
+func (rt *Runtime) claimLog(ctx context.Context) (int, error) {
 	rt.claimMu.Lock()
 	defer rt.claimMu.Unlock()
-	o, err := rt.events.ClaimArchive(ctx, &rt.claim, claimTTL)
+	if rt.claim.Since != 0 && time.Since(rt.claimedAt) > claimTTL {
+		rt.log.Warn("this pdsmux's claim on the log lapsed (not renewed for longer than its lifetime); claiming it again as a newcomer", "lapsed_after", claimTTL)
+		rt.claim.Since = 0
+	}
+	others, o, err := rt.events.ClaimArchive(ctx, &rt.claim, claimTTL)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if o != nil {
-		return bad("db-url", rt.s.DBURL, "another pdsmux uses this Redis log (--redis-url, --redis-prefix %q) with a different database, "+
+		return 0, bad("db-url", rt.s.DBURL, "another pdsmux uses this Redis log (--redis-url, --redis-prefix %q) with a different database, "+
 			"and it has since %s (%s; its archive %s, this one's %s). Every pdsmux on one log must use the same --db-url (docs/ha.md), "+
 			"or one archive misses what the other's trims drop. If that pdsmux is gone, its claim on the log lapses in %s",
-			rt.s.RedisPrefix, time.UnixMilli(o.Since).UTC().Format(time.RFC3339), o.Info, o.Archive, rt.claim.Archive, max(o.Lapses, 0).Round(time.Second))
+			rt.s.RedisPrefix, time.UnixMilli(o.Since).UTC().Format(time.RFC3339), o.Info, o.Archive, rt.claim.Archive, max(o.Lapses, time.Second).Round(time.Second))
 	}
-	return nil
+	rt.claimedAt = time.Now()
+	return others, nil
 }
 
 // releaseLog drops this process's claim, if it made one, on a short

@@ -13,6 +13,7 @@ import (
 
 	"github.com/pdsmux/pdsmux/internal/fakepds"
 	"github.com/pdsmux/pdsmux/internal/pdsmuxd"
+	"github.com/pdsmux/pdsmux/internal/store"
 	"github.com/pdsmux/pdsmux/internal/testutil"
 	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
 )
@@ -46,6 +47,26 @@ func TestStart_TwoDatabasesOnOneLog(t *testing.T) {
 		require.Contains(t, ce.Reason, "must use the same --db-url")
 		require.Contains(t, ce.Reason, "lapses in")
 	}
+	// newcomer builds and runs a pdsmux with the other database, with the
+	// claim's start-up wait as in production, and expects it refused at
+	// Build or in Run.
+	newcomer := func(url string, by *running) {
+		t.Helper()
+		b, err := build(other)
+		if err != nil {
+			refused(err, url, by)
+			return
+		}
+		done := make(chan error, 1)
+		go func() { done <- b.Run(context.Background()) }()
+		select {
+		case err := <-done:
+			refused(err, url, by)
+		case <-time.After(60 * time.Second):
+			t.Fatal("the newcomer was not refused")
+		}
+		require.NoError(t, b.Close(context.Background()))
+	}
 	alive := func(r *running) {
 		t.Helper()
 		select {
@@ -77,23 +98,64 @@ func TestStart_TwoDatabasesOnOneLog(t *testing.T) {
 	// claims the empty log (or is refused at once if a's claim is back),
 	// and is refused at its next claim; a keeps the log.
 	require.NoError(t, rc.Del(ctx, "{pdsmux}:users").Err())
-	if b, err := build(other); err != nil {
-		refused(err, other.DBURL, a)
-	} else {
-		done := make(chan error, 1)
-		go func() { done <- b.Run(ctx) }()
-		select {
-		case err := <-done:
-			refused(err, other.DBURL, a)
-		case <-time.After(60 * time.Second):
-			t.Fatal("the newcomer was not refused")
-		}
-		require.NoError(t, b.Close(ctx))
-	}
+	newcomer(other.DBURL, a)
 	alive(a)
+
+	// Redis lost everything and a newcomer with the other database starts
+	// at once: it waits for a to claim the log again before it restores
+	// anything, and is refused; its archive never becomes the log's.
+	st, err := store.Open(ctx, other.DBURL, "")
+	require.NoError(t, err)
+	otherID, err := st.ID(ctx)
+	require.NoError(t, err)
+	require.NoError(t, st.Close())
+	require.NoError(t, rc.FlushAll(ctx).Err())
+	watch := make(chan struct{})
+	took := make(chan bool, 1)
+	go func() {
+		seen := false
+		for {
+			select {
+			case <-watch:
+				took <- seen
+				return
+			default:
+			}
+			seen = seen || rc.HGet(ctx, "{pdsmux}:meta", "incarnation").Val() == otherID
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	newcomer(other.DBURL, a)
+	close(watch)
+	require.False(t, <-took, "the newcomer restored its own checkpoint into the log")
+	alive(a)
+
+	// Another archive's incarnation marker in Redis (its process restored
+	// Redis): a restores its own checkpoint.
+	require.NoError(t, rc.HSet(ctx, "{pdsmux}:meta", "incarnation", otherID).Err())
+	require.Eventually(t, func() bool { return rc.HGet(ctx, "{pdsmux}:meta", "incarnation").Val() != otherID }, 30*time.Second, 5*time.Millisecond)
+	require.Contains(t, readLog(t, "pdsmux-a"), "Redis holds another archive's state")
+
+	// a is paused past its claim's lifetime, and the other database's
+	// pdsmux rightly takes the log meanwhile: a, back, is the newcomer
+	// and stops; b keeps the log.
+	require.NoError(t, rc.Del(ctx, "{pdsmux}:users").Err()) // a's claim lapsed
+	a.rt.PauseClaim(time.Minute)
+	b := e.start(other, "pdsmux-b")
+	select {
+	case err = <-a.done:
+		a.cancel = nil
+		refused(err, cfg.DBURL, b)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the paused pdsmux kept its age and pushed out the one that took the log")
+	}
+	alive(b)
+	b.stop()
 
 	// a closes and drops its claim: the other database's pdsmux starts at
 	// once, though a's claim would not have lapsed yet.
+	a = e.start(cfg, "pdsmux-a2")
+	waitConnected(t, a.rt)
 	a.stop()
 	c := e.start(other, "pdsmux-c")
 	waitConnected(t, c.rt)

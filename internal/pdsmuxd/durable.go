@@ -33,7 +33,12 @@ type reconciler struct {
 	// in every reconcile, before it restores anything, and every
 	// claimEvery. Its ConfigError (an older claim by a pdsmux archiving
 	// elsewhere) stops pdsmux.
-	claim func(context.Context) error
+	claim func(context.Context) (others int, err error)
+	// archive is this process's archive ID: the incarnation marker its
+	// reconciles leave. Another one in Redis means another archive's
+	// process restored it, and this one restores its own checkpoint.
+	archive string
+	settle  time.Duration // claimSettle, or the test's
 	// resync runs after Redis was restored while running (lost state or
 	// lost writes): every tailer re-reads its cursor, which the
 	// checkpoint may have put below where its session is (tail.Resync).
@@ -59,7 +64,7 @@ func (r *reconciler) Ready() <-chan struct{} { return r.ready }
 func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := r.claim(ctx); err != nil {
+	if _, err := r.claim(ctx); err != nil {
 		return err
 	}
 	if lost {
@@ -74,6 +79,7 @@ func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) e
 	if err != nil {
 		return err
 	}
+	st.Archive = r.archive
 	n, err := r.log.Reconcile(ctx, st, lost)
 	if err != nil {
 		return err
@@ -93,15 +99,33 @@ func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) e
 // answer), then watches Redis until ctx ends.
 func (r *reconciler) run(ctx context.Context) error {
 	backoff := 200 * time.Millisecond
+	settled := false
 	for {
 		inc, err := r.log.Incarnation(ctx)
+		if err == nil && inc == "" && !settled {
+			// A Redis without pdsmux's state: if it just lost it under a
+			// running pdsmux, let that one claim the log first (claim.go).
+			var others int
+			if others, err = r.claim(ctx); err == nil {
+				settled = true
+				if others == 0 && r.settle > 0 {
+					select {
+					case <-ctx.Done():
+						return nil
+					case <-time.After(r.settle):
+					}
+					continue
+				}
+			}
+		}
 		if err == nil {
 			hw, herr := r.st.HighWater(ctx)
 			err = herr
 			if err == nil {
-				// No marker but an archive: Redis lost everything while
-				// pdsmux was down.
-				err = r.reconcile(ctx, "startup", inc == "" && hw > 0)
+				// No marker, or another archive's, but an archive here:
+				// Redis lost everything while pdsmux was down, or another
+				// archive's process restored it.
+				err = r.reconcile(ctx, "startup", inc != r.archive && hw > 0)
 			}
 		}
 		if err == nil {
@@ -130,7 +154,7 @@ func (r *reconciler) run(ctx context.Context) error {
 		case <-t.C:
 		}
 		if time.Since(claimed) >= claimEvery {
-			err := r.claim(ctx)
+			_, err := r.claim(ctx)
 			switch {
 			case err == nil:
 				claimed, lapsed = time.Now(), false
@@ -145,8 +169,12 @@ func (r *reconciler) run(ctx context.Context) error {
 		if err != nil {
 			continue // unreachable Redis is the tailers' to report
 		}
-		if inc == "" {
-			r.lg.Error("Redis lost pdsmux's state (no incarnation marker); restoring from the durable checkpoint")
+		if inc != r.archive {
+			if inc == "" {
+				r.lg.Error("Redis lost pdsmux's state (no incarnation marker); restoring from the durable checkpoint")
+			} else {
+				r.lg.Error("Redis holds another archive's state (its incarnation marker names archive "+inc+"); restoring from the durable checkpoint", "archive", r.archive)
+			}
 			if err := r.reconcile(ctx, "lost_state", true); errors.Is(err, ErrConfig) {
 				return err
 			} else if err != nil {

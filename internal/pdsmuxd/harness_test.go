@@ -120,6 +120,9 @@ func (e *env) start(cfg pdsmuxd.Config, name string, opts ...func(*pdsmuxd.Optio
 		MetricsListener: testutil.Listen(e.t),
 		Directory:       e.store.Directory(),
 		Age:             e.store,
+		// the claim's start-up wait is TestStart_TwoDatabasesOnOneLog's
+		// subject, not these suites'
+		ClaimSettle: -1,
 	}
 	for _, opt := range opts {
 		opt(&o)

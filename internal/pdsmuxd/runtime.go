@@ -53,6 +53,11 @@ type Options struct {
 	// ArchiveBufferBytes is the archiver's buffer budget, instead of the
 	// one derived from the memory budget (an eighth of the log's).
 	ArchiveBufferBytes int
+	// ClaimSettle replaces claimSettle, the wait of a pdsmux starting on a
+	// Redis without pdsmux's state before it claims the log again and
+	// restores (claim.go); negative: no wait. Suites whose subject is not
+	// the claim set it so that every first start is not 2 s longer.
+	ClaimSettle time.Duration
 	// RepairClock is the repair loop's clock (repair.Config.Now), instead
 	// of time.Now: hold deadlines and back-off are then stepped by the test.
 	RepairClock func() time.Time
@@ -85,8 +90,9 @@ type Runtime struct {
 	rec     *reconciler
 
 	// the log's claim (claim.go)
-	claimMu sync.Mutex
-	claim   cursor.Claim
+	claimMu   sync.Mutex
+	claim     cursor.Claim
+	claimedAt time.Time // the last claim that succeeded
 
 	httpSrv    *http.Server
 	metricsSrv *http.Server
@@ -192,7 +198,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 		archBytes = opts.ArchiveBufferBytes
 	}
 	rt.arch = store.NewArchiver(rt.db, reader, store.ArchiverConfig{Retention: s.ArchiveRetention, BufferBytes: archBytes}, sm, logger)
-	rt.rec = &reconciler{log: rt.events, st: rt.db, arch: rt.arch, m: sm, lg: logger.With("component", "reconcile"), claim: rt.claimLog,
+	rt.rec = &reconciler{log: rt.events, st: rt.db, arch: rt.arch, m: sm, lg: logger.With("component", "reconcile"), claim: rt.claimLog, archive: archive, settle: settleOf(opts.ClaimSettle),
 		dedupTTL: rt.events.Config().DedupTTL, ready: make(chan struct{}),
 		resync: func() {
 			for _, t := range rt.tailers {
@@ -263,7 +269,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	rt.claim = newClaim(archive, rt.Addr(), s.DBURL)
 	if !redisDown {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		err = rt.claimLog(cctx)
+		_, err = rt.claimLog(cctx)
 		cancel()
 		if errors.Is(err, ErrConfig) {
 			return nil, err
