@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -16,22 +17,23 @@ import (
 // must archive to one database. A process claims the log for its archive
 // at the end of Build when Redis answers, in every reconcile (so first of
 // all at start-up, before anything is appended, and at once when Redis
-// lost its data), and every claimEvery; a claim lapses claimTTL after it
-// was last made, so a killed process stops counting then, and Close drops
-// it at once. Of two processes with different archives the one that
-// claimed the log first keeps it; the other stops.
+// lost its data; again just before it restores), and on every
+// watchInterval tick; a claim lapses claimTTL after it was last made, so
+// a killed process stops counting then, and Close drops it at once. Of
+// two processes with different archives the one that claimed the log
+// first keeps it; the other stops.
 //
-// A process that starts on a Redis without pdsmux's state (no incarnation
-// marker) and finds no other claim waits claimSettle and claims again
-// before it restores anything: if Redis just lost its data under a
-// running pdsmux, that one notices within a watchInterval and claims
-// first, and a newcomer with another database is refused before it puts
-// its own checkpoint into the log. A process whose renewals failed for
-// claimTTL (paused, cut off) claims as a newcomer again: another archive
-// may rightly have taken the log meanwhile.
+// A process that starts on a Redis without this archive's state (no
+// incarnation marker, or another archive's) waits claimSettle after its
+// first claim and claims again before it restores anything: a running
+// pdsmux that had the log (whose claims Redis lost, or whose state another
+// archive's process put over) renews its claim within a watchInterval and
+// keeps the log, and a newcomer with another database is refused before it
+// puts its own checkpoint into the log. A process whose renewals failed
+// for claimTTL (paused, cut off) claims as a newcomer again: another
+// archive may rightly have taken the log meanwhile.
 const (
 	claimTTL    = 30 * time.Second
-	claimEvery  = 5 * time.Second
 	claimSettle = 4 * watchInterval
 )
 
@@ -67,17 +69,21 @@ func (rt *Runtime) claimLog(ctx context.Context) (int, error) {
 		rt.log.Warn("this pdsmux's claim on the log lapsed (not renewed for longer than its lifetime); claiming it again as a newcomer", "lapsed_after", claimTTL)
 		rt.claim.Since = 0
 	}
+	if rt.claimPaused {
+		return 0, errors.New("claim paused (test)")
+	}
+	at := time.Now() // before the call: the claim lapses claimTTL after it was sent
 	others, o, err := rt.events.ClaimArchive(ctx, &rt.claim, claimTTL)
 	if err != nil {
 		return 0, err
 	}
 	if o != nil {
 		return 0, bad("db-url", rt.s.DBURL, "another pdsmux uses this Redis log (--redis-url, --redis-prefix %q) with a different database, "+
-			"and it has since %s (%s; its archive %s, this one's %s). Every pdsmux on one log must use the same --db-url (docs/ha.md), "+
+			"and has had the log since %s (%s; its archive %s, this one's %s). Every pdsmux on one log must use the same --db-url (docs/ha.md), "+
 			"or one archive misses what the other's trims drop. If that pdsmux is gone, its claim on the log lapses in %s",
 			rt.s.RedisPrefix, time.UnixMilli(o.Since).UTC().Format(time.RFC3339), o.Info, o.Archive, rt.claim.Archive, max(o.Lapses, time.Second).Round(time.Second))
 	}
-	rt.claimedAt = time.Now()
+	rt.claimedAt = at
 	return others, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,40 +95,45 @@ func TestStart_TwoDatabasesOnOneLog(t *testing.T) {
 	require.Eventually(t, func() bool { return rc.HExists(ctx, "{pdsmux}:meta", "incarnation").Val() }, 30*time.Second, 5*time.Millisecond)
 	require.EqualValues(t, 1, rc.ZCard(ctx, "{pdsmux}:users").Val(), "the claim is back with the restore")
 
-	// Redis lost the claims alone: a newcomer with the other database
-	// claims the empty log (or is refused at once if a's claim is back),
-	// and is refused at its next claim; a keeps the log.
-	require.NoError(t, rc.Del(ctx, "{pdsmux}:users").Err())
-	newcomer(other.DBURL, a)
-	alive(a)
-
-	// Redis lost everything and a newcomer with the other database starts
-	// at once: it waits for a to claim the log again before it restores
-	// anything, and is refused; its archive never becomes the log's.
 	st, err := store.Open(ctx, other.DBURL, "")
 	require.NoError(t, err)
 	otherID, err := st.ID(ctx)
 	require.NoError(t, err)
 	require.NoError(t, st.Close())
-	require.NoError(t, rc.FlushAll(ctx).Err())
-	watch := make(chan struct{})
-	took := make(chan bool, 1)
-	go func() {
-		seen := false
-		for {
-			select {
-			case <-watch:
-				took <- seen
-				return
-			default:
+	// untouched runs newcomer and reports whether the log's incarnation
+	// marker stayed clear of the newcomer's archive meanwhile (it never
+	// restored its checkpoint into the log).
+	untouched := func() bool {
+		stop, took := make(chan struct{}), make(chan bool, 1)
+		go func() {
+			seen := false
+			for {
+				select {
+				case <-stop:
+					took <- !seen
+					return
+				default:
+				}
+				seen = seen || rc.HGet(ctx, "{pdsmux}:meta", "incarnation").Val() == otherID
+				time.Sleep(time.Millisecond)
 			}
-			seen = seen || rc.HGet(ctx, "{pdsmux}:meta", "incarnation").Val() == otherID
-			time.Sleep(time.Millisecond)
-		}
-	}()
-	newcomer(other.DBURL, a)
-	close(watch)
-	require.False(t, <-took, "the newcomer restored its own checkpoint into the log")
+		}()
+		newcomer(other.DBURL, a)
+		close(stop)
+		return <-took
+	}
+
+	// Redis lost the claims alone (a's marker is there): a newcomer with
+	// the other database waits, finds a's renewed claim and is refused
+	// before it restores anything; a keeps the log.
+	require.NoError(t, rc.Del(ctx, "{pdsmux}:users").Err())
+	require.True(t, untouched(), "the newcomer restored its own checkpoint into the log")
+	alive(a)
+
+	// Redis lost everything and a newcomer with the other database starts
+	// at once: likewise.
+	require.NoError(t, rc.FlushAll(ctx).Err())
+	require.True(t, untouched(), "the newcomer restored its own checkpoint into the emptied log")
 	alive(a)
 
 	// Another archive's incarnation marker in Redis (its process restored
@@ -136,12 +142,28 @@ func TestStart_TwoDatabasesOnOneLog(t *testing.T) {
 	require.Eventually(t, func() bool { return rc.HGet(ctx, "{pdsmux}:meta", "incarnation").Val() != otherID }, 30*time.Second, 5*time.Millisecond)
 	require.Contains(t, readLog(t, "pdsmux-a"), "Redis holds another archive's state")
 
+	// An older pdsmux's marker (16 random hex digits, a rolling upgrade)
+	// is no other archive's: a restores nothing over it.
+	restores := strings.Count(readLog(t, "pdsmux-a"), "restored Redis from the durable checkpoint")
+	require.NoError(t, rc.HSet(ctx, "{pdsmux}:meta", "incarnation", "0123456789abcdef").Err())
+	renewed := func() float64 {
+		zs := rc.ZRangeWithScores(ctx, "{pdsmux}:users", 0, -1).Val()
+		require.Len(t, zs, 1)
+		return zs[0].Score
+	}
+	for range 3 { // a whole watch tick after the marker was set: each renews the claim, then reads the marker
+		last := renewed()
+		require.Eventually(t, func() bool { return renewed() > last }, 10*time.Second, 5*time.Millisecond)
+	}
+	require.Equal(t, restores, strings.Count(readLog(t, "pdsmux-a"), "restored Redis from the durable checkpoint"))
+
 	// a is paused past its claim's lifetime, and the other database's
 	// pdsmux rightly takes the log meanwhile: a, back, is the newcomer
 	// and stops; b keeps the log.
-	require.NoError(t, rc.Del(ctx, "{pdsmux}:users").Err()) // a's claim lapsed
 	a.rt.PauseClaim(time.Minute)
+	require.NoError(t, rc.Del(ctx, "{pdsmux}:users").Err()) // a's claim lapsed
 	b := e.start(other, "pdsmux-b")
+	a.rt.ResumeClaim()
 	select {
 	case err = <-a.done:
 		a.cancel = nil

@@ -30,8 +30,8 @@ type reconciler struct {
 	lg       *slog.Logger
 	dedupTTL time.Duration
 	// claim claims the log for this process's archive (Runtime.claimLog):
-	// in every reconcile, before it restores anything, and every
-	// claimEvery. Its ConfigError (an older claim by a pdsmux archiving
+	// in every reconcile, before it restores anything, and on every watch
+	// tick. Its ConfigError (an older claim by a pdsmux archiving
 	// elsewhere) stops pdsmux.
 	claim func(context.Context) (others int, err error)
 	// archive is this process's archive ID: the incarnation marker its
@@ -80,6 +80,11 @@ func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) e
 		return err
 	}
 	st.Archive = r.archive
+	// again: the flush may have taken long enough for the claim to lapse
+	// and another archive's pdsmux to take the log
+	if _, err := r.claim(ctx); err != nil {
+		return err
+	}
 	n, err := r.log.Reconcile(ctx, st, lost)
 	if err != nil {
 		return err
@@ -102,13 +107,14 @@ func (r *reconciler) run(ctx context.Context) error {
 	settled := false
 	for {
 		inc, err := r.log.Incarnation(ctx)
-		if err == nil && inc == "" && !settled {
-			// A Redis without pdsmux's state: if it just lost it under a
-			// running pdsmux, let that one claim the log first (claim.go).
-			var others int
-			if others, err = r.claim(ctx); err == nil {
+		if err == nil && r.foreign(inc) && !settled {
+			// A Redis without pdsmux's state, or with another archive's:
+			// if it just lost it under a running pdsmux, or another
+			// archive's pdsmux put its own there, let the pdsmux that
+			// had the log claim it first (claim.go).
+			if _, err = r.claim(ctx); err == nil {
 				settled = true
-				if others == 0 && r.settle > 0 {
+				if r.settle > 0 {
 					select {
 					case <-ctx.Done():
 						return nil
@@ -125,7 +131,7 @@ func (r *reconciler) run(ctx context.Context) error {
 				// No marker, or another archive's, but an archive here:
 				// Redis lost everything while pdsmux was down, or another
 				// archive's process restored it.
-				err = r.reconcile(ctx, "startup", inc != r.archive && hw > 0)
+				err = r.reconcile(ctx, "startup", r.foreign(inc) && hw > 0)
 			}
 		}
 		if err == nil {
@@ -146,30 +152,27 @@ func (r *reconciler) run(ctx context.Context) error {
 
 	t := time.NewTicker(watchInterval)
 	defer t.Stop()
-	claimed, lapsed := time.Now(), false
+	claimed, lapsed := time.Now(), false // every tick renews the claim
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		if time.Since(claimed) >= claimEvery {
-			_, err := r.claim(ctx)
-			switch {
-			case err == nil:
-				claimed, lapsed = time.Now(), false
-			case errors.Is(err, ErrConfig):
-				return err
-			case !lapsed && time.Since(claimed) >= claimTTL:
-				lapsed = true
-				r.lg.Warn("this pdsmux's claim on the log lapsed: Redis did not answer; it is made again when Redis answers", "err", err)
-			}
+		switch _, err := r.claim(ctx); {
+		case err == nil:
+			claimed, lapsed = time.Now(), false
+		case errors.Is(err, ErrConfig):
+			return err
+		case !lapsed && time.Since(claimed) >= claimTTL:
+			lapsed = true
+			r.lg.Warn("this pdsmux's claim on the log lapsed: Redis did not answer; it is made again when Redis answers", "err", err)
 		}
 		inc, err := r.log.Incarnation(ctx)
 		if err != nil {
 			continue // unreachable Redis is the tailers' to report
 		}
-		if inc != r.archive {
+		if r.foreign(inc) {
 			if inc == "" {
 				r.lg.Error("Redis lost pdsmux's state (no incarnation marker); restoring from the durable checkpoint")
 			} else {
@@ -191,6 +194,15 @@ func (r *reconciler) run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// foreign reports whether the incarnation marker inc says Redis does not
+// hold this archive's state: none ("", Redis lost it) or another
+// archive's ID (32 hex digits). A marker of another form is an older
+// pdsmux's (a random 16 hex digits) over this log's state: not foreign,
+// and the next reconcile replaces it.
+func (r *reconciler) foreign(inc string) bool {
+	return inc == "" || (inc != r.archive && len(inc) == len(r.archive))
 }
 
 // regressed is the tailers' hook (tail.Config.Regressed): a session ended

@@ -92,7 +92,10 @@ type Runtime struct {
 	// the log's claim (claim.go)
 	claimMu   sync.Mutex
 	claim     cursor.Claim
-	claimedAt time.Time // the last claim that succeeded
+	claimedAt time.Time // when the last claim that succeeded was sent
+	// claimPaused makes every claim fail, as while the process is paused
+	// or cut off from Redis (a test seam: export_test.go)
+	claimPaused bool
 
 	httpSrv    *http.Server
 	metricsSrv *http.Server

@@ -82,7 +82,7 @@ func ReadStatus(ctx context.Context, redisURL, prefix, metricsURL string) (Statu
 	}
 	rdb := newRedis()
 	defer rdb.Close()
-	st := Status{Redis: redacted, MetricsURL: redact.URL(metricsURL)}
+	st := Status{Redis: redacted, MetricsURL: redact.URL(metricsURL), Processes: []ProcessStatus{}}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	err = rdb.Ping(pctx).Err()
 	cancel()
