@@ -16,6 +16,7 @@ import (
 	"github.com/pdsmux/pdsmux/internal/pdsmuxd"
 	"github.com/pdsmux/pdsmux/internal/store"
 	"github.com/pdsmux/pdsmux/internal/testutil"
+	"github.com/pdsmux/pdsmux/internal/testutil/consumer"
 	"github.com/pdsmux/pdsmux/internal/testutil/redisserver"
 )
 
@@ -195,4 +196,40 @@ func TestStart_TwoDatabasesOnOneLog(t *testing.T) {
 	}
 	require.Contains(t, readLog(t, "pdsmux-d"), "redis does not answer at start-up")
 	alive(c)
+}
+
+// A subscriber that connects while pdsmux starts on a Redis that lost
+// its state (the claim's 2 s wait, then the restore from the archive) is
+// held until the start is over: before it, the process may yet be refused
+// (another database's pdsmux has the log) and the log is not restored.
+func TestStart_SubscriberWaitsForTheStartup(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, fakepds.ModeOwn, 1, redisserver.Options{})
+	cfg := e.mergeConfig()
+	a := e.start(cfg, "pdsmux-a")
+	waitConnected(t, a.rt)
+	e.createAccounts(2)
+	e.writeCommits(100, 7)
+	_, total := e.expected()
+	waitArchived(t, a.rt.MetricsAddr(), total)
+	a.stop()
+	require.NoError(t, e.redis.Client().FlushAll(ctx).Err())
+
+	b := e.start(cfg, "pdsmux-b", func(o *pdsmuxd.Options) { o.ClaimSettle = 0 }) // the production wait
+	c, _, err := consumer.Dial(ctx, "http://"+b.rt.Addr(), -1)
+	require.NoError(t, err)
+	defer c.Close()
+	require.Contains(t, readLog(t, "pdsmux-b"), "restored Redis from the durable checkpoint", "the subscriber was held until the restore")
+	waitConnected(t, b.rt)
+	e.writeCommits(20, 8)
+	require.Eventually(t, func() bool {
+		n := 0
+		for r := range consumer.CountRecords(c.Events()) {
+			if strings.HasPrefix(r.Rkey, "s8-") {
+				n++
+			}
+		}
+		return n == 20
+	}, 30*time.Second, 10*time.Millisecond, "the 20 live commits")
 }

@@ -231,7 +231,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 		httpClient, rt.fan.Subscribers, rt.reg, logger)
 
 	mux := http.NewServeMux()
-	mux.Handle("GET /xrpc/com.atproto.sync.subscribeRepos", rt.fan)
+	mux.Handle("GET /xrpc/com.atproto.sync.subscribeRepos", rt.afterStartup(rt.fan))
 	mux.HandleFunc("GET /xrpc/_health", rt.handleHealth)
 	mux.HandleFunc("GET "+AlivePath, handleAlive)
 	mux.Handle(route.Path, route.New(route.NewMetrics(rt.reg))) // Caddy's forward_auth: the account's DID
@@ -279,6 +279,30 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 		}
 	}
 	return rt, nil
+}
+
+// startupWait is how long a subscribeRepos request made before the
+// start-up reconcile waits for it before it is answered 503.
+const startupWait = 15 * time.Second
+
+// afterStartup holds requests until the start-up reconcile is done (the
+// log claimed, Redis restored from the archive if it lost its state):
+// before, the log may be empty or another archive's, and a subscriber
+// without a cursor would be served from a head that is not the log's.
+// Past startupWait it answers 503, which relays retry.
+func (rt *Runtime) afterStartup(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t := time.NewTimer(startupWait)
+		defer t.Stop()
+		select {
+		case <-rt.rec.Ready():
+			h.ServeHTTP(w, r)
+		case <-r.Context().Done():
+		case <-t.C:
+			xrpcerr.Write(w, http.StatusServiceUnavailable, "NotReady",
+				"pdsmux is starting: it has not claimed the log and restored Redis from its archive yet (is Redis up? see /xrpc/_health); retry")
+		}
+	})
 }
 
 func newTransport() *http.Transport {
