@@ -111,6 +111,15 @@ func New(rdb redis.UniversalClient, cfg Config, m *Metrics, logger *slog.Logger)
 // Config returns the effective configuration.
 func (l *Log) Config() Config { return l.cfg }
 
+// Known is the newest seq the log or its archive already holds: the
+// stream's newest (b.Last), what this process has seen, and the durable
+// floor (the archive's high water after a reconcile). Unlike Head it is
+// never the clock: an entry appended next may be below the clock, never
+// at or below Known.
+func (l *Log) Known(b Bounds) int64 {
+	return max(b.Last, l.seen.Load(), l.floor.Load())
+}
+
 // RaiseFloor makes sure a recreated seq counter starts above seq.
 func (l *Log) RaiseFloor(seq int64) { raise(&l.floor, seq) }
 
@@ -120,7 +129,7 @@ func (l *Log) RaiseFloor(seq int64) { raise(&l.floor, seq) }
 // in its past (relays coming over from a replica's own seq space, or from
 // a log that was lost, must not be told their cursor is in the future).
 func (l *Log) Head(b Bounds) int64 {
-	h := max(b.Last, l.seen.Load(), l.floor.Load())
+	h := l.Known(b)
 	if b.Last == 0 {
 		h = max(h, l.now().UnixMicro())
 	}

@@ -75,6 +75,9 @@ type Broadcaster struct {
 	// (batch.go)
 	sizer      cursor.ReadSizer
 	batchBytes int64
+	// start is where Run starts given the log's bounds (SetStart); nil:
+	// bounds.Last
+	start func(cursor.Bounds) int64
 
 	mu    sync.Mutex
 	last  int64 // highest seq delivered
@@ -86,6 +89,13 @@ type Broadcaster struct {
 func NewBroadcaster(src Source, keeper Keeper, m *Metrics, logger *slog.Logger) *Broadcaster {
 	return &Broadcaster{src: src, keeper: keeper, m: m, log: logger.With("component", "fanout"), subs: map[*subscriber]struct{}{}, ready: make(chan struct{})}
 }
+
+// SetStart sets where Run starts: start(bounds) when above bounds.Last.
+// pdsmuxd passes the log's Known, so that what the archive held before
+// this process ran (a Redis that lost it while pdsmux was stopped) is
+// history, served by replays, and not a loss the broadcaster recalls
+// for live subscribers. Call it before Run.
+func (b *Broadcaster) SetStart(start func(cursor.Bounds) int64) { b.start = start }
 
 // Ready is closed once the broadcaster knows the log head.
 func (b *Broadcaster) Ready() <-chan struct{} { return b.ready }
@@ -100,6 +110,9 @@ func (b *Broadcaster) Run(ctx context.Context) error {
 		if err == nil {
 			b.mu.Lock()
 			b.last = bounds.Last
+			if b.start != nil {
+				b.last = max(b.last, b.start(bounds))
+			}
 			b.mu.Unlock()
 			close(b.ready)
 			break

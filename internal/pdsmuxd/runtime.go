@@ -213,6 +213,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	// Subscribers get an entry only once the archive has read it (I7).
 	rt.bc = fanout.NewBroadcaster(reader, rt.arch, fm, logger)
 	rt.bc.SetMaxBatchBytes(s.mem.BatchBytes)
+	rt.bc.SetStart(rt.events.Known)
 	rt.fan = fanout.NewServer(fanout.Config{QueueLen: s.SubscriberQueue, QueueBytes: s.mem.SubscriberQueueBytes, MaxSubscribers: s.MaxSubscribers, PingInterval: s.PingInterval}, reader, rt.db, rt.bc,
 		func(_ context.Context, b cursor.Bounds) int64 { return rt.events.Head(b) }, fm, logger)
 
@@ -380,7 +381,11 @@ func (rt *Runtime) Run(ctx context.Context) error {
 	for _, t := range rt.tailers {
 		run("tail "+t.Name(), afterReconcile(t.Run))
 	}
-	run("broadcaster", rt.bc.Run)
+	// The broadcaster starts after the start-up reconcile too: it starts
+	// above what the archive holds (the floor the reconcile raises), so a
+	// Redis that lost everything while pdsmux was stopped does not look
+	// like entries lost before live subscribers had them (recall).
+	run("broadcaster", afterReconcile(rt.bc.Run))
 	run("archiver", rt.arch.Run)
 	run("health checks", rt.pool.Run)
 	run("replica names", rt.publishReplicas)
