@@ -49,8 +49,8 @@ func (c Claim) member() string {
 //
 // KEYS: 1 users
 // ARGV: 1 archive, 2 process, 3 ttl ms, 4 since ms (0: now), 5 info
-// Returns {since, n} when claimed, n the other live claims (any archive),
-// else {since, archive, process, since, info, ms left} of the older claim.
+// Returns {since} when claimed, else {since, archive, process, since,
+// info, ms left} of the older claim.
 var claimScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -60,10 +60,8 @@ if since == 0 then since = now end
 local mine = string.format('%.0f', since)
 local r = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 local old
-local n = 0
 for i = 1, #r, 2 do
   local a, p, s, info = string.match(r[i], '^(%S+) (%S+) (%d+) (.*)$')
-  if p ~= ARGV[2] then n = n + 1 end
   if a and a ~= ARGV[1] then
     local sn = tonumber(s)
     if (sn < since or (sn == since and a < ARGV[1])) and ((not old) or sn < old[1]) then
@@ -77,44 +75,41 @@ end
 local ttl = tonumber(ARGV[3])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. mine .. ' ' .. ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ttl)
-return {mine, tostring(n)}
+return {mine}
 `)
 
 // ClaimArchive claims the log for c (see Claim) for ttl from now on
 // Redis's clock; calling it again before then renews the claim. On its
-// first success it sets c.Since, and others is how many other live claims
-// (this archive's or others' younger ones) it found. If an older live
-// claim names another archive it records nothing and returns that claim
-// (conflict non-nil): the caller must not use the log. Errors are Redis's,
-// or c malformed.
-func (l *Log) ClaimArchive(ctx context.Context, c *Claim, ttl time.Duration) (others int, conflict *Claim, err error) {
+// first success it sets c.Since. If an older live claim names another
+// archive it records nothing and returns that claim (conflict non-nil):
+// the caller must not use the log. Errors are Redis's, or c malformed.
+func (l *Log) ClaimArchive(ctx context.Context, c *Claim, ttl time.Duration) (conflict *Claim, err error) {
 	if c.Archive == "" || c.Process == "" || strings.ContainsAny(c.Archive+c.Process, " \t\r\n") || strings.ContainsAny(c.Info, "\r\n") {
-		return 0, nil, fmt.Errorf("cursor: claim: archive %q and process %q must be non-empty and free of spaces, info one line", c.Archive, c.Process)
+		return nil, fmt.Errorf("cursor: claim: archive %q and process %q must be non-empty and free of spaces, info one line", c.Archive, c.Process)
 	}
 	ms := max(ttl.Milliseconds(), 1)
 	res, err := claimScript.Run(ctx, l.rdb, []string{l.k.users}, c.Archive, c.Process, strconv.FormatInt(ms, 10),
 		strconv.FormatInt(c.Since, 10), c.Info).StringSlice()
 	if err != nil {
-		return 0, nil, fmt.Errorf("cursor: claim the log for archive %s: %w", c.Archive, err)
+		return nil, fmt.Errorf("cursor: claim the log for archive %s: %w", c.Archive, err)
 	}
 	since, err := strconv.ParseInt(res[0], 10, 64)
 	if err != nil {
-		return 0, nil, fmt.Errorf("cursor: claim the log: since %q: %w", res[0], err)
+		return nil, fmt.Errorf("cursor: claim the log: since %q: %w", res[0], err)
 	}
 	switch len(res) {
-	case 2:
+	case 1:
 		c.Since = since
-		n, _ := strconv.Atoi(res[1])
-		return n, nil, nil
+		return nil, nil
 	case 6:
 	default:
-		return 0, nil, fmt.Errorf("cursor: claim the log: %d values back, want 2 or 6", len(res))
+		return nil, fmt.Errorf("cursor: claim the log: %d values back, want 1 or 6", len(res))
 	}
 	o := &Claim{Archive: res[1], Process: res[2], Info: res[4]}
 	o.Since, _ = strconv.ParseInt(res[3], 10, 64)
 	left, _ := strconv.ParseInt(res[5], 10, 64)
 	o.Lapses = time.Duration(left) * time.Millisecond
-	return 0, o, nil
+	return o, nil
 }
 
 // ReleaseArchive drops c's claim (as ClaimArchive last recorded it), for

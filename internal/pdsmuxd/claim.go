@@ -58,11 +58,10 @@ func settleOf(d time.Duration) time.Duration {
 	return d
 }
 
-// claimLog claims the log for this process's archive and returns how
-// many other live claims it found. An older claim by a process archiving
-// elsewhere is a ConfigError naming --db-url; other errors are Redis's
-// (retried by the caller).
-func (rt *Runtime) claimLog(ctx context.Context) (int, error) {
+// claimLog claims the log for this process's archive. An older claim by
+// a process archiving elsewhere is a ConfigError naming --db-url; other
+// errors are Redis's (retried by the caller).
+func (rt *Runtime) claimLog(ctx context.Context) error {
 	rt.claimMu.Lock()
 	defer rt.claimMu.Unlock()
 	if rt.claim.Since != 0 && time.Since(rt.claimedAt) > claimTTL {
@@ -70,21 +69,21 @@ func (rt *Runtime) claimLog(ctx context.Context) (int, error) {
 		rt.claim.Since = 0
 	}
 	if rt.claimPaused {
-		return 0, errors.New("claim paused (test)")
+		return errors.New("claim paused (test)")
 	}
 	at := time.Now() // before the call: the claim lapses claimTTL after it was sent
-	others, o, err := rt.events.ClaimArchive(ctx, &rt.claim, claimTTL)
+	o, err := rt.events.ClaimArchive(ctx, &rt.claim, claimTTL)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	if o != nil {
-		return 0, bad("db-url", rt.s.DBURL, "another pdsmux uses this Redis log (--redis-url, --redis-prefix %q) with a different database, "+
+		return bad("db-url", rt.s.DBURL, "another pdsmux uses this Redis log (--redis-url, --redis-prefix %q) with a different database, "+
 			"and has had the log since %s (%s; its archive %s, this one's %s). Every pdsmux on one log must use the same --db-url (docs/ha.md), "+
 			"or one archive misses what the other's trims drop. If that pdsmux is gone, its claim on the log lapses in %s",
 			rt.s.RedisPrefix, time.UnixMilli(o.Since).UTC().Format(time.RFC3339), o.Info, o.Archive, rt.claim.Archive, max(o.Lapses, time.Second).Round(time.Second))
 	}
 	rt.claimedAt = at
-	return others, nil
+	return nil
 }
 
 // releaseLog drops this process's claim, if it made one, on a short

@@ -33,7 +33,7 @@ type reconciler struct {
 	// in every reconcile, before it restores anything, and on every watch
 	// tick. Its ConfigError (an older claim by a pdsmux archiving
 	// elsewhere) stops pdsmux.
-	claim func(context.Context) (others int, err error)
+	claim func(context.Context) error
 	// archive is this process's archive ID: the incarnation marker its
 	// reconciles leave. Another one in Redis means another archive's
 	// process restored it, and this one restores its own checkpoint.
@@ -64,7 +64,7 @@ func (r *reconciler) Ready() <-chan struct{} { return r.ready }
 func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if _, err := r.claim(ctx); err != nil {
+	if err := r.claim(ctx); err != nil {
 		return err
 	}
 	if lost {
@@ -82,7 +82,7 @@ func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) e
 	st.Archive = r.archive
 	// again: the flush may have taken long enough for the claim to lapse
 	// and another archive's pdsmux to take the log
-	if _, err := r.claim(ctx); err != nil {
+	if err := r.claim(ctx); err != nil {
 		return err
 	}
 	n, err := r.log.Reconcile(ctx, st, lost)
@@ -112,7 +112,7 @@ func (r *reconciler) run(ctx context.Context) error {
 			// if it just lost it under a running pdsmux, or another
 			// archive's pdsmux put its own there, let the pdsmux that
 			// had the log claim it first (claim.go).
-			if _, err = r.claim(ctx); err == nil {
+			if err = r.claim(ctx); err == nil {
 				settled = true
 				if r.settle > 0 {
 					select {
@@ -159,7 +159,7 @@ func (r *reconciler) run(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		switch _, err := r.claim(ctx); {
+		switch err := r.claim(ctx); {
 		case err == nil:
 			claimed, lapsed = time.Now(), false
 		case errors.Is(err, ErrConfig):

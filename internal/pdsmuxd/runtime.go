@@ -273,7 +273,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	rt.claim = newClaim(archive, rt.Addr(), s.DBURL)
 	if !redisDown {
 		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		_, err = rt.claimLog(cctx)
+		err = rt.claimLog(cctx)
 		cancel()
 		if errors.Is(err, ErrConfig) {
 			return nil, err
