@@ -15,10 +15,9 @@ import (
 
 // The log's claim (cursor.Log.ClaimArchive): every pdsmux on one Redis log
 // must archive to one database. A process claims the log for its archive
-// at the end of Build when Redis answers, in every reconcile (so first of
-// all at start-up, before anything is appended, and at once when Redis
-// lost its data; again just before it restores), and on every
-// watchInterval tick; a claim lapses claimTTL after it was last made, so
+// at the end of Build when Redis answers, in every reconcile just before
+// it restores (so at start-up before anything is appended, and at once
+// when Redis lost its data), and on every watchInterval tick; a claim lapses claimTTL after it was last made, so
 // a killed process stops counting then, and Close drops it at once. Of
 // two processes with different archives the one that claimed the log
 // first keeps it; the other stops.

@@ -165,13 +165,7 @@ func TestStart_TwoDatabasesOnOneLog(t *testing.T) {
 	require.NoError(t, rc.Del(ctx, "{pdsmux}:users").Err()) // a's claim lapsed
 	b := e.start(other, "pdsmux-b")
 	a.rt.ResumeClaim()
-	select {
-	case err = <-a.done:
-		a.cancel = nil
-		refused(err, cfg.DBURL, b)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the paused pdsmux kept its age and pushed out the one that took the log")
-	}
+	refused(a.stopped(t, 60*time.Second, "the paused pdsmux kept its age and pushed out the one that took the log"), cfg.DBURL, b)
 	alive(b)
 	b.stop()
 
@@ -187,13 +181,7 @@ func TestStart_TwoDatabasesOnOneLog(t *testing.T) {
 	e.redis.Kill()
 	d := e.start(cfg, "pdsmux-d")
 	e.redis.Restart()
-	select {
-	case err = <-d.done:
-		d.cancel = nil
-		refused(err, cfg.DBURL, c)
-	case <-time.After(60 * time.Second):
-		t.Fatal("the pdsmux built while Redis was down did not stop at its start-up claim")
-	}
+	refused(d.stopped(t, 60*time.Second, "the pdsmux built while Redis was down did not stop at its start-up claim"), cfg.DBURL, c)
 	require.Contains(t, readLog(t, "pdsmux-d"), "redis does not answer at start-up")
 	alive(c)
 }

@@ -58,15 +58,13 @@ func (r *reconciler) Ready() <-chan struct{} { return r.ready }
 // until that write succeeded: a checkpoint missing what subscribers saw
 // would make the replicas' events come back under new seqs.
 //
-// It claims the log first: at start-up and when Redis lost its data,
-// another pdsmux archiving elsewhere may have claimed it, and this one
-// must not restore, append or trim then (the error is a ConfigError).
+// It claims the log just before it restores: at start-up and when Redis
+// lost its data, another pdsmux archiving elsewhere may have claimed it
+// (also while the flush ran), and this one must not restore, append or
+// trim then (the error is a ConfigError).
 func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if err := r.claim(ctx); err != nil {
-		return err
-	}
 	if lost {
 		// nothing read from the Redis that lost entries is archived or
 		// sent after this: the checkpoint below is all of it
@@ -80,8 +78,6 @@ func (r *reconciler) reconcile(ctx context.Context, trigger string, lost bool) e
 		return err
 	}
 	st.Archive = r.archive
-	// again: the flush may have taken long enough for the claim to lapse
-	// and another archive's pdsmux to take the log
 	if err := r.claim(ctx); err != nil {
 		return err
 	}
@@ -178,22 +174,32 @@ func (r *reconciler) run(ctx context.Context) error {
 			} else {
 				r.lg.Error("Redis holds another archive's state (its incarnation marker names archive "+inc+"); restoring from the durable checkpoint", "archive", r.archive)
 			}
-			if err := r.reconcile(ctx, "lost_state", true); errors.Is(err, ErrConfig) {
+			if err := r.restore(ctx, "lost_state"); err != nil {
 				return err
-			} else if err != nil {
-				r.lg.Error("restoring Redis failed; will retry", "err", err)
 			}
 			continue
 		}
 		if lost, err := r.log.LostWrites(ctx); err == nil && lost {
 			r.lg.Error("Redis went back in time (its seq counter is below seqs already seen: a failover to a lagging replica, or a node back from an older RDB/AOF); restoring from the durable checkpoint")
-			if err := r.reconcile(ctx, "lost_writes", true); errors.Is(err, ErrConfig) {
+			if err := r.restore(ctx, "lost_writes"); err != nil {
 				return err
-			} else if err != nil {
-				r.lg.Error("restoring Redis failed; will retry", "err", err)
 			}
 		}
 	}
+}
+
+// restore is the watch loop's reconcile after a loss: a failure is logged
+// and retried at the next tick, but a refused claim (ConfigError) is
+// returned, and stops pdsmux.
+func (r *reconciler) restore(ctx context.Context, trigger string) error {
+	err := r.reconcile(ctx, trigger, true)
+	if errors.Is(err, ErrConfig) {
+		return err
+	}
+	if err != nil {
+		r.lg.Error("restoring Redis failed; will retry", "err", err)
+	}
+	return nil
 }
 
 // foreign reports whether the incarnation marker inc says Redis does not

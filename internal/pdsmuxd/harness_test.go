@@ -136,6 +136,24 @@ func (e *env) start(cfg pdsmuxd.Config, name string, opts ...func(*pdsmuxd.Optio
 	return r
 }
 
+// stopped waits up to within for Run to return on its own, closes the
+// runtime and returns Run's error; the test fails with msg if Run does
+// not return.
+func (r *running) stopped(t *testing.T, within time.Duration, msg string) error {
+	t.Helper()
+	select {
+	case err := <-r.done:
+		r.cancel = nil // Run is over: stop has nothing left to do
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.rt.Close(ctx)
+		return err
+	case <-time.After(within):
+		t.Fatal(msg)
+		return nil
+	}
+}
+
 func (r *running) stop() {
 	if r.cancel == nil {
 		return
