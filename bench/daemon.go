@@ -37,6 +37,8 @@ var (
 	vTmpfs    = variant{id: "rb-tmpfs", label: "rainbow tmpfs", rainbow: true, persist: "tmpfs"}
 	vMemory   = variant{id: "rb-memory", label: "rainbow memory", rainbow: true, persist: "memory"}
 	allSystem = []variant{vPdsmux, vDisk, vTmpfs, vMemory}
+	// everySystem lists each variant once (-systems)
+	everySystem = []variant{vPdsmux, vNoSig, vWait, vDisk, vTmpfs, vMemory}
 )
 
 // durability says what each system keeps when it stops, as run here.

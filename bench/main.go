@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,9 +36,9 @@ const accounts = 60
 
 // options are the command's flags.
 type options struct {
-	out, only, profile, micro string
-	quick                     bool
-	budgetMiB, redisBudgetMiB float64
+	out, only, systems, profile, micro, dump string
+	quick, trace                             bool
+	budgetMiB, redisBudgetMiB                float64
 }
 
 func main() {
@@ -45,7 +46,10 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "where to write the results (default bench/RESULTS.md, or bench/out/quick.md with -quick)")
 	flag.BoolVar(&o.quick, "quick", false, "a smoke run: every scenario end to end with a few thousand events (figures not comparable)")
 	flag.StringVar(&o.only, "only", "", "run only these scenarios (letters of "+scenarioIDs+", e.g. AC)")
-	flag.StringVar(&o.profile, "profile", "", "save a 5 s CPU profile of pdsmux in each scenario into this directory (cpu-<scenario>-<variant>.pprof)")
+	flag.StringVar(&o.systems, "systems", "", "run only these systems, comma separated ("+systemIDs()+"); a scenario without any is skipped")
+	flag.StringVar(&o.profile, "profile", "", "save 5 s CPU and allocation profiles of pdsmux in each scenario into this directory ({cpu,allocs}-<scenario>-<variant>.pprof)")
+	flag.BoolVar(&o.trace, "trace", false, "with -profile, also save a 5 s execution trace (trace-<scenario>-<variant>.pprof; `go tool trace`); it slows pdsmux while it runs")
+	flag.StringVar(&o.dump, "dump", "", "write every delivered event's send time, latency and frame size into this directory (latency-<scenario>-<variant>.tsv), and pdsmux's metrics at the end (metrics-<scenario>-<variant>.txt)")
 	flag.StringVar(&o.micro, "micro", "", "go test -bench output to include in the results")
 	flag.Float64Var(&o.budgetMiB, "budget-mib", 0, "the memory budget configured for pdsmux + redis-server, MiB (0: none configured; the target is then reported missed)")
 	flag.Float64Var(&o.redisBudgetMiB, "redis-budget-mib", 0, "the byte budget configured for the Redis log, MiB (0: none configured; the target is then reported missed)")
@@ -133,8 +137,14 @@ func run(o options) error {
 			return fmt.Errorf("the Redis ceiling: %w", err)
 		}
 	}
+	if err := checkSystems(o.systems); err != nil {
+		return err
+	}
+	for i := range scenarios {
+		scenarios[i].systems = pickSystems(scenarios[i].systems, o.systems)
+	}
 	for _, sc := range scenarios {
-		if !want(o.only, sc.id) {
+		if !want(o.only, sc.id) || len(sc.systems) == 0 {
 			continue
 		}
 		rep.scenarios = append(rep.scenarios, sc)
@@ -145,7 +155,7 @@ func run(o options) error {
 			if err != nil {
 				return err
 			}
-			r, err := runScenario(env, s, sc, v, p, o.profile)
+			r, err := runScenario(env, s, sc, v, p, o)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, env.Logs(20))
 			}
@@ -193,6 +203,44 @@ func run(o options) error {
 	return nil
 }
 
+func systemIDs() string {
+	ids := make([]string, len(everySystem))
+	for i, v := range everySystem {
+		ids[i] = v.id
+	}
+	return strings.Join(ids, ", ")
+}
+
+// checkSystems refuses a -systems list naming a variant that does not
+// exist, so a typo does not silently run nothing.
+func checkSystems(list string) error {
+	if list == "" {
+		return nil
+	}
+	for _, id := range strings.Split(list, ",") {
+		if !slices.ContainsFunc(everySystem, func(v variant) bool { return v.id == strings.TrimSpace(id) }) {
+			return fmt.Errorf("-systems: no system %q (want some of %s)", id, systemIDs())
+		}
+	}
+	return nil
+}
+
+// pickSystems keeps the variants of vs that list names (all for "").
+func pickSystems(vs []variant, list string) []variant {
+	if list == "" {
+		return vs
+	}
+	var out []variant
+	for _, v := range vs {
+		for _, id := range strings.Split(list, ",") {
+			if strings.TrimSpace(id) == v.id {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
 func want(only, id string) bool { return only == "" || strings.Contains(only, id) }
 
 // loadAvg is the 1, 5 and 15 minute load average (as uptime prints it).
@@ -224,7 +272,7 @@ func pinSelf() (func(), error) {
 	return func() { _ = exec.Command("taskset", "-a", "-p", "-c", all, pid).Run() }, nil
 }
 
-func runScenario(env *loopback.Env, s *stream, sc scenario, v variant, p *plc, profile string) (result, error) {
+func runScenario(env *loopback.Env, s *stream, sc scenario, v variant, p *plc, o options) (result, error) {
 	ctx := context.Background()
 	reps := sc.replicas
 	if v.rainbow {
@@ -290,8 +338,8 @@ func runScenario(env *loopback.Env, s *stream, sc scenario, v variant, p *plc, p
 	for _, u := range ups {
 		close(u.start)
 	}
-	if profile != "" && d.metrics != "" {
-		go saveProfile(d.metrics, filepath.Join(profile, "cpu-"+sc.id+"-"+v.id+".pprof"))
+	if o.profile != "" && d.metrics != "" {
+		saveProfiles(d.metrics, o.profile, sc.id+"-"+v.id, o.trace)
 	}
 	timeout := 180 * time.Second
 	if sc.rate > 0 {
@@ -300,6 +348,14 @@ func runScenario(env *loopback.Env, s *stream, sc scenario, v variant, p *plc, p
 	end, complete := waitAll(subs, int64(sc.events), timeout)
 	u1 := d.usage()
 	lat := collect(subs, ups)
+	if o.dump != "" {
+		if err := dumpLatencies(filepath.Join(o.dump, "latency-"+sc.id+"-"+v.id+".tsv"), s, subs, ups, start); err != nil {
+			return result{}, err
+		}
+		if d.metrics != "" {
+			saveMetrics(d.metrics, filepath.Join(o.dump, "metrics-"+sc.id+"-"+v.id+".txt"))
+		}
+	}
 	var got, bytes, dups int64
 	for _, sb := range subs {
 		got += sb.count.Load()
@@ -390,17 +446,40 @@ func scrape(addr string) (map[string]float64, error) {
 	return m, nil
 }
 
-// saveProfile stores a 5 s CPU profile of a running pdsmux.
-func saveProfile(addr, path string) {
-	_ = os.MkdirAll(filepath.Dir(path), 0o755)
-	resp, err := http.Get("http://" + addr + "/debug/pprof/profile?seconds=5")
+// saveMetrics stores pdsmux's /metrics page (its stage histograms) as
+// path.
+func saveMetrics(addr, path string) {
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench: profile:", err)
+		fmt.Fprintln(os.Stderr, "bench: metrics:", err)
 		return
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	_ = os.WriteFile(path, b, 0o644)
+}
+
+// saveProfiles stores, in the background, 5 s CPU and allocation (what was
+// allocated during those 5 s) profiles, and with trace an execution
+// trace, of a running pdsmux as dir/{cpu,allocs,trace}-<name>.pprof.
+func saveProfiles(addr, dir, name string, trace bool) {
+	_ = os.MkdirAll(dir, 0o755)
+	kinds := map[string]string{"cpu": "profile", "allocs": "allocs"}
+	if trace {
+		kinds["trace"] = "trace"
+	}
+	for kind, path := range kinds {
+		go func() {
+			resp, err := http.Get("http://" + addr + "/debug/pprof/" + path + "?seconds=5")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "bench: profile:", err)
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			_ = os.WriteFile(filepath.Join(dir, kind+"-"+name+".pprof"), b, 0o644)
+		}()
+	}
 }
 
 func microSection(b *strings.Builder, path string) error {

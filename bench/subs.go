@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -142,6 +144,29 @@ func collect(subs []*subscriber, ups []*upstream) latencies {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
 	return out
+}
+
+// dumpLatencies writes one line per frame delivered to a subscriber:
+// stream position, send time (ms after start), latency (ms) and frame
+// size (bytes), tab separated, in send order per replica.
+func dumpLatencies(path string, s *stream, subs []*subscriber, ups []*upstream, start time.Time) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	var b bytes.Buffer
+	b.WriteString("subscriber\tposition\tsent_ms\tlatency_ms\tbytes\n")
+	for n, sb := range subs {
+		for _, u := range ups {
+			for i, g := range u.index {
+				if sb.recv[g] == 0 || u.sendAt[i] == 0 {
+					continue
+				}
+				fmt.Fprintf(&b, "%d\t%d\t%.3f\t%.3f\t%d\n", n, g,
+					float64(u.sendAt[i]-start.UnixNano())/1e6, float64(sb.recv[g]-u.sendAt[i])/1e6, len(s.frames[g]))
+			}
+		}
+	}
+	return os.WriteFile(path, b.Bytes(), 0o644)
 }
 
 func (l latencies) pct(p float64) time.Duration {
