@@ -440,27 +440,25 @@ func (m marking) Read(p []byte) (int, error) {
 // door checks a batch's #commit and #sync events, on every core, before
 // they are offered to the log. A refused one is never appended as it is:
 // the log keeps a repair flag instead, in the same step that moves the
-// cursor.
+// cursor. The calling goroutine checks too, so a batch of one (the usual
+// batch below saturation) waits for no other goroutine to be scheduled.
 func (t *Tailer) door(ctx context.Context, batch []item) {
 	if t.cfg.Door == nil {
 		return
 	}
+	defer func(start time.Time) { t.m.door(time.Since(start)) }(time.Now())
 	errs := make([]error, len(batch))
-	work := make(chan int)
+	var next atomic.Int64
+	work := func() {
+		for i := int(next.Add(1) - 1); i < len(batch); i = int(next.Add(1) - 1) {
+			errs[i] = t.check(ctx, &batch[i])
+		}
+	}
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(batch)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				errs[i] = t.check(ctx, &batch[i])
-			}
-		}()
+	for range min(runtime.GOMAXPROCS(0), len(batch)) - 1 {
+		wg.Go(work)
 	}
-	for i := range batch {
-		work <- i
-	}
-	close(work)
+	work()
 	wg.Wait()
 	for i, err := range errs {
 		it := &batch[i]
