@@ -1,6 +1,7 @@
 package tail
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -511,6 +512,7 @@ func (t *Tailer) readLoop(ctx context.Context, conn *websocket.Conn, queue chan<
 	conn.SetPongHandler(func(string) error {
 		return conn.SetReadDeadline(time.Now().Add(t.cfg.ReadTimeout))
 	})
+	var scratch bytes.Buffer
 	for {
 		if err := conn.SetReadDeadline(time.Now().Add(t.cfg.ReadTimeout)); err != nil {
 			return endSession("read", err)
@@ -523,7 +525,7 @@ func (t *Tailer) readLoop(ctx context.Context, conn *websocket.Conn, queue chan<
 			}
 			return endSession("read", err)
 		}
-		b, tooBig, err := readMessage(marking{r, &t.lastRead}, t.cfg.MaxFrameBytes)
+		b, tooBig, err := readMessage(marking{r, &t.lastRead}, t.cfg.MaxFrameBytes, &scratch)
 		if err != nil {
 			return endSession("read", err)
 		}
@@ -596,21 +598,33 @@ func (t *Tailer) readLoop(ctx context.Context, conn *websocket.Conn, queue chan<
 	}
 }
 
-// readMessage reads one websocket message of at most limit bytes. A
-// longer message is read to its end and discarded, so the stream goes on.
-func readMessage(r io.Reader, limit int) ([]byte, bool, error) {
-	b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
-	if err != nil {
+// readMessage reads one websocket message of at most limit bytes into
+// scratch (reused from message to message) and returns an exact-size copy:
+// one allocation per frame instead of io.ReadAll's doublings. A longer
+// message is read to its end and discarded, so the stream goes on. A
+// scratch grown past scratchKeep by a large frame is let go afterwards.
+func readMessage(r io.Reader, limit int, scratch *bytes.Buffer) ([]byte, bool, error) {
+	scratch.Reset()
+	defer func() {
+		if scratch.Cap() > scratchKeep {
+			*scratch = bytes.Buffer{}
+		}
+	}()
+	if _, err := scratch.ReadFrom(io.LimitReader(r, int64(limit)+1)); err != nil {
 		return nil, false, err
 	}
-	if len(b) <= limit {
-		return b, false, nil
+	if scratch.Len() <= limit {
+		return bytes.Clone(scratch.Bytes()), false, nil
 	}
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return nil, false, err
 	}
 	return nil, true, nil
 }
+
+// scratchKeep is the largest read buffer a tailer keeps between frames
+// (bytes): most frames are a few KB, a rare large commit a few hundred.
+const scratchKeep = 1 << 20
 
 func parseReason(err error) string {
 	switch {
