@@ -36,8 +36,11 @@ const (
 	// DefaultQueueBytes bounds the bytes of frames read from one replica
 	// but not yet appended (the batch being appended included).
 	DefaultQueueBytes = 16 << 20
-	// queueFrames also bounds them in number, for tiny frames.
-	queueFrames = 4096
+	// queueFrames also bounds them in number, for tiny frames: two full
+	// batches (cursor.MaxBatch), so the reader stays a batch ahead of the
+	// append. The queue's slots are allocated up front (about 440 bytes
+	// each, whatever the frames' size), so more would only cost memory.
+	queueFrames = 2 * cursor.MaxBatch
 	// SubscribePath is the firehose endpoint.
 	SubscribePath = "/xrpc/com.atproto.sync.subscribeRepos"
 	// quietAfter: once no byte of a message has come from the replica for
