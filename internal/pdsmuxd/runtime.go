@@ -121,7 +121,7 @@ func Build(ctx context.Context, cfg Config, opts Options) (_ *Runtime, err error
 	if logger == nil {
 		logger = NewLogger(os.Stderr, s.LogFormat, s.logLevel)
 	}
-	rt := &Runtime{s: s, log: logger, reg: newRegistry()}
+	rt := &Runtime{s: s, log: logger, reg: newRegistry(s.mem.Budget)}
 	defer func() { // a partial build releases what it opened
 		if err != nil {
 			rt.closeResources()
