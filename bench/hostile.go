@@ -48,6 +48,7 @@ type hostileResult struct {
 	peak            int64 // pdsmux VmHWM
 	redisPeak       int64 // redis-server VmHWM
 	redisUsedPeak   int64 // redis used_memory_peak
+	logBudget       int64 // pdsmux's --log-max-bytes in effect (pdsmux_log_max_bytes)
 	dur             time.Duration
 	note            string
 }
@@ -281,6 +282,11 @@ func runHostile(env *loopback.Env, s *stream, p *plc, dur time.Duration) (hostil
 	if res.redisUsedPeak == 0 {
 		return res, fmt.Errorf("could not read used_memory_peak from pdsmux's redis-server")
 	}
+	b, err := budgets(d.metrics)
+	if err != nil {
+		return res, err
+	}
+	res.logBudget = b.log
 	fmt.Fprintf(os.Stderr, "bench: hostile replica sent %d frames (%.0f MB) in %s\n", res.sent, float64(res.sentBytes)/1e6, res.dur.Round(time.Second))
 	return res, nil
 }

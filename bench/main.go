@@ -38,7 +38,6 @@ const accounts = 60
 type options struct {
 	out, only, systems, profile, micro, dump string
 	quick, trace                             bool
-	budgetMiB, redisBudgetMiB                float64
 }
 
 func main() {
@@ -47,12 +46,10 @@ func main() {
 	flag.BoolVar(&o.quick, "quick", false, "a smoke run: every scenario end to end with a few thousand events (figures not comparable)")
 	flag.StringVar(&o.only, "only", "", "run only these scenarios (letters of "+scenarioIDs+", e.g. AC)")
 	flag.StringVar(&o.systems, "systems", "", "run only these systems, comma separated ("+systemIDs()+"); a scenario without any is skipped")
-	flag.StringVar(&o.profile, "profile", "", "save 5 s CPU and allocation profiles of pdsmux in each scenario into this directory ({cpu,allocs}-<scenario>-<variant>.pprof)")
+	flag.StringVar(&o.profile, "profile", "", "save 5 s CPU and allocation profiles of pdsmux in each scenario and its live heap at their end into this directory ({cpu,allocs,heap}-<scenario>-<variant>.pprof)")
 	flag.BoolVar(&o.trace, "trace", false, "with -profile, also save a 5 s execution trace (trace-<scenario>-<variant>.pprof; `go tool trace`); it slows pdsmux while it runs")
 	flag.StringVar(&o.dump, "dump", "", "write every delivered event's send time, latency and frame size into this directory (latency-<scenario>-<variant>.tsv), and pdsmux's metrics at the end (metrics-<scenario>-<variant>.txt)")
 	flag.StringVar(&o.micro, "micro", "", "go test -bench output to include in the results")
-	flag.Float64Var(&o.budgetMiB, "budget-mib", 0, "the memory budget configured for pdsmux + redis-server, MiB (0: none configured; the target is then reported missed)")
-	flag.Float64Var(&o.redisBudgetMiB, "redis-budget-mib", 0, "the byte budget configured for the Redis log, MiB (0: none configured; the target is then reported missed)")
 	flag.Parse()
 	if o.out == "" {
 		o.out = filepath.Join("bench", "RESULTS.md")
@@ -376,6 +373,9 @@ func runScenario(env *loopback.Env, s *stream, sc scenario, v variant, p *plc, o
 	}
 	if !v.rainbow {
 		r.archive = waitArchive(d.metrics, sc.events, 60*time.Second)
+		if r.budget, err = budgets(d.metrics); err != nil {
+			return result{}, err
+		}
 	}
 	return r, nil
 }
@@ -409,6 +409,26 @@ func waitArchive(metricsAddr string, events int, within time.Duration) archiveCh
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// budget is what a pdsmux is configured to use, as its metrics say.
+type budget struct {
+	memory int64 // --memory-budget: pdsmux and its Redis log (pdsmux_memory_budget_bytes)
+	log    int64 // --log-max-bytes: the log in Redis (pdsmux_log_max_bytes)
+}
+
+// budgets reads a running pdsmux's budgets from its metrics; an error if
+// it does not report them.
+func budgets(metricsAddr string) (budget, error) {
+	m, err := scrape(metricsAddr)
+	if err != nil {
+		return budget{}, fmt.Errorf("pdsmux's budgets: %w", err)
+	}
+	b := budget{memory: int64(m["pdsmux_memory_budget_bytes"]), log: int64(m["pdsmux_log_max_bytes"])}
+	if b.memory <= 0 || b.log <= 0 {
+		return budget{}, fmt.Errorf("pdsmux's metrics give no pdsmux_memory_budget_bytes or pdsmux_log_max_bytes")
+	}
+	return b, nil
 }
 
 // scrape reads a Prometheus text page into name -> value (labelled series
@@ -460,17 +480,21 @@ func saveMetrics(addr, path string) {
 }
 
 // saveProfiles stores, in the background, 5 s CPU and allocation (what was
-// allocated during those 5 s) profiles, and with trace an execution
-// trace, of a running pdsmux as dir/{cpu,allocs,trace}-<name>.pprof.
+// allocated during those 5 s) profiles, the live heap at their end, and
+// with trace an execution trace, of a running pdsmux as
+// dir/{cpu,allocs,heap,trace}-<name>.pprof.
 func saveProfiles(addr, dir, name string, trace bool) {
 	_ = os.MkdirAll(dir, 0o755)
-	kinds := map[string]string{"cpu": "profile", "allocs": "allocs"}
+	kinds := map[string]string{"cpu": "profile?seconds=5", "allocs": "allocs?seconds=5", "heap": "heap"}
 	if trace {
-		kinds["trace"] = "trace"
+		kinds["trace"] = "trace?seconds=5"
 	}
 	for kind, path := range kinds {
 		go func() {
-			resp, err := http.Get("http://" + addr + "/debug/pprof/" + path + "?seconds=5")
+			if kind == "heap" {
+				time.Sleep(5 * time.Second) // beside the others' end, in the busy part of the run
+			}
+			resp, err := http.Get("http://" + addr + "/debug/pprof/" + path)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "bench: profile:", err)
 				return
