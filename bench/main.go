@@ -100,7 +100,7 @@ func run(o options) error {
 	scenarios := []scenario{
 		{id: "A", title: "Saturation: 1 replica x 1 subscriber, as fast as it goes", replicas: 1, subs: 1, events: z.saturation, systems: []variant{vPdsmux, vNoSig, vDisk, vTmpfs, vMemory}},
 		{id: "B", title: "Saturation: 3 replicas merged x 1 subscriber, as fast as it goes", replicas: 3, subs: 1, events: z.saturation, systems: []variant{vPdsmux}},
-		{id: "C", title: "Added latency below saturation: 1 replica x 1 subscriber at 1,000 events/s", replicas: 1, subs: 1, events: z.latency, rate: 1_000, systems: append([]variant{vPdsmux, vWait}, allSystem[1:]...)},
+		{id: "C", title: "Added latency below saturation: 1 replica x 1 subscriber at 1,000 events/s", replicas: 1, subs: 1, events: z.latency, rate: 1_000, systems: append([]variant{vPdsmux, vNoSig, vWait}, allSystem[1:]...)},
 		{id: "U", title: "The users' scenario: 2,000 events/s over 2 replicas x 50 subscribers, the daemons on ONE core", replicas: 2, subs: 50, events: z.users, rate: 2_000, pin: true, systems: append([]variant{vPdsmux, vNoSig}, allSystem[1:]...)},
 	}
 	// one stream for every scenario (whatever -only picks), so the cache

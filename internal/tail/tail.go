@@ -325,42 +325,49 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 	if rc.OK {
 		expect = rc.Stored
 	}
-	batch := make([]item, 0, cursor.MaxBatch)
+	// cur is the batch being appended, next the one read behind it: its
+	// door runs while cur is appended (the door is CPU, the append
+	// mostly a wait on Redis), so under load neither waits for the
+	// other. A quiet replica's batch is checked in this goroutine as it
+	// comes, with no hand-over.
+	cur := make([]item, 0, cursor.MaxBatch)
+	next := make([]item, 0, cursor.MaxBatch)
 	evs := make([]cursor.Event, 0, cursor.MaxBatch)
 	for {
-		batch = batch[:0]
-		var size int64
-		it, ok := <-queue
-		if !ok {
-			err := <-readErr
-			if resynced.Load() {
-				err = endSession("resync", errResync)
-			}
-			return progressed, err
-		}
-		batch = append(batch, it)
-		size += it.size
-	drain:
-		for len(batch) < cursor.MaxBatch {
-			select {
-			case it, ok := <-queue:
-				if !ok {
-					break drain
+		if len(cur) == 0 {
+			it, ok := <-queue
+			if !ok {
+				err := <-readErr
+				if resynced.Load() {
+					err = endSession("resync", errResync)
 				}
-				batch = append(batch, it)
-				size += it.size
-			default:
-				break drain
+				return progressed, err
 			}
+			cur = drain(queue, append(cur, it))
+			t.door(ctx, cur)
 		}
-		t.door(ctx, batch)
-		lastTime := batch[len(batch)-1].time
+		next = drain(queue, next)
+		var checked chan struct{}
+		if len(next) > 0 {
+			checked = make(chan struct{})
+			go func(batch []item) {
+				defer close(checked)
+				t.door(ctx, batch)
+			}(next)
+		}
+		var size int64
 		evs = evs[:0]
-		for _, it := range batch {
+		for _, it := range cur {
+			size += it.size
 			evs = append(evs, it.ev)
 		}
+		lastTime := cur[len(cur)-1].time
 		_, err := t.sink.Append(ctx, t.cfg.Name, expect, evs)
-		clear(batch) // the frames go with their budget
+		if checked != nil {
+			<-checked // next is not touched again until its door is done
+		}
+		clear(cur) // the frames go with their budget
+		cur = cur[:0]
 		appended := expect
 		for _, ev := range evs {
 			appended = max(appended, ev.UpstreamSeq)
@@ -376,7 +383,26 @@ func (t *Tailer) session(ctx context.Context) (progressed bool, err error) {
 		now := time.Now()
 		t.lastEvent.Store(now.UnixMilli())
 		t.setLag(now, lastTime, len(queue))
+		cur, next = next, cur
 	}
+}
+
+// drain appends to batch what the queue holds now, without waiting, up to
+// cursor.MaxBatch items. A closed queue is left for the next blocking
+// receive to find.
+func drain(queue <-chan item, batch []item) []item {
+	for len(batch) < cursor.MaxBatch {
+		select {
+		case it, ok := <-queue:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, it)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // setLag sets the lag gauges after an append: lag_events to the frames
